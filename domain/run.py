@@ -1,0 +1,542 @@
+"""The Run aggregate: one event stream per `entity/project/run_id`.
+
+The aggregate holds only what it needs to decide: the current step and the pending row,
+the last committed step, the run version, state, config, metric definitions and the
+current writer's session. Committed rows live in the events (one event per batch) and in
+the history projection, never in the aggregate's state, so snapshots stay small.
+
+Commands validate first and only then trigger an event; the `@event` bodies only assign,
+because they run again on every replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from runhistory.domain.errors import (
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+    RunNotRunning,
+    Superseded,
+)
+from runhistory.domain.identity import RunPath, run_aggregate_id
+from runhistory.domain.values import (
+    DEFAULT_LIMITS,
+    Limits,
+    Values,
+    check_config,
+    check_row_size,
+    flatten,
+    row_size,
+)
+
+RUNNING = "running"
+FINISHED = "finished"
+CRASHED = "crashed"
+
+SUMMARY_AGGREGATES = ("min", "max", "mean", "first", "last")
+SUMMARY_CHOICES = "a comma-separated subset of min,max,mean,first,last, or 'none'"
+
+ARTIFACT_PRODUCED = "produced"
+ARTIFACT_USED = "used"
+
+# A committed row as stored in events: [step, timestamp, runtime, values].
+Row = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogCall:
+    """One `run.log(data, step=None, commit=None)` call, with the client's wall clock."""
+
+    data: Mapping[str, object]
+    timestamp: float
+    step: int | None = None
+    commit: bool | None = None
+
+
+@dataclass(slots=True)
+class LogOutcome:
+    """What a batch of log calls did: rows committed, the step logging continues at, and
+    a warning for each call that was refused because its step was lower than the current."""
+
+    rows: list[Row] = field(default_factory=list)
+    next_step: int = 0
+    warnings: list[str] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def parse_summary_choice(summary: str) -> list[str]:
+    """`"min,max"` -> `["min", "max"]`; `"none"` -> `[]` (the key is hidden from the summary)."""
+    if not isinstance(summary, str):
+        raise InvalidArgument(f"summary must be {SUMMARY_CHOICES}")
+    parts = [part.strip() for part in summary.split(",") if part.strip()]
+    if parts == ["none"]:
+        return []
+    unknown = [part for part in parts if part not in SUMMARY_AGGREGATES]
+    if not parts or unknown:
+        raise InvalidArgument(f"invalid summary {summary!r}: expected {SUMMARY_CHOICES}")
+    return sorted(set(parts), key=SUMMARY_AGGREGATES.index)
+
+
+class Run(Aggregate):
+    TOPIC = "runhistory:Run"
+
+    class Snapshot(Aggregate.Snapshot):
+        TOPIC = "runhistory:Run.Snapshot"
+
+    # ---- creation -------------------------------------------------------------------
+
+    @staticmethod
+    def create_id(entity: str, project: str, run_id: str) -> UUID:
+        return run_aggregate_id(entity, project, run_id)
+
+    @classmethod
+    def start(
+        cls,
+        path: RunPath,
+        writer: str,
+        started_at: float,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, object] | None = None,
+    ) -> Run:
+        return cls(
+            entity=path.entity,
+            project=path.project,
+            run_id=path.run_id,
+            name=_check_name(name) or path.run_id,
+            tags=_check_tags(tags),
+            config=check_config(config or {}),
+            metrics={},
+            writer=writer,
+            started_at=float(started_at),
+            forked_from=None,
+            last_step=None,
+        )
+
+    @classmethod
+    def fork(
+        cls,
+        source: Run,
+        step: int,
+        path: RunPath,
+        writer: str,
+        started_at: float,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, object] | None = None,
+    ) -> Run:
+        """A new run that sees `source`'s rows up to `step`, as `source` stands now."""
+        if path == source.path:
+            raise InvalidArgument(
+                f"a fork needs a run ID different from its source {source.path}; "
+                "leave the ID empty to generate one"
+            )
+        source.check_branch_step(step, "fork")
+        return cls(
+            entity=path.entity,
+            project=path.project,
+            run_id=path.run_id,
+            name=_check_name(name) or path.run_id,
+            tags=_check_tags(tags),
+            config={**source.config, **check_config(config or {})},
+            metrics=dict(source.metrics),
+            writer=writer,
+            started_at=float(started_at),
+            forked_from={
+                "run": str(source.path),
+                "run_uuid": str(source.id),
+                "version": source.run_version,
+                "step": step,
+            },
+            last_step=step,
+        )
+
+    @event("Created", topic="runhistory:Run.Created")
+    def __init__(
+        self,
+        entity: str,
+        project: str,
+        run_id: str,
+        name: str,
+        tags: list[str],
+        config: dict[str, object],
+        metrics: dict[str, list[str]],
+        writer: str,
+        started_at: float,
+        forked_from: dict[str, Any] | None,
+        last_step: int | None,
+    ) -> None:
+        self.entity = entity
+        self.project = project
+        self.run_id = run_id
+        self.name = name
+        self.tags = tags
+        self.config = config
+        self.metrics = metrics
+        self.forked_from = forked_from
+        self.state = RUNNING
+        self.exit_code: int | None = None
+        self.run_version = 1
+        self.last_step = last_step
+        self.next_step = 0 if last_step is None else last_step + 1
+        self.pending: dict[str, Any] | None = None
+        self._begin_session(writer, started_at, "creation")
+
+    def _begin_session(self, writer: str, started_at: float, cause: str) -> None:
+        self.writer = writer
+        self.writer_seq = 0
+        self.writer_cause = cause
+        self.segment_started_at = started_at
+
+    @property
+    def path(self) -> RunPath:
+        return RunPath(self.entity, self.project, self.run_id)
+
+    # ---- checks shared by the commands ------------------------------------------------
+
+    def check_branch_step(self, step: int, action: str) -> None:
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InvalidArgument(f"cannot {action} at step {step!r}: the step is an integer >= 0")
+        if self.last_step is None:
+            raise OutOfRange(
+                f"cannot {action} {self.path} at step {step}: it has no committed steps yet"
+            )
+        if step > self.last_step:
+            raise OutOfRange(
+                f"cannot {action} {self.path} at step {step}: its last committed step is "
+                f"{self.last_step}; choose a step from 0 to {self.last_step}"
+            )
+
+    def _check_writer(self, writer: str | None) -> None:
+        # A writer of None is an administrative client (API, CLI): it is never fenced.
+        if writer is not None and writer != self.writer:
+            raise Superseded(
+                f"this session of {self.path} was superseded by a {self.writer_cause} "
+                f"(the run is now at version {self.run_version}); its writes are refused. "
+                "Start a new session with resume or resume_from to write again"
+            )
+
+    def _check_running(self, action: str) -> None:
+        if self.state != RUNNING:
+            raise RunNotRunning(
+                f"cannot {action}: run {self.path} is {self.state}; resume it first "
+                "(resume='must') or rewind it (resume_from)"
+            )
+
+    def is_duplicate(self, writer: str | None, seq: int | None) -> bool:
+        """A retried request of the current writer that was applied already."""
+        if seq is None or writer is None or writer != self.writer:
+            return False
+        if not isinstance(seq, int) or seq < 1:
+            raise InvalidArgument(f"invalid sequence number {seq!r}: use integers from 1 up")
+        return seq <= self.writer_seq
+
+    # ---- logging ----------------------------------------------------------------------
+
+    def log(
+        self,
+        calls: Sequence[LogCall],
+        writer: str | None = None,
+        seq: int | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> LogOutcome:
+        """Apply a batch of `log()` calls with W&B's step rules; one event for the batch."""
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return LogOutcome(next_step=self.next_step, duplicate=True)
+        self._check_running("log rows")
+        outcome = LogOutcome()
+        step = self.next_step
+        pending = _copy_pending(self.pending)
+        request_bytes = 0
+        for call in calls:
+            data = flatten(call.data, limits)
+            request_bytes += row_size(data)
+            if request_bytes > limits.max_request_bytes:
+                raise ResourceExhausted(
+                    f"the request holds more than {limits.max_request_bytes} bytes of rows; "
+                    "send fewer rows per request"
+                )
+            target = step if call.step is None else _check_step(call.step)
+            if target < step:
+                outcome.warnings.append(
+                    f"step {target} is lower than the current step {step} of {self.path}: "
+                    "steps only increase, so this log call was ignored"
+                )
+                continue
+            if target > step:
+                if pending is not None:
+                    outcome.rows.append(self._commit(pending, limits))
+                pending, step = None, target
+            if pending is None:
+                pending = {"step": step, "timestamp": call.timestamp, "values": {}}
+            pending["values"].update(data)
+            pending["timestamp"] = float(call.timestamp)
+            commit = call.commit if call.step is not None else call.commit is not False
+            if commit:
+                outcome.rows.append(self._commit(pending, limits))
+                pending, step = None, step + 1
+        outcome.next_step = step
+        if pending is not None:
+            check_row_size(pending["step"], pending["values"], limits)
+        if outcome.rows or pending != self.pending or step != self.next_step or seq is not None:
+            self._rows_logged(
+                rows=outcome.rows,
+                next_step=step,
+                pending=pending,
+                writer=writer,
+                seq=seq,
+            )
+        return outcome
+
+    def _commit(self, pending: dict[str, Any], limits: Limits) -> Row:
+        values: Values = pending["values"]
+        check_row_size(pending["step"], values, limits)
+        runtime = max(0.0, pending["timestamp"] - self.segment_started_at)
+        return [pending["step"], pending["timestamp"], runtime, values]
+
+    @event("RowsLogged", topic="runhistory:Run.RowsLogged")
+    def _rows_logged(
+        self,
+        rows: list[Row],
+        next_step: int,
+        pending: dict[str, Any] | None,
+        writer: str | None,
+        seq: int | None,
+    ) -> None:
+        if rows:
+            self.last_step = rows[-1][0]
+        self.next_step = next_step
+        self.pending = pending
+        self._advance_seq(writer, seq)
+
+    def _advance_seq(self, writer: str | None, seq: int | None) -> None:
+        if seq is not None and writer == self.writer:
+            self.writer_seq = seq
+
+    def _closing_rows(self) -> list[Row]:
+        """The pending row, committed: it was acknowledged, so it is never dropped."""
+        if self.pending is None:
+            return []
+        return [self._commit(self.pending, Limits(max_row_bytes=2**62))]
+
+    # ---- config, summary, metric definitions, artifacts -------------------------------
+
+    def update_config(
+        self, changes: Mapping[str, object], writer: str | None = None, seq: int | None = None
+    ) -> bool:
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return False
+        self._config_updated(changes=check_config(changes), writer=writer, seq=seq)
+        return True
+
+    @event("ConfigUpdated", topic="runhistory:Run.ConfigUpdated")
+    def _config_updated(
+        self, changes: dict[str, object], writer: str | None, seq: int | None
+    ) -> None:
+        self.config = {**self.config, **changes}
+        self._advance_seq(writer, seq)
+
+    def set_summary(
+        self, values: Mapping[str, object], writer: str | None = None, seq: int | None = None
+    ) -> bool:
+        """Explicit summary values: each holds until its key is logged again."""
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return False
+        self._summary_set(values=flatten(values), writer=writer, seq=seq)
+        return True
+
+    @event("SummarySet", topic="runhistory:Run.SummarySet")
+    def _summary_set(self, values: Values, writer: str | None, seq: int | None) -> None:
+        self._advance_seq(writer, seq)
+
+    def define_metric(
+        self, key: str, summary: str, writer: str | None = None, seq: int | None = None
+    ) -> bool:
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return False
+        flatten({key: 0})  # the same key rules as logged values
+        self._metric_defined(
+            key=key, aggregates=parse_summary_choice(summary), writer=writer, seq=seq
+        )
+        return True
+
+    @event("MetricDefined", topic="runhistory:Run.MetricDefined")
+    def _metric_defined(
+        self, key: str, aggregates: list[str], writer: str | None, seq: int | None
+    ) -> None:
+        self.metrics = {**self.metrics, key: aggregates}
+        self._advance_seq(writer, seq)
+
+    def record_artifact(
+        self,
+        direction: str,
+        name: str,
+        type: str,
+        digest: str = "",
+        size: int = 0,
+        uri: str = "",
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> bool:
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return False
+        if direction not in (ARTIFACT_PRODUCED, ARTIFACT_USED):
+            raise InvalidArgument(
+                f"invalid artifact direction {direction!r}: use 'produced' or 'used'"
+            )
+        for label, text in (("name", name), ("type", type)):
+            if not isinstance(text, str) or not text.strip() or len(text) > 256:
+                raise InvalidArgument(f"an artifact {label} is 1-256 characters, got {text!r}")
+        if not isinstance(size, int) or size < 0:
+            raise InvalidArgument(f"an artifact size is an integer >= 0, got {size!r}")
+        self._artifact_recorded(
+            artifact={
+                "direction": direction,
+                "name": name,
+                "type": type,
+                "digest": str(digest),
+                "size": size,
+                "uri": str(uri),
+                "version": self.run_version,
+            },
+            writer=writer,
+            seq=seq,
+        )
+        return True
+
+    @event("ArtifactRecorded", topic="runhistory:Run.ArtifactRecorded")
+    def _artifact_recorded(
+        self, artifact: dict[str, Any], writer: str | None, seq: int | None
+    ) -> None:
+        self._advance_seq(writer, seq)
+
+    # ---- lifecycle: finish, resume, rewind --------------------------------------------
+
+    def finish(self, exit_code: int = 0, writer: str | None = None, seq: int | None = None) -> bool:
+        """Commit the pending row and end the run: finished on exit code 0, else crashed."""
+        self._check_writer(writer)
+        if self.is_duplicate(writer, seq):
+            return False
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")
+        self._check_running("finish")
+        self._finished(
+            rows=self._closing_rows(),
+            state=FINISHED if exit_code == 0 else CRASHED,
+            exit_code=exit_code,
+            writer=writer,
+            seq=seq,
+        )
+        return True
+
+    @event("Finished", topic="runhistory:Run.Finished")
+    def _finished(
+        self, rows: list[Row], state: str, exit_code: int, writer: str | None, seq: int | None
+    ) -> None:
+        self._close_pending(rows)
+        self.state = state
+        self.exit_code = exit_code
+        self._advance_seq(writer, seq)
+
+    def _close_pending(self, rows: list[Row]) -> None:
+        if rows:
+            self.last_step = rows[-1][0]
+            self.next_step = self.last_step + 1
+        self.pending = None
+
+    def resume(
+        self, writer: str, started_at: float, config: Mapping[str, object] | None = None
+    ) -> None:
+        """Continue at the last step + 1 in a new session; the previous writer is fenced."""
+        self._resumed(
+            rows=self._closing_rows(),
+            config=check_config(config or {}),
+            writer=writer,
+            started_at=float(started_at),
+        )
+
+    @event("Resumed", topic="runhistory:Run.Resumed")
+    def _resumed(
+        self, rows: list[Row], config: dict[str, object], writer: str, started_at: float
+    ) -> None:
+        self._close_pending(rows)
+        self.config = {**self.config, **config}
+        self.state = RUNNING
+        self.exit_code = None
+        self._begin_session(writer, started_at, "resume")
+
+    def rewind(
+        self,
+        step: int,
+        writer: str,
+        started_at: float,
+        config: Mapping[str, object] | None = None,
+    ) -> None:
+        """Archive the current version whole and continue at `step + 1`, in any state."""
+        self.check_branch_step(step, "rewind")
+        self._rewound(
+            rows=self._closing_rows(),
+            step=step,
+            archived_version=self.run_version,
+            config=check_config(config or {}),
+            writer=writer,
+            started_at=float(started_at),
+        )
+
+    @event("Rewound", topic="runhistory:Run.Rewound")
+    def _rewound(
+        self,
+        rows: list[Row],
+        step: int,
+        archived_version: int,
+        config: dict[str, object],
+        writer: str,
+        started_at: float,
+    ) -> None:
+        # `rows` closes the archived version; they are not part of the new one.
+        self.run_version = archived_version + 1
+        self.last_step = step
+        self.next_step = step + 1
+        self.pending = None
+        self.config = {**self.config, **config}
+        self.state = RUNNING
+        self.exit_code = None
+        self._begin_session(writer, started_at, f"rewind to step {step}")
+
+
+def _copy_pending(pending: dict[str, Any] | None) -> dict[str, Any] | None:
+    if pending is None:
+        return None
+    return {**pending, "values": dict(pending["values"])}
+
+
+def _check_step(step: object) -> int:
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
+    return step
+
+
+def _check_name(name: str | None) -> str | None:
+    if name is not None and (not isinstance(name, str) or len(name) > 128):
+        raise InvalidArgument("a run name is a string of at most 128 characters")
+    return name or None
+
+
+def _check_tags(tags: Sequence[str]) -> list[str]:
+    tags = list(tags or ())
+    for tag in tags:
+        if not isinstance(tag, str) or not tag or len(tag) > 64:
+            raise InvalidArgument(f"invalid tag {tag!r}: tags are 1-64 character strings")
+    return tags

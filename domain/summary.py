@@ -1,0 +1,101 @@
+"""Summary arithmetic: per-key running statistics over history rows, and how a summary
+is shown (last value by default, chosen aggregates with `define_metric`, explicit values).
+
+Kept here, pure, so the summary projection and as-of queries compute it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from runhistory.domain.values import Value, Values
+
+# Per key: [first, last, min, max, sum, count]; min/max/sum/count cover numbers that are
+# not NaN (bools and strings are not numbers here); first and last cover every value.
+KeyStats = list[Any]
+FIRST, LAST, MIN, MAX, SUM, COUNT = range(6)
+
+
+class SummaryState:
+    """Statistics of the visible history up to some step: per-key stats and the row count."""
+
+    __slots__ = ("keys", "rows")
+
+    def __init__(self, keys: dict[str, KeyStats] | None = None, rows: int = 0) -> None:
+        self.keys: dict[str, KeyStats] = keys if keys is not None else {}
+        self.rows = rows
+
+    def fold(self, values: Values) -> None:
+        self.rows += 1
+        keys = self.keys
+        for key, value in values.items():
+            stats = keys.get(key)
+            numeric = type(value) in (int, float) and value == value  # NaN != NaN
+            if stats is None:
+                keys[key] = (
+                    [value, value, value, value, value, 1]
+                    if numeric
+                    else [value, value, None, None, 0, 0]
+                )
+                continue
+            stats[LAST] = value
+            if numeric:
+                if stats[COUNT]:
+                    if value < stats[MIN]:
+                        stats[MIN] = value
+                    if value > stats[MAX]:
+                        stats[MAX] = value
+                    stats[SUM] += value
+                    stats[COUNT] += 1
+                else:
+                    stats[MIN] = stats[MAX] = stats[SUM] = value
+                    stats[COUNT] = 1
+
+    def fold_all(self, rows: Iterable[Values]) -> None:
+        for values in rows:
+            self.fold(values)
+
+    def copy(self) -> SummaryState:
+        return SummaryState({key: list(stats) for key, stats in self.keys.items()}, self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "keys": self.keys}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SummaryState:
+        return cls(dict(data["keys"]), data["rows"])
+
+
+def aggregate(stats: KeyStats, name: str) -> Value | None:
+    if name == "first":
+        return stats[FIRST]
+    if name == "last":
+        return stats[LAST]
+    if not stats[COUNT]:
+        return None
+    if name == "min":
+        return stats[MIN]
+    if name == "max":
+        return stats[MAX]
+    return stats[SUM] / stats[COUNT]
+
+
+def render(
+    state: SummaryState,
+    metrics: Mapping[str, list[str]],
+    overrides: Mapping[str, Value],
+) -> dict[str, Any]:
+    """The summary as users see it, with keys sorted."""
+    summary: dict[str, Any] = {}
+    for key in sorted(set(state.keys) | set(overrides)):
+        if key in overrides:
+            summary[key] = overrides[key]
+            continue
+        stats = state.keys[key]
+        chosen = metrics.get(key)
+        if chosen is None:
+            summary[key] = stats[LAST]
+        elif chosen:
+            summary[key] = {name: aggregate(stats, name) for name in chosen}
+    return summary

@@ -1,0 +1,150 @@
+"""Logged values: what a history row may hold, flattening, and size limits."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from runhistory.domain.errors import InvalidArgument, ResourceExhausted
+
+Value: TypeAlias = bool | int | float | str
+Values: TypeAlias = dict[str, Value]
+
+ALLOWED_VALUES = "int, float (NaN and +/-Inf allowed), bool, str, or a dict of these"
+RESERVED_PREFIX = "_"
+_INT64 = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits, enforced on every write. An oversize row is refused whole, never cut.
+
+    A row's size counts the UTF-8 bytes of its keys and string values plus 8 bytes for every
+    number or bool: the size of the row as stored, without the encoding's punctuation.
+    """
+
+    max_key_length: int = 256
+    max_keys_per_row: int = 10_000
+    max_row_bytes: int = 10 * 1024 * 1024
+    max_request_bytes: int = 16 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Values:
+    """Check logged data and flatten nested dicts to dotted keys (`{"a": {"b": 1}}` -> `a.b`)."""
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(
+            f"logged data must be a dict of key to value, got {type(data).__name__}"
+        )
+    flat: Values = {}
+    _flatten_into(flat, "", data, limits)
+    if len(flat) > limits.max_keys_per_row:
+        raise ResourceExhausted(
+            f"a row has {len(flat)} keys; "
+            f"at most {limits.max_keys_per_row} keys are allowed per row"
+        )
+    return flat
+
+
+def _flatten_into(flat: Values, prefix: str, data: Mapping[str, object], limits: Limits) -> None:
+    for key, value in data.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(f"invalid key {key!r}: keys are non-empty strings")
+        if not prefix and key.startswith(RESERVED_PREFIX):
+            raise InvalidArgument(
+                f"invalid key {key!r}: keys starting with '_' are reserved for system keys "
+                "(_step, _timestamp, _runtime)"
+            )
+        full_key = prefix + key
+        if len(full_key) > limits.max_key_length:
+            raise ResourceExhausted(
+                f"key {full_key[:40]!r}... is {len(full_key)} characters; "
+                f"at most {limits.max_key_length} are allowed"
+            )
+        if isinstance(value, Mapping):
+            _flatten_into(flat, full_key + ".", value, limits)
+        else:
+            flat[full_key] = check_value(full_key, value)
+
+
+def check_value(key: str, value: object) -> Value:
+    # bool before int: bool is an int subclass and must stay a bool.
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise InvalidArgument(f"value of {key!r} is out of range: integers are 64-bit signed")
+        return value
+    if isinstance(value, float):
+        return value
+    # numpy and other numeric scalars: keep their kind, drop their type.
+    if isinstance(value, numbers.Integral):
+        return check_value(key, int(value))
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise InvalidArgument(
+        f"value of {key!r} has type {type(value).__name__}; allowed: {ALLOWED_VALUES}"
+    )
+
+
+def row_size(values: Values) -> int:
+    size = 0
+    for key, value in values.items():
+        size += len(key.encode())
+        size += len(value.encode()) if isinstance(value, str) else 8
+    return size
+
+
+def check_row_size(step: int, values: Values, limits: Limits) -> None:
+    size = row_size(values)
+    if size > limits.max_row_bytes:
+        raise ResourceExhausted(
+            f"row at step {step} is {size} bytes; at most {limits.max_row_bytes} bytes are allowed "
+            "per row (it was refused whole)"
+        )
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equality that treats NaN as equal to NaN, for comparing histories."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+CONFIG_VALUES = "null, bool, int, float, str, lists and dicts of these"
+
+
+def check_config(config: Mapping[str, object]) -> dict[str, object]:
+    """Config is a dict of JSON-like values; its top-level keys are merged by `update`."""
+    if not isinstance(config, Mapping):
+        raise InvalidArgument(f"config must be a dict, got {type(config).__name__}")
+    return {_config_key(key): _config_value(key, value) for key, value in config.items()}
+
+
+def _config_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(f"invalid config key {key!r}: config keys are non-empty strings")
+    return key
+
+
+def _config_value(key: str, value: object) -> object:
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        return check_value(key, value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_config_value(key, item) for item in value]
+    if isinstance(value, Mapping):
+        return {_config_key(k): _config_value(f"{key}.{k}", v) for k, v in value.items()}
+    raise InvalidArgument(
+        f"config value of {key!r} has type {type(value).__name__}; allowed: {CONFIG_VALUES}"
+    )

@@ -1,0 +1,81 @@
+"""The archive read model: every version of every run, live or archived by a rewind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from runhistory.domain.run import RUNNING, Run
+from runhistory.projections.base import Projection, epoch, on
+from runhistory.projections.schema import versions
+
+
+class ArchiveProjection(Projection):
+    name = "archive"
+    tables = (versions,)
+
+    @on(Run.Created)
+    def _created(self, conn: Connection, event: Any, position: int) -> None:
+        _start(conn, event, position, 1, event.last_step)
+
+    @on(Run.RowsLogged)
+    def _rows_logged(self, conn: Connection, event: Any, position: int) -> None:
+        if event.rows:
+            _update_live(conn, event, last_step=event.rows[-1][0])
+
+    @on(Run.Finished)
+    def _finished(self, conn: Connection, event: Any, position: int) -> None:
+        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
+        _update_live(conn, event, state=event.state, **changes)
+
+    @on(Run.Resumed)
+    def _resumed(self, conn: Connection, event: Any, position: int) -> None:
+        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
+        _update_live(conn, event, state=RUNNING, **changes)
+
+    @on(Run.Rewound)
+    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
+        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
+        _update_live(
+            conn,
+            event,
+            archived_at=epoch(event.timestamp),
+            archived_position=position,
+            rewound_to_step=event.step,
+            **changes,
+        )
+        _start(conn, event, position, event.archived_version + 1, event.step)
+
+
+def _start(
+    conn: Connection, event: Any, position: int, version: int, last_step: int | None
+) -> None:
+    conn.execute(
+        versions.insert().values(
+            run_uuid=str(event.originator_id),
+            version=version,
+            started_at=epoch(event.timestamp),
+            started_position=position,
+            archived_at=None,
+            archived_position=None,
+            rewound_to_step=None,
+            state=RUNNING,
+            last_step=last_step,
+        )
+    )
+
+
+def _update_live(conn: Connection, event: Any, **changes: Any) -> None:
+    conn.execute(
+        update(versions)
+        .where(versions.c.run_uuid == str(event.originator_id), versions.c.archived_at.is_(None))
+        .values(**changes)
+    )
+
+
+def list_versions(conn: Connection, run_uuid: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(versions).where(versions.c.run_uuid == run_uuid).order_by(versions.c.version)
+    )
+    return [row._asdict() for row in rows]

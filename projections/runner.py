@@ -1,0 +1,214 @@
+"""Drives the projections from the event log: a catch-up loop that works on every backend.
+
+Each page of events is applied in one database transaction together with the new tracking
+positions, so an event is applied exactly once and a crash anywhere leaves the read models
+at a page boundary, from which the next catch-up resumes. Positions are locked while a page
+is applied (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE elsewhere), so several
+processes may run catch-ups against one database without applying an event twice.
+
+A PostgreSQL LISTEN/NOTIFY subscription can drive the same `catch_up` when notified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Connection, select, update
+
+from runhistory.domain.errors import DeadlineExceeded
+from runhistory.domain.run import Run
+from runhistory.projections.archive import ArchiveProjection
+from runhistory.projections.artifacts import ArtifactsProjection
+from runhistory.projections.base import Projection
+from runhistory.projections.database import Database
+from runhistory.projections.history import HistoryProjection
+from runhistory.projections.lineage import LineageProjection
+from runhistory.projections.runs import ConfigProjection, RunsProjection
+from runhistory.projections.schema import metadata, tracking
+from runhistory.projections.summary import SummaryProjection
+
+log = logging.getLogger(__name__)
+
+# In dependency order: a projection may read what those before it wrote for the same event.
+ALL_PROJECTIONS: tuple[type[Projection], ...] = (
+    HistoryProjection,
+    SummaryProjection,
+    RunsProjection,
+    ConfigProjection,
+    ArchiveProjection,
+    LineageProjection,
+    ArtifactsProjection,
+)
+
+
+class EventSource(Protocol):
+    """The event log, read in order of position."""
+
+    def read(self, after: int, limit: int) -> Sequence[tuple[int, Run.Event]]: ...
+
+    def last_position(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    applied: int  # events applied so far by this call
+    position: int  # the position the read models have reached
+    target: int  # the last position in the log when the call started
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        source: EventSource,
+        db: Database,
+        projections: Sequence[type[Projection]] = ALL_PROJECTIONS,
+        page_size: int = 50,
+    ) -> None:
+        self.source = source
+        self.db = db
+        self.projections = [cls() for cls in projections]
+        self.page_size = page_size
+        self._lock = threading.Lock()
+        self._applied = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ensure_tracking_rows()
+
+    def _ensure_tracking_rows(self) -> None:
+        with self.db.write() as conn:
+            known = set(conn.execute(select(tracking.c.projection)).scalars())
+            missing = [p.name for p in self.projections if p.name not in known]
+            if missing:
+                conn.execute(tracking.insert(), [{"projection": n, "position": 0} for n in missing])
+
+    # ---- applying events ---------------------------------------------------------------
+
+    def position(self) -> int:
+        """The position every projection has applied, as the database says now."""
+        with self.db.read() as conn:
+            self._applied = min(self._positions(conn).values())
+        return self._applied
+
+    def _positions(self, conn: Connection, lock: bool = False) -> dict[str, int]:
+        query = select(tracking.c.projection, tracking.c.position).where(
+            tracking.c.projection.in_([p.name for p in self.projections])
+        )
+        if lock and not self.db.is_sqlite:
+            query = query.with_for_update()
+        return dict(conn.execute(query).tuples().all())
+
+    def catch_up(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        max_events: int | None = None,
+    ) -> int:
+        """Apply every event not yet applied; returns how many were applied."""
+        with self._lock:
+            target = self.source.last_position()
+            applied = 0
+            while max_events is None or applied < max_events:
+                limit = (
+                    self.page_size
+                    if max_events is None
+                    else min(self.page_size, max_events - applied)
+                )
+                with self.db.write() as conn:
+                    positions = self._positions(conn, lock=True)
+                    start = min(positions.values())
+                    page = self.source.read(after=start, limit=limit)
+                    if not page:
+                        self._applied = start
+                        break
+                    for position, event in page:
+                        for projection in self.projections:
+                            if position > positions[projection.name]:
+                                projection.process(conn, event, position)
+                    last = page[-1][0]
+                    conn.execute(
+                        update(tracking)
+                        .where(tracking.c.projection.in_(list(positions)))
+                        .where(tracking.c.position < last)
+                        .values(position=last)
+                    )
+                applied += len(page)
+                self._applied = last
+                if progress is not None:
+                    progress(Progress(applied, last, max(target, last)))
+            return applied
+
+    def wait_for(self, position: int, timeout: float = 30.0) -> None:
+        """Return once the read models include `position` (read your writes)."""
+        if position <= self._applied:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            self.catch_up()
+            if self._applied >= position or self.position() >= position:
+                return
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(
+                    f"the read models did not reach position {position} within {timeout:g} s "
+                    f"(they are at {self._applied})"
+                )
+            time.sleep(0.01)
+
+    # ---- in the background -------------------------------------------------------------
+
+    def start(self, interval: float = 0.05) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name="projection-runner", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        backoff = interval
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+                backoff = interval
+            except Exception:
+                log.exception("projection catch-up failed; retrying in %.1f s", backoff)
+                backoff = min(backoff * 2, 5.0)
+            self._stop.wait(backoff)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+
+    # ---- rebuild and verification ------------------------------------------------------
+
+    def rebuild(self, progress: Callable[[Progress], None] | None = None) -> int:
+        """Drop every read model and replay the whole event log into new ones."""
+        with self._lock:
+            tables = [t for p in self.projections for t in p.tables] + [tracking]
+            metadata.drop_all(self.db.engine, tables=tables)
+            metadata.create_all(self.db.engine, tables=tables)
+            self._applied = 0
+            self._ensure_tracking_rows()
+        return self.catch_up(progress)
+
+    def checksums(self) -> dict[str, str]:
+        """A digest of each projection's rows, in primary-key order."""
+        digests: dict[str, str] = {}
+        with self.db.read() as conn:
+            for projection in self.projections:
+                digest = hashlib.sha256()
+                for table in projection.tables:
+                    digest.update(table.name.encode())
+                    query = select(table).order_by(*table.primary_key.columns)
+                    for row in conn.execute(query):
+                        digest.update(repr(tuple(row)).encode())
+                digests[projection.name] = digest.hexdigest()
+        return digests

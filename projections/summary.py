@@ -1,0 +1,163 @@
+"""The summary read model: per segment, the statistics of its visible history, the
+explicit values set with `run.summary[key] = v`, and the `define_metric` choices.
+
+After a rewind or a fork the new segment's statistics start from the state as of the
+branch step: the nearest checkpoint at or below it plus a fold of at most
+`CHECKPOINT_EVERY` rows, so the cost does not grow with the history's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, select, update
+
+from runhistory.domain.run import Row, Run
+from runhistory.domain.summary import SummaryState, render
+from runhistory.projections.base import Projection, from_json, on, to_json
+from runhistory.projections.history import (
+    Segment,
+    current_segment,
+    get_segment,
+    own_row_values,
+    segment_of,
+)
+from runhistory.projections.schema import summaries, summary_checkpoints
+
+CHECKPOINT_EVERY = 512
+
+
+class SummaryProjection(Projection):
+    name = "summary"
+    tables = (summaries, summary_checkpoints)
+    # Reads segments and rows that the history projection wrote for the same event.
+    depends_on = ("history",)
+
+    @on(Run.Created)
+    def _created(self, conn: Connection, event: Any, position: int) -> None:
+        segment = get_segment(conn, position)
+        base = SummaryState()
+        if segment.parent_segment is not None:
+            assert segment.parent_step is not None
+            base = state_at(conn, get_segment(conn, segment.parent_segment), segment.parent_step)
+        _start(conn, segment, base, event.metrics)
+
+    @on(Run.RowsLogged, Run.Finished, Run.Resumed)
+    def _rows(self, conn: Connection, event: Any, position: int) -> None:
+        if event.rows:
+            _fold_rows(conn, current_segment(conn, event.originator_id), event.rows)
+
+    @on(Run.Rewound)
+    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
+        new = get_segment(conn, position)
+        assert new.parent_segment is not None
+        archived = get_segment(conn, new.parent_segment)
+        if event.rows:
+            _fold_rows(conn, archived, event.rows)
+        metrics = from_json(_row(conn, archived.id).metrics)
+        # Explicit summary values belong to the archived version: the new version's summary
+        # is recomputed from its visible history alone.
+        _start(conn, new, state_at(conn, archived, event.step), metrics)
+
+    @on(Run.SummarySet)
+    def _summary_set(self, conn: Connection, event: Any, position: int) -> None:
+        segment = current_segment(conn, event.originator_id)
+        overrides = from_json(_row(conn, segment.id).overrides)
+        overrides.update(event.values)
+        _update(conn, segment.id, overrides=to_json(overrides))
+
+    @on(Run.MetricDefined)
+    def _metric_defined(self, conn: Connection, event: Any, position: int) -> None:
+        segment = current_segment(conn, event.originator_id)
+        metrics = from_json(_row(conn, segment.id).metrics)
+        metrics[event.key] = event.aggregates
+        _update(conn, segment.id, metrics=to_json(metrics))
+
+
+def _start(conn: Connection, segment: Segment, base: SummaryState, metrics: dict) -> None:
+    state = to_json(base.to_json())
+    conn.execute(
+        summaries.insert().values(
+            segment_id=segment.id,
+            state=state,
+            overrides="{}",
+            metrics=to_json(metrics),
+            rows_since_checkpoint=0,
+        )
+    )
+    start_step = -1 if segment.parent_step is None else segment.parent_step
+    conn.execute(
+        summary_checkpoints.insert().values(segment_id=segment.id, step=start_step, state=state)
+    )
+
+
+def _fold_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
+    record = _row(conn, segment.id)
+    state = SummaryState.from_json(from_json(record.state))
+    overrides = from_json(record.overrides)
+    since = record.rows_since_checkpoint
+    checkpoints = []
+    for step, _timestamp, _runtime, values in rows:
+        state.fold(values)
+        for key in values:
+            overrides.pop(key, None)  # a logged key ends its explicit value
+        since += 1
+        if since >= CHECKPOINT_EVERY:
+            checkpoints.append(
+                {"segment_id": segment.id, "step": step, "state": to_json(state.to_json())}
+            )
+            since = 0
+    if checkpoints:
+        conn.execute(summary_checkpoints.insert(), checkpoints)
+    _update(
+        conn,
+        segment.id,
+        state=to_json(state.to_json()),
+        overrides=to_json(overrides),
+        rows_since_checkpoint=since,
+    )
+
+
+def _row(conn: Connection, segment_id: int) -> Any:
+    return conn.execute(select(summaries).where(summaries.c.segment_id == segment_id)).one()
+
+
+def _update(conn: Connection, segment_id: int, **values: Any) -> None:
+    conn.execute(update(summaries).where(summaries.c.segment_id == segment_id).values(**values))
+
+
+def state_at(conn: Connection, segment: Segment, step: int) -> SummaryState:
+    """Statistics of the segment's visible rows with `_step <= step`."""
+    while segment.parent_step is not None and step < segment.parent_step:
+        assert segment.parent_segment is not None
+        segment = get_segment(conn, segment.parent_segment)
+    checkpoint_step, state_json = conn.execute(
+        select(summary_checkpoints.c.step, summary_checkpoints.c.state)
+        .where(summary_checkpoints.c.segment_id == segment.id, summary_checkpoints.c.step <= step)
+        .order_by(summary_checkpoints.c.step.desc())
+        .limit(1)
+    ).one()
+    state = SummaryState.from_json(from_json(state_json))
+    if checkpoint_step < step:
+        state.fold_all(own_row_values(conn, segment.id, checkpoint_step, step))
+    return state
+
+
+# ---- queries ---------------------------------------------------------------------------
+
+
+def read_summary(conn: Connection, segment: Segment) -> dict[str, Any]:
+    record = _row(conn, segment.id)
+    state = SummaryState.from_json(from_json(record.state))
+    return render(state, from_json(record.metrics), from_json(record.overrides))
+
+
+def visible_row_count(conn: Connection, segment: Segment) -> int:
+    return from_json(_row(conn, segment.id).state)["rows"]
+
+
+def metric_definitions(conn: Connection, run_uuid: UUID | str, version: int | None) -> dict:
+    segment = segment_of(conn, run_uuid, version)
+    return from_json(_row(conn, segment.id).metrics)

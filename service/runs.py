@@ -1,0 +1,607 @@
+"""The run service: commands (get, decide, save) and queries over the read models.
+
+Every command returns the position of the last event it wrote. Queries first wait until
+the read models include the latest position this service wrote (read your writes), or a
+position the caller names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+from sqlalchemy import Connection
+
+from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
+from runhistory.domain.run import LogCall, LogOutcome, Run
+from runhistory.projections import archive, artifacts, history, lineage, runs, summary
+from runhistory.projections.database import Database
+from runhistory.projections.runner import Progress, ProjectionRunner
+from runhistory.service.application import RunEvents, event_store_env
+from runhistory.service.replay import replay_until
+from runhistory.service.settings import Settings
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A writer's hold on a run, from create, resume, rewind or fork."""
+
+    path: RunPath
+    writer: str
+    version: int
+    next_step: int
+    position: int
+    config: dict[str, object]
+    forked_from: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    position: int
+    applied: bool = True  # False: a retried request that was applied before
+
+
+@dataclass(frozen=True, slots=True)
+class LogAck(Ack):
+    next_step: int = 0
+    rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class RunService:
+    def __init__(self, settings: Settings | None = None, *, background: bool = False) -> None:
+        self.settings = settings or Settings()
+        self.limits = self.settings.limits
+        url = self.settings.db_url
+        self.store = RunEvents(env=event_store_env(url))
+        self.db = Database(url)
+        self.runner = ProjectionRunner(self.store, self.db)
+        self._locks: defaultdict[UUID, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._written = 0
+        if background:
+            self.runner.start()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+        self.db.dispose()
+
+    def __enter__(self) -> RunService:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ---- the command pipeline ----------------------------------------------------------
+
+    def _lock(self, run_uuid: UUID) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[run_uuid]
+
+    def _get(self, path: RunPath) -> Run:
+        try:
+            return self.store.repository.get(path.aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"run {path} does not exist") from None
+
+    def _save(self, *runs: Run) -> int:
+        recordings = self.store.save(*runs)
+        if not recordings:
+            return max(self._written, self.store.last_position())
+        position = recordings[-1].notification.id
+        self._written = max(self._written, position)
+        return position
+
+    def _change(self, path: RunPath, command: Callable[[Run], T]) -> tuple[T, int]:
+        """Get the run, decide, save; retried when another writer saved first."""
+        with self._lock(path.aggregate_id):
+            for _attempt in range(MAX_ATTEMPTS):
+                run = self._get(path)
+                result = command(run)
+                try:
+                    return result, self._save(run)
+                except IntegrityError:
+                    time.sleep(0.005)
+        raise Aborted(
+            f"run {path} changed concurrently {MAX_ATTEMPTS} times while this request was "
+            "applied; nothing was written, retry it"
+        )
+
+    # ---- starting sessions -------------------------------------------------------------
+
+    def init(
+        self,
+        entity: str,
+        project: str,
+        run_id: str | None = None,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, object] | None = None,
+        resume: str | bool | None = None,
+        resume_from: str | None = None,
+        fork_from: str | None = None,
+        started_at: float | None = None,
+    ) -> Session:
+        """`wandb.init` semantics: create, plain resume, rewind (`resume_from`) or fork."""
+        check_name("entity", entity)
+        check_name("project", project)
+        given = [
+            n
+            for n, v in (("resume", resume), ("resume_from", resume_from), ("fork_from", fork_from))
+            if v
+        ]
+        if len(given) > 1:
+            raise InvalidArgument(
+                f"use at most one of resume, resume_from and fork_from, got {given}"
+            )
+        started_at = time.time() if started_at is None else started_at
+        if resume_from:
+            branch = BranchPoint.parse(resume_from, entity, project)
+            if run_id is not None and run_id != branch.run.run_id:
+                raise InvalidArgument(
+                    f"resume_from names run {branch.run.run_id} but id is {run_id}: a rewind keeps "
+                    "the run's ID, so leave id empty or make it match"
+                )
+            return self.rewind(branch, config=config, started_at=started_at)
+        if fork_from:
+            branch = BranchPoint.parse(fork_from, entity, project)
+            path = RunPath(entity, project, run_id or generate_run_id())
+            return self.fork(
+                branch, path, name=name, tags=tags, config=config, started_at=started_at
+            )
+        if resume in (None, False, "never"):
+            path = RunPath(entity, project, run_id or generate_run_id())
+            return self.create(path, name=name, tags=tags, config=config, started_at=started_at)
+        if resume is True:
+            resume = "allow"
+        if resume not in ("allow", "must"):
+            raise InvalidArgument(
+                f"invalid resume {resume!r}: use 'allow', 'must', 'never' or leave it unset"
+            )
+        if run_id is None:
+            raise InvalidArgument(f"resume={resume!r} needs the ID of the run to resume")
+        path = RunPath(entity, project, run_id)
+        try:
+            return self.resume(path, config=config, started_at=started_at)
+        except NotFound:
+            if resume == "must":
+                raise NotFound(
+                    f"run {path} does not exist, and resume='must' needs an existing run; "
+                    "use resume='allow' to create it"
+                ) from None
+        return self.create(path, name=name, tags=tags, config=config, started_at=started_at)
+
+    def create(
+        self,
+        path: RunPath,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, object] | None = None,
+        started_at: float | None = None,
+    ) -> Session:
+        writer = _new_writer()
+        run = Run.start(path, writer, _now(started_at), name=name, tags=tags, config=config)
+        with self._lock(path.aggregate_id):
+            try:
+                position = self._save(run)
+            except IntegrityError:
+                raise AlreadyExists(
+                    f"run {path} already exists; resume it (resume='allow' or 'must'), rewind it "
+                    "(resume_from), fork it (fork_from) or choose another ID"
+                ) from None
+        return _session(run, position)
+
+    def resume(
+        self,
+        path: RunPath,
+        *,
+        config: Mapping[str, object] | None = None,
+        started_at: float | None = None,
+    ) -> Session:
+        writer = _new_writer()
+        run, position = self._change(
+            path, lambda run: (run.resume(writer, _now(started_at), config), run)[1]
+        )
+        return _session(run, position)
+
+    def rewind(
+        self,
+        branch: BranchPoint,
+        *,
+        config: Mapping[str, object] | None = None,
+        started_at: float | None = None,
+    ) -> Session:
+        writer = _new_writer()
+        run, position = self._change(
+            branch.run,
+            lambda run: (run.rewind(branch.step, writer, _now(started_at), config), run)[1],
+        )
+        return _session(run, position)
+
+    def fork(
+        self,
+        branch: BranchPoint,
+        path: RunPath,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, object] | None = None,
+        started_at: float | None = None,
+    ) -> Session:
+        source = self._get(branch.run)
+        run = Run.fork(
+            source,
+            branch.step,
+            path,
+            _new_writer(),
+            _now(started_at),
+            name=name,
+            tags=tags,
+            config=config,
+        )
+        with self._lock(path.aggregate_id):
+            try:
+                position = self._save(run)
+            except IntegrityError:
+                raise AlreadyExists(
+                    f"run {path} already exists; a fork needs a new run ID (leave it empty to "
+                    "generate one)"
+                ) from None
+        return _session(run, position)
+
+    # ---- writing to a run --------------------------------------------------------------
+
+    def log(
+        self,
+        path: RunPath,
+        calls: Sequence[LogCall],
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> LogAck:
+        outcome: LogOutcome
+        outcome, position = self._change(
+            path, lambda run: run.log(calls, writer=writer, seq=seq, limits=self.limits)
+        )
+        return LogAck(
+            position=position,
+            applied=not outcome.duplicate,
+            next_step=outcome.next_step,
+            rows=len(outcome.rows),
+            warnings=outcome.warnings,
+        )
+
+    def update_config(
+        self,
+        path: RunPath,
+        changes: Mapping[str, object],
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        applied, position = self._change(
+            path, lambda run: run.update_config(changes, writer=writer, seq=seq)
+        )
+        return Ack(position, applied)
+
+    def set_summary(
+        self,
+        path: RunPath,
+        values: Mapping[str, object],
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        applied, position = self._change(
+            path, lambda run: run.set_summary(values, writer=writer, seq=seq)
+        )
+        return Ack(position, applied)
+
+    def define_metric(
+        self,
+        path: RunPath,
+        key: str,
+        summary: str = "last",
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        applied, position = self._change(
+            path, lambda run: run.define_metric(key, summary, writer=writer, seq=seq)
+        )
+        return Ack(position, applied)
+
+    def record_artifact(
+        self,
+        path: RunPath,
+        direction: str,
+        name: str,
+        type: str,
+        digest: str = "",
+        size: int = 0,
+        uri: str = "",
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        applied, position = self._change(
+            path,
+            lambda run: run.record_artifact(
+                direction, name, type, digest, size, uri, writer=writer, seq=seq
+            ),
+        )
+        return Ack(position, applied)
+
+    def finish(
+        self,
+        path: RunPath,
+        exit_code: int = 0,
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        applied, position = self._change(
+            path, lambda run: run.finish(exit_code, writer=writer, seq=seq)
+        )
+        return Ack(position, applied)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, min_position: int | None) -> Iterator[Connection]:
+        self.runner.wait_for(self._written if min_position is None else min_position)
+        with self.db.read() as conn:
+            yield conn
+
+    def run(self, path: RunPath, min_position: int | None = None) -> dict[str, Any]:
+        """The run's overview, with its "forked from" link."""
+        with self._reading(min_position) as conn:
+            record = runs.find_run(conn, path)
+            edge = lineage.fork_edge(conn, record["run_uuid"])
+            record["forked_from"] = None
+            if edge is not None:
+                source = runs.run_by_uuid(conn, edge["source_uuid"])
+                record["forked_from"] = {
+                    "run": source["path"],
+                    "step": edge["source_step"],
+                    "version": edge["source_version"],
+                }
+            return record
+
+    def runs(self, entity: str, project: str, min_position: int | None = None) -> list[dict]:
+        with self._reading(min_position) as conn:
+            return runs.list_runs(conn, entity, project)
+
+    def scan_history(
+        self,
+        path: RunPath,
+        keys: Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+        version: int | None = None,
+        min_position: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Visible rows in step order; a fork's inherited rows first unless `own_only`."""
+        with self._reading(min_position) as conn:
+            segment = self._segment(conn, path, version)
+            yield from history.read_rows(conn, segment, keys, min_step, max_step, own_only)
+
+    def history(self, path: RunPath, **options: Any) -> list[dict[str, Any]]:
+        return list(self.scan_history(path, **options))
+
+    def summary(
+        self, path: RunPath, version: int | None = None, min_position: int | None = None
+    ) -> dict[str, Any]:
+        with self._reading(min_position) as conn:
+            return summary.read_summary(conn, self._segment(conn, path, version))
+
+    def config(
+        self, path: RunPath, version: int | None = None, min_position: int | None = None
+    ) -> dict[str, Any]:
+        with self._reading(min_position) as conn:
+            runs.find_run(conn, path)
+            return runs.read_config(conn, path.aggregate_id, version)
+
+    def versions(self, path: RunPath, min_position: int | None = None) -> list[dict[str, Any]]:
+        """Every version of the run, oldest first, each with its summary and config as they
+        were; all but the last are archived."""
+        with self._reading(min_position) as conn:
+            run_uuid = runs.find_run(conn, path)["run_uuid"]
+            result = []
+            for record in archive.list_versions(conn, run_uuid):
+                segment = history.segment_of(conn, run_uuid, record["version"])
+                record.pop("run_uuid")
+                record["archived"] = record["archived_at"] is not None
+                record["rows"] = summary.visible_row_count(conn, segment)
+                record["summary"] = summary.read_summary(conn, segment)
+                record["config"] = runs.read_config(conn, run_uuid, record["version"])
+                result.append(record)
+            return result
+
+    def artifacts(
+        self, path: RunPath, version: int | None = None, min_position: int | None = None
+    ) -> list[dict[str, Any]]:
+        with self._reading(min_position) as conn:
+            run_uuid = runs.find_run(conn, path)["run_uuid"]
+            found = artifacts.list_artifacts(conn, run_uuid, version)
+            for record in found:
+                record.pop("run_uuid")
+            return found
+
+    def lineage(self, path: RunPath, min_position: int | None = None) -> dict[str, Any]:
+        """Ancestors up to the root, the versions, and the tree of descendants (forks of
+        the run and of its archived versions)."""
+        with self._reading(min_position) as conn:
+            record = runs.find_run(conn, path)
+            ancestors = []
+            edge = lineage.fork_edge(conn, record["run_uuid"])
+            while edge is not None:
+                source = runs.run_by_uuid(conn, edge["source_uuid"])
+                ancestors.append(
+                    {
+                        "run": source["path"],
+                        "version": edge["source_version"],
+                        "step": edge["source_step"],
+                    }
+                )
+                edge = lineage.fork_edge(conn, edge["source_uuid"])
+            return {
+                "run": record["path"],
+                "version": record["version"],
+                "ancestors": ancestors,
+                "versions": [
+                    {
+                        "version": v["version"],
+                        "archived": v["archived_at"] is not None,
+                        "rewound_to_step": v["rewound_to_step"],
+                    }
+                    for v in archive.list_versions(conn, record["run_uuid"])
+                ],
+                "descendants": _descendants(conn, record["run_uuid"]),
+            }
+
+    @staticmethod
+    def _segment(conn: Connection, path: RunPath, version: int | None) -> history.Segment:
+        runs.find_run(conn, path)
+        return history.segment_of(conn, path.aggregate_id, version)
+
+    # ---- the event log: audit and as-of -----------------------------------------------
+
+    def events(
+        self, start: int = 0, path: RunPath | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Events with position > `start`, in order; of one run if `path` is given."""
+        wanted = None if path is None else path.aggregate_id
+        found: list[dict[str, Any]] = []
+        after = start
+        while len(found) < limit:
+            page = self.store.recorder.select_notifications(
+                start=after, limit=500, inclusive_of_start=False
+            )
+            if not page:
+                break
+            for notification in page:
+                if wanted is None or notification.originator_id == wanted:
+                    found.append(
+                        describe_event(
+                            notification.id, self.store.mapper.to_domain_event(notification)
+                        )
+                    )
+                    if len(found) == limit:
+                        break
+            after = page[-1].id
+        return found
+
+    def as_of(self, path: RunPath, position: int | None = None, at: float | None = None) -> AsOf:
+        """The run as it stood at an event position or a time (seconds since the epoch)."""
+        if (position is None) == (at is None):
+            raise InvalidArgument("give exactly one of a position and a time for an as-of query")
+        return AsOf(replay_until(self.store, self._lineage_uuids(path), position, at), path)
+
+    def _lineage_uuids(self, path: RunPath) -> set[UUID]:
+        uuids = {path.aggregate_id}
+        run = self._get(path)
+        while run.forked_from is not None:
+            source = UUID(run.forked_from["run_uuid"])
+            uuids.add(source)
+            run = self.store.repository.get(source, version=1)
+        return uuids
+
+    # ---- maintenance -------------------------------------------------------------------
+
+    def rebuild(self, progress: Callable[[Progress], None] | None = None) -> int:
+        return self.runner.rebuild(progress)
+
+    def checksums(self) -> dict[str, str]:
+        self.runner.wait_for(self._written)
+        return self.runner.checksums()
+
+
+@dataclass
+class AsOf:
+    """Read models rebuilt in memory from the events up to a point, for one run's lineage."""
+
+    db: Database
+    path: RunPath
+
+    def history(self, **options: Any) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            segment = RunService._segment(conn, self.path, options.pop("version", None))
+            return list(history.read_rows(conn, segment, **options))
+
+    def summary(self) -> dict[str, Any]:
+        with self.db.read() as conn:
+            return summary.read_summary(conn, RunService._segment(conn, self.path, None))
+
+    def config(self) -> dict[str, Any]:
+        with self.db.read() as conn:
+            runs.find_run(conn, self.path)
+            return runs.read_config(conn, self.path.aggregate_id)
+
+
+def _descendants(conn: Connection, run_uuid: str) -> list[dict[str, Any]]:
+    tree = []
+    for edge in lineage.forks_of(conn, run_uuid):
+        child = runs.run_by_uuid(conn, edge["run_uuid"])
+        tree.append(
+            {
+                "run": child["path"],
+                "source_version": edge["source_version"],
+                "step": edge["source_step"],
+                "descendants": _descendants(conn, edge["run_uuid"]),
+            }
+        )
+    return tree
+
+
+def describe_event(position: int, event: Run.Event) -> dict[str, Any]:
+    payload = {
+        key: value
+        for key, value in vars(event).items()
+        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return {
+        "position": position,
+        "run_uuid": str(event.originator_id),
+        "run_event": event.originator_version,
+        "type": type(event).__name__,
+        "timestamp": event.timestamp.timestamp(),
+        "payload": payload,
+    }
+
+
+def _session(run: Run, position: int) -> Session:
+    return Session(
+        path=run.path,
+        writer=run.writer,
+        version=run.run_version,
+        next_step=run.next_step,
+        position=position,
+        config=dict(run.config),
+        forked_from=run.forked_from,
+    )
+
+
+def _new_writer() -> str:
+    return uuid.uuid4().hex
+
+
+def _now(started_at: float | None) -> float:
+    return time.time() if started_at is None else float(started_at)
