@@ -30,9 +30,10 @@ class Projection:
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
         cls.handlers = {}
-        for attribute in vars(cls).values():
-            for event_class in getattr(attribute, "_handles", ()):
-                cls.handlers[event_class] = attribute
+        for klass in reversed(cls.__mro__):  # subclasses inherit and may override handlers
+            for attribute in vars(klass).values():
+                for event_class in getattr(attribute, "_handles", ()):
+                    cls.handlers[event_class] = attribute
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
         handler = self.handlers.get(type(event))
