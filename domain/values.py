@@ -101,6 +101,11 @@ def row_size(values: Values) -> int:
 
 
 def check_row_size(step: int, values: Values, limits: Limits) -> None:
+    if len(values) > limits.max_keys_per_row:
+        raise ResourceExhausted(
+            f"row at step {step} has {len(values)} keys; at most {limits.max_keys_per_row} "
+            "keys are allowed per row (it was refused whole)"
+        )
     size = row_size(values)
     if size > limits.max_row_bytes:
         raise ResourceExhausted(

@@ -26,7 +26,7 @@ from runhistory.projections.history import (
 )
 from runhistory.projections.schema import summaries, summary_checkpoints
 
-CHECKPOINT_EVERY = 512
+CHECKPOINT_EVERY = 128
 
 
 class SummaryProjection(Projection):

@@ -6,8 +6,9 @@ It is also the projections' `EventSource`: the log of every event, read by posit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 
 from runhistory.domain.run import Run
 
@@ -32,7 +33,25 @@ def event_store_env(db_url: str) -> dict[str, str]:
 
 class RunEvents(Application):
     name = "RunHistory"
-    snapshotting_intervals = {Run: 100}
+    is_snapshotting_enabled = True
+    snapshot_every = 20  # events; a cold `get` replays at most this many
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
+        # The aggregate in hand is the state after the events just saved, so snapshot it
+        # as it is. The library's default replays the interval's events to rebuild it,
+        # and RowsLogged events carry whole batches of rows: that replay made rewinds and
+        # forks of long runs slow.
+        assert self.snapshots is not None
+        every = self.snapshot_every
+        for aggregate in processing_event.aggregates.values():
+            saved = [
+                e.originator_version
+                for e in processing_event.events
+                if e.originator_id == aggregate.id
+            ]
+            if saved and max(saved) // every > (min(saved) - 1) // every:
+                self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
 
     def read(self, after: int, limit: int) -> Sequence[tuple[int, Run.Event]]:
         notifications = self.recorder.select_notifications(
