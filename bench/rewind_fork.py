@@ -96,7 +96,8 @@ def main() -> int:
             ratio = b / a
             verdict = "ok" if ratio <= 1.5 else "MISSED"
             print(
-                f"{label:8}{a * 1000:>11.2f} ms{b * 1000:>11.2f} ms{ratio:>9.2f}{'<= 1.5':>10} {verdict}"
+                f"{label:8}{a * 1000:>11.2f} ms{b * 1000:>11.2f} ms"
+                f"{ratio:>9.2f}{'<= 1.5':>10} {verdict}"
             )
 
         points = 1_000 + large + KEYS * 2 * args.repeats  # ingested plus the one row per rewind
@@ -106,7 +107,8 @@ def main() -> int:
         rate = points / elapsed
         verdict = "ok" if rate >= 200_000 else "MISSED"
         print(
-            f"\nrebuild: {events:,} events, {points:,} points in {elapsed:.2f} s = {rate:,.0f} points/s "
+            f"\nrebuild: {events:,} events, {points:,} points in {elapsed:.2f} s "
+            f"= {rate:,.0f} points/s "
             f"(target >= 200,000) {verdict}"
         )
         service.close()
