@@ -230,6 +230,11 @@ class Run(Aggregate):
                 "(resume='must') or rewind it (resume_from)"
             )
 
+    def _accepts(self, writer: str | None, seq: int | None) -> bool:
+        """Refuses a superseded writer; False for a retried request that was applied."""
+        self._check_writer(writer)
+        return not self.is_duplicate(writer, seq)
+
     def is_duplicate(self, writer: str | None, seq: int | None) -> bool:
         """A retried request of the current writer that was applied already."""
         if seq is None or writer is None or writer != self.writer:
@@ -248,8 +253,7 @@ class Run(Aggregate):
         limits: Limits = DEFAULT_LIMITS,
     ) -> LogOutcome:
         """Apply a batch of `log()` calls with W&B's step rules; one event for the batch."""
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return LogOutcome(next_step=self.next_step, duplicate=True)
         self._check_running("log rows")
         outcome = LogOutcome()
@@ -332,8 +336,7 @@ class Run(Aggregate):
     def update_config(
         self, changes: Mapping[str, object], writer: str | None = None, seq: int | None = None
     ) -> bool:
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return False
         self._config_updated(changes=check_config(changes), writer=writer, seq=seq)
         return True
@@ -349,8 +352,7 @@ class Run(Aggregate):
         self, values: Mapping[str, object], writer: str | None = None, seq: int | None = None
     ) -> bool:
         """Explicit summary values: each holds until its key is logged again."""
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return False
         self._summary_set(values=flatten(values), writer=writer, seq=seq)
         return True
@@ -362,8 +364,7 @@ class Run(Aggregate):
     def define_metric(
         self, key: str, summary: str, writer: str | None = None, seq: int | None = None
     ) -> bool:
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return False
         flatten({key: 0})  # the same key rules as logged values
         self._metric_defined(
@@ -389,8 +390,7 @@ class Run(Aggregate):
         writer: str | None = None,
         seq: int | None = None,
     ) -> bool:
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return False
         if direction not in (ARTIFACT_PRODUCED, ARTIFACT_USED):
             raise InvalidArgument(
@@ -426,8 +426,7 @@ class Run(Aggregate):
 
     def finish(self, exit_code: int = 0, writer: str | None = None, seq: int | None = None) -> bool:
         """Commit the pending row and end the run: finished on exit code 0, else crashed."""
-        self._check_writer(writer)
-        if self.is_duplicate(writer, seq):
+        if not self._accepts(writer, seq):
             return False
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
             raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")

@@ -121,6 +121,10 @@ class RunService:
             "applied; nothing was written, retry it"
         )
 
+    def _ack(self, path: RunPath, command: Callable[[Run], bool]) -> Ack:
+        applied, position = self._change(path, command)
+        return Ack(position, applied)
+
     # ---- starting sessions -------------------------------------------------------------
 
     def init(
@@ -295,10 +299,7 @@ class RunService:
         writer: str | None = None,
         seq: int | None = None,
     ) -> Ack:
-        applied, position = self._change(
-            path, lambda run: run.update_config(changes, writer=writer, seq=seq)
-        )
-        return Ack(position, applied)
+        return self._ack(path, lambda run: run.update_config(changes, writer=writer, seq=seq))
 
     def set_summary(
         self,
@@ -308,10 +309,7 @@ class RunService:
         writer: str | None = None,
         seq: int | None = None,
     ) -> Ack:
-        applied, position = self._change(
-            path, lambda run: run.set_summary(values, writer=writer, seq=seq)
-        )
-        return Ack(position, applied)
+        return self._ack(path, lambda run: run.set_summary(values, writer=writer, seq=seq))
 
     def define_metric(
         self,
@@ -322,10 +320,7 @@ class RunService:
         writer: str | None = None,
         seq: int | None = None,
     ) -> Ack:
-        applied, position = self._change(
-            path, lambda run: run.define_metric(key, summary, writer=writer, seq=seq)
-        )
-        return Ack(position, applied)
+        return self._ack(path, lambda run: run.define_metric(key, summary, writer=writer, seq=seq))
 
     def record_artifact(
         self,
@@ -340,13 +335,12 @@ class RunService:
         writer: str | None = None,
         seq: int | None = None,
     ) -> Ack:
-        applied, position = self._change(
+        return self._ack(
             path,
             lambda run: run.record_artifact(
                 direction, name, type, digest, size, uri, writer=writer, seq=seq
             ),
         )
-        return Ack(position, applied)
 
     def finish(
         self,
@@ -356,10 +350,7 @@ class RunService:
         writer: str | None = None,
         seq: int | None = None,
     ) -> Ack:
-        applied, position = self._change(
-            path, lambda run: run.finish(exit_code, writer=writer, seq=seq)
-        )
-        return Ack(position, applied)
+        return self._ack(path, lambda run: run.finish(exit_code, writer=writer, seq=seq))
 
     # ---- reading -----------------------------------------------------------------------
 
