@@ -74,7 +74,7 @@ class ProjectionRunner:
         self.db = db
         self.projections = [cls() for cls in projections]
         self.page_size = page_size
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._applied = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -197,7 +197,8 @@ class ProjectionRunner:
             metadata.create_all(self.db.engine, tables=tables)
             self._applied = 0
             self._ensure_tracking_rows()
-        return self.catch_up(progress)
+            # Still holding the lock: a background catch-up must not replay in between.
+            return self.catch_up(progress)
 
     def checksums(self) -> dict[str, str]:
         """A digest of each projection's rows, in primary-key order."""

@@ -1,0 +1,514 @@
+"""The gRPC adapter: RunHistory RPCs over the run service, plus health and reflection.
+
+Domain errors become the gRPC status of the same name with the domain's message; anything
+unexpected is logged here and reaches the client as INTERNAL with a one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from runhistory.domain.errors import InvalidArgument, RunHistoryError
+from runhistory.domain.identity import RunPath
+from runhistory.domain.run import LogCall
+from runhistory.projections.runner import Progress
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.service import wire
+from runhistory.service.runs import RunService, Session
+from runhistory.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunHistory"].full_name
+HISTORY_CHUNK_ROWS = 1000
+FOLLOW_POLL_SECONDS = 0.1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _status_of(error: RunHistoryError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL)
+
+
+def refusals(method: F) -> F:
+    """Map domain errors to statuses, for unary and streaming handlers alike."""
+
+    def abort(context: grpc.ServicerContext, error: Exception) -> None:
+        if isinstance(error, RunHistoryError):
+            context.abort(_status_of(error), error.message)
+        log.exception("unexpected error in %s", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+
+    if getattr(method, "_streams", False):
+
+        @functools.wraps(method)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as error:
+                abort(context, error)
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            abort(context, error)
+
+    return unary  # type: ignore[return-value]
+
+
+def streams(method: F) -> F:
+    method._streams = True  # type: ignore[attr-defined]
+    return method
+
+
+def _path(text: str) -> RunPath:
+    if not text:
+        raise InvalidArgument("the request names no run: set path to 'entity/project/run_id'")
+    return RunPath.parse(text)
+
+
+def _version(value: int) -> int | None:
+    if value < 0:
+        raise InvalidArgument(f"invalid version {value}: versions are 1, 2, ...; 0 is the live one")
+    return value or None
+
+
+def _seq(value: int) -> int | None:
+    if value < 0:
+        raise InvalidArgument(f"invalid sequence number {value}: use 1, 2, ... (0: none)")
+    return value or None
+
+
+def _forked_from(link: dict[str, Any] | None) -> pb.ForkedFrom | None:
+    if link is None:
+        return None
+    return pb.ForkedFrom(run=link["run"], step=link["step"], version=link["version"])
+
+
+def _session(session: Session) -> pb.Session:
+    return pb.Session(
+        path=str(session.path),
+        writer=session.writer,
+        version=session.version,
+        next_step=session.next_step,
+        position=session.position,
+        config_json=wire.dumps(session.config),
+        forked_from=_forked_from(session.forked_from),
+    )
+
+
+def _run_info(record: dict[str, Any]) -> pb.RunInfo:
+    return pb.RunInfo(
+        path=record["path"],
+        entity=record["entity"],
+        project=record["project"],
+        run_id=record["run_id"],
+        name=record["name"],
+        tags=record["tags"],
+        state=record["state"],
+        version=record["version"],
+        last_step=record["last_step"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        forked_from=_forked_from(record.get("forked_from")),
+        exit_code=record["exit_code"],
+    )
+
+
+def _history_options(request: pb.HistoryRequest) -> dict[str, Any]:
+    return {
+        "keys": list(request.keys) or None,
+        "min_step": request.min_step if request.HasField("min_step") else None,
+        "max_step": request.max_step if request.HasField("max_step") else None,
+        "own_only": request.own_only,
+        "version": _version(request.version),
+    }
+
+
+def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pb.HistoryChunk]:
+    chunk: list[pb.Row] = []
+    for row in rows:
+        chunk.append(wire.row_to_proto(row))
+        if len(chunk) == HISTORY_CHUNK_ROWS:
+            yield pb.HistoryChunk(rows=chunk)
+            chunk = []
+    if chunk:
+        yield pb.HistoryChunk(rows=chunk)
+
+
+def _descendant(node: dict[str, Any]) -> pb.Descendant:
+    return pb.Descendant(
+        run=node["run"],
+        source_version=node["source_version"],
+        step=node["step"],
+        descendants=[_descendant(child) for child in node["descendants"]],
+    )
+
+
+def _event(event: dict[str, Any]) -> pb.Event:
+    return pb.Event(
+        position=event["position"],
+        run_uuid=event["run_uuid"],
+        run_event=event["run_event"],
+        type=event["type"],
+        timestamp=event["timestamp"],
+        payload_json=wire.dumps(event["payload"]),
+    )
+
+
+class RunHistoryServicer(pb_grpc.RunHistoryServicer):
+    def __init__(self, service: RunService) -> None:
+        self.service = service
+
+    # ---- sessions and writes -----------------------------------------------------------
+
+    @refusals
+    def Init(self, request: pb.InitRequest, context: grpc.ServicerContext) -> pb.Session:
+        branch = request.branch
+        if branch.mode != pb.Branch.MODE_UNSPECIFIED and not branch.point:
+            raise InvalidArgument("a branch needs a point: '<run_id>?_step=<N>'")
+        if branch.point and branch.mode == pb.Branch.MODE_UNSPECIFIED:
+            raise InvalidArgument("a branch needs a mode: REWIND or FORK")
+        session = self.service.init(
+            request.entity,
+            request.project,
+            request.run_id or None,
+            name=request.name or None,
+            tags=list(request.tags),
+            config=wire.loads_object(request.config_json, "config_json"),
+            resume=request.resume or None,
+            resume_from=branch.point if branch.mode == pb.Branch.REWIND else None,
+            fork_from=branch.point if branch.mode == pb.Branch.FORK else None,
+            started_at=request.started_at or None,
+        )
+        return _session(session)
+
+    def _log(self, batch: pb.LogBatch) -> pb.LogAck:
+        calls = [
+            LogCall(
+                data=wire.from_values(call.data),
+                timestamp=call.timestamp or time.time(),
+                step=call.step if call.HasField("step") else None,
+                commit=call.commit if call.HasField("commit") else None,
+            )
+            for call in batch.calls
+        ]
+        ack = self.service.log(
+            _path(batch.path), calls, writer=batch.writer or None, seq=_seq(batch.seq)
+        )
+        return pb.LogAck(
+            seq=batch.seq,
+            position=ack.position,
+            applied=ack.applied,
+            next_step=ack.next_step,
+            rows=ack.rows,
+            warnings=ack.warnings,
+        )
+
+    @refusals
+    def Log(self, request: pb.LogBatch, context: grpc.ServicerContext) -> pb.LogAck:
+        return self._log(request)
+
+    @refusals
+    @streams
+    def LogStream(
+        self, request_iterator: Iterator[pb.LogBatch], context: grpc.ServicerContext
+    ) -> Iterator[pb.LogAck]:
+        for batch in request_iterator:
+            yield self._log(batch)
+
+    @refusals
+    def UpdateConfig(
+        self, request: pb.UpdateConfigRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ack = self.service.update_config(
+            _path(request.path),
+            wire.loads_object(request.config_json, "config_json"),
+            writer=request.writer or None,
+            seq=_seq(request.seq),
+        )
+        return pb.Ack(position=ack.position, applied=ack.applied)
+
+    @refusals
+    def SetSummary(self, request: pb.SetSummaryRequest, context: grpc.ServicerContext) -> pb.Ack:
+        ack = self.service.set_summary(
+            _path(request.path),
+            wire.from_values(request.values),
+            writer=request.writer or None,
+            seq=_seq(request.seq),
+        )
+        return pb.Ack(position=ack.position, applied=ack.applied)
+
+    @refusals
+    def DefineMetric(
+        self, request: pb.DefineMetricRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ack = self.service.define_metric(
+            _path(request.path),
+            request.key,
+            request.summary or "last",
+            writer=request.writer or None,
+            seq=_seq(request.seq),
+        )
+        return pb.Ack(position=ack.position, applied=ack.applied)
+
+    @refusals
+    def RecordArtifact(
+        self, request: pb.RecordArtifactRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ack = self.service.record_artifact(
+            _path(request.path),
+            request.direction,
+            request.name,
+            request.type,
+            request.digest,
+            request.size,
+            request.uri,
+            writer=request.writer or None,
+            seq=_seq(request.seq),
+        )
+        return pb.Ack(position=ack.position, applied=ack.applied)
+
+    @refusals
+    def Finish(self, request: pb.FinishRequest, context: grpc.ServicerContext) -> pb.Ack:
+        ack = self.service.finish(
+            _path(request.path),
+            request.exit_code,
+            writer=request.writer or None,
+            seq=_seq(request.seq),
+        )
+        return pb.Ack(position=ack.position, applied=ack.applied)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _wait(self, min_position: int) -> int | None:
+        # Read your writes across servers: the client names the last position it wrote.
+        return min_position or None
+
+    @refusals
+    def GetRun(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunInfo:
+        record = self.service.run(_path(request.path), self._wait(request.min_position))
+        return _run_info(record)
+
+    @refusals
+    def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunsResponse:
+        records = self.service.runs(
+            request.entity, request.project, self._wait(request.min_position)
+        )
+        return pb.ListRunsResponse(runs=[_run_info({**r, "forked_from": None}) for r in records])
+
+    @refusals
+    @streams
+    def ReadHistory(
+        self, request: pb.HistoryRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.HistoryChunk]:
+        rows = self.service.scan_history(
+            _path(request.path),
+            min_position=self._wait(request.min_position),
+            **_history_options(request),
+        )
+        yield from _chunks(rows)
+
+    @refusals
+    def GetSummary(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.JsonDocument:
+        summary = self.service.summary(
+            _path(request.path), _version(request.version), self._wait(request.min_position)
+        )
+        return pb.JsonDocument(json=wire.dumps(summary))
+
+    @refusals
+    def GetConfig(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.JsonDocument:
+        config = self.service.config(
+            _path(request.path), _version(request.version), self._wait(request.min_position)
+        )
+        return pb.JsonDocument(json=wire.dumps(config))
+
+    @refusals
+    def ListVersions(
+        self, request: pb.RunRequest, context: grpc.ServicerContext
+    ) -> pb.VersionsResponse:
+        versions = self.service.versions(_path(request.path), self._wait(request.min_position))
+        return pb.VersionsResponse(
+            versions=[
+                pb.Version(
+                    version=v["version"],
+                    archived=v["archived"],
+                    rewound_to_step=v["rewound_to_step"],
+                    started_at=v["started_at"],
+                    archived_at=v["archived_at"],
+                    state=v["state"],
+                    last_step=v["last_step"],
+                    rows=v["rows"],
+                    summary_json=wire.dumps(v["summary"]),
+                    config_json=wire.dumps(v["config"]),
+                )
+                for v in versions
+            ]
+        )
+
+    @refusals
+    def ListArtifacts(
+        self, request: pb.RunRequest, context: grpc.ServicerContext
+    ) -> pb.ArtifactsResponse:
+        found = self.service.artifacts(
+            _path(request.path), _version(request.version), self._wait(request.min_position)
+        )
+        return pb.ArtifactsResponse(artifacts=[pb.Artifact(**a) for a in found])
+
+    @refusals
+    def GetLineage(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.Lineage:
+        tree = self.service.lineage(_path(request.path), self._wait(request.min_position))
+        return pb.Lineage(
+            run=tree["run"],
+            version=tree["version"],
+            ancestors=[pb.Ancestor(**a) for a in tree["ancestors"]],
+            versions=[pb.LineageVersion(**v) for v in tree["versions"]],
+            descendants=[_descendant(d) for d in tree["descendants"]],
+        )
+
+    @refusals
+    @streams
+    def ReadEvents(
+        self, request: pb.EventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Event]:
+        if request.start < 0:
+            raise InvalidArgument(f"invalid start {request.start}: positions are >= 0")
+        path = _path(request.path) if request.path else None
+        after = request.start
+        while context.is_active():
+            scanned = self.service.store.last_position()
+            page = self.service.events(after, path, limit=500)
+            for event in page:
+                yield _event(event)
+            if page:
+                after = page[-1]["position"]
+                continue
+            if not request.follow:
+                return
+            # Nothing of this run up to `scanned`: the next poll starts past it.
+            after = max(after, scanned)
+            time.sleep(FOLLOW_POLL_SECONDS)
+
+    @refusals
+    def AsOf(self, request: pb.AsOfRequest, context: grpc.ServicerContext) -> pb.AsOfResponse:
+        kind = request.WhichOneof("at")
+        if kind is None:
+            raise InvalidArgument("an as-of query needs a position or a time")
+        snapshot = self.service.as_of(
+            _path(request.path),
+            position=request.position if kind == "position" else None,
+            at=request.time if kind == "time" else None,
+        )
+        options = _history_options(request.history)
+        return pb.AsOfResponse(
+            rows=[wire.row_to_proto(row) for row in snapshot.history(**options)],
+            summary_json=wire.dumps(snapshot.summary()),
+            config_json=wire.dumps(snapshot.config()),
+        )
+
+    @refusals
+    @streams
+    def Rebuild(
+        self, request: pb.RebuildRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RebuildProgress]:
+        before = self.service.checksums()
+        updates: queue.Queue[Progress | BaseException | None] = queue.Queue()
+
+        def rebuild() -> None:
+            try:
+                self.service.rebuild(updates.put)
+                updates.put(None)
+            except BaseException as error:
+                updates.put(error)
+
+        worker = threading.Thread(target=rebuild, name="rebuild", daemon=True)
+        worker.start()
+        last = Progress(0, 0, 0)
+        while (item := updates.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            last = item
+            yield pb.RebuildProgress(
+                applied=item.applied, position=item.position, target=item.target
+            )
+        worker.join()
+        after = self.service.checksums()
+        yield pb.RebuildProgress(
+            applied=last.applied,
+            position=last.position,
+            target=last.target,
+            done=True,
+            checksums=after,
+            equal_to_live=after == before,
+        )
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    service: RunService
+    port: int
+    address: str
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking requests, let those in flight finish, then close the stores.
+        Every acknowledged write is already durable in the event store."""
+        self.server.stop(grace).wait()
+        self.service.close()
+
+
+def start_server(
+    settings: Settings | None = None,
+    address: str = DEFAULT_ADDRESS,
+    max_workers: int = 16,
+) -> RunningServer:
+    settings = settings or Settings()
+    service = RunService(settings, background=True)
+    limit = settings.max_request_bytes + 1024 * 1024  # headroom for the message's framing
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
+    pb_grpc.add_RunHistoryServicer_to_server(RunHistoryServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        service.close()
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    host = address.rsplit(":", 1)[0]
+    return RunningServer(server, service, port, f"{host}:{port}")

@@ -1,0 +1,87 @@
+"""Conversions between the domain's plain values and the gRPC messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from runhistory.domain.errors import InvalidArgument
+from runhistory.protos import runhistory_pb2 as pb
+
+
+def to_value(value: Any) -> pb.Value:
+    if isinstance(value, bool):
+        return pb.Value(bool_value=value)
+    if isinstance(value, int):
+        return pb.Value(int_value=value)
+    if isinstance(value, float):
+        return pb.Value(float_value=value)
+    if isinstance(value, str):
+        return pb.Value(string_value=value)
+    raise InvalidArgument(
+        f"value of type {type(value).__name__} cannot be sent; allowed: int, float, bool, str"
+    )
+
+
+def from_value(message: pb.Value) -> Any:
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument("a value is empty: set one of float, int, bool or string")
+    return getattr(message, kind)
+
+
+def to_values(values: Mapping[str, Any]) -> dict[str, pb.Value]:
+    return {key: to_value(value) for key, value in values.items()}
+
+
+def from_values(values: Mapping[str, pb.Value]) -> dict[str, Any]:
+    return {key: from_value(value) for key, value in values.items()}
+
+
+SYSTEM_KEYS = ("_step", "_timestamp", "_runtime")
+
+
+def row_to_proto(row: Mapping[str, Any]) -> pb.Row:
+    return pb.Row(
+        step=row["_step"],
+        timestamp=row["_timestamp"],
+        runtime=row["_runtime"],
+        values={k: to_value(v) for k, v in row.items() if k not in SYSTEM_KEYS},
+    )
+
+
+def row_from_proto(row: pb.Row) -> dict[str, Any]:
+    return {
+        "_step": row.step,
+        "_timestamp": row.timestamp,
+        "_runtime": row.runtime,
+        **from_values(row.values),
+    }
+
+
+def rows_from_chunks(chunks: Iterable[pb.HistoryChunk]) -> Iterable[dict[str, Any]]:
+    for chunk in chunks:
+        for row in chunk.rows:
+            yield row_from_proto(row)
+
+
+def dumps(document: Any) -> str:
+    """JSON text; NaN and +/-Infinity are written as bare words, as Python's json does."""
+    return json.dumps(document, separators=(",", ":"), default=str)
+
+
+def loads_object(text: str, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"{what} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidArgument(f"{what} must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
