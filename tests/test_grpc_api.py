@@ -1,0 +1,367 @@
+"""Every RPC against a real server on a loopback ephemeral port: success and refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from runhistory.domain.values import flatten
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.service import wire
+from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.settings import Settings
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = start_server(
+        Settings(db=str(tmp_path / "rh.db"), max_row_bytes=1024, max_request_bytes=64 * 1024),
+        "127.0.0.1:0",
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> pb_grpc.RunHistoryStub:
+    return pb_grpc.RunHistoryStub(channel)
+
+
+def refused(code: grpc.StatusCode, call, *args, match: str = "", **kwargs) -> str:
+    with pytest.raises(grpc.RpcError) as caught:
+        result = call(*args, **kwargs)
+        if isinstance(result, Iterator):
+            list(result)
+    assert caught.value.code() == code, caught.value.details()
+    assert match in caught.value.details()
+    return caught.value.details()
+
+
+def init(stub, run_id: str = "", **fields) -> pb.Session:
+    return stub.Init(pb.InitRequest(entity="ent", project="proj", run_id=run_id, **fields))
+
+
+def calls(*datas, step=None, commit=None) -> list[pb.LogCall]:
+    made = []
+    for i, data in enumerate(datas):
+        call = pb.LogCall(data=wire.to_values(flatten(data)), timestamp=T0 + i)
+        if step is not None:
+            call.step = step
+        if commit is not None:
+            call.commit = commit
+        made.append(call)
+    return made
+
+
+def log(stub, session: pb.Session, *datas, seq: int = 0) -> pb.LogAck:
+    return stub.Log(
+        pb.LogBatch(path=session.path, writer=session.writer, seq=seq, calls=calls(*datas))
+    )
+
+
+def history(stub, path: str, **fields) -> list[dict]:
+    return list(wire.rows_from_chunks(stub.ReadHistory(pb.HistoryRequest(path=path, **fields))))
+
+
+def rewind(point: str) -> pb.Branch:
+    return pb.Branch(mode=pb.Branch.REWIND, point=point)
+
+
+def fork(point: str) -> pb.Branch:
+    return pb.Branch(mode=pb.Branch.FORK, point=point)
+
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "runhistory.v1.RunHistory"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for answer in answers for s in answer.list_services_response.service}
+    assert "runhistory.v1.RunHistory" in names
+
+
+def test_wandb_rewind_and_fork_over_grpc(stub) -> None:
+    first = init(stub, "w", config_json=json.dumps({"lr": 0.1}))
+    log(stub, first, *({"metric": i} for i in range(300)), seq=1)
+    stub.Finish(pb.FinishRequest(path=first.path, writer=first.writer, seq=2))
+    second = init(stub, branch=rewind("w?_step=200"), config_json='{"seed": 1}')
+    assert (second.path, second.version, second.next_step) == ("ent/proj/w", 2, 201)
+    assert json.loads(second.config_json) == {"lr": 0.1, "seed": 1}
+    batch = []
+    for i in range(200, 300):
+        batch += calls({"metric": i, "step": i}, {"additional_metric": i * 1.1, "step": i})
+    stub.Log(pb.LogBatch(path=second.path, writer=second.writer, seq=1, calls=batch))
+    ack = stub.Finish(pb.FinishRequest(path=second.path, writer=second.writer, seq=2))
+
+    rows = history(stub, "ent/proj/w", min_position=ack.position)
+    assert [r["_step"] for r in rows] == list(range(401))
+    assert [r["_step"] for r in history(stub, "ent/proj/w", version=1)] == list(range(300))
+    versions = stub.ListVersions(pb.RunRequest(path="ent/proj/w")).versions
+    assert [(v.version, v.archived, v.rows) for v in versions] == [(1, True, 300), (2, False, 401)]
+    assert versions[0].rewound_to_step == 200
+    assert json.loads(versions[0].summary_json) == {"metric": 299}
+
+    child = init(stub, "child", branch=fork("ent/proj/w?_step=300"))
+    assert child.forked_from.run == "ent/proj/w" and child.forked_from.step == 300
+    assert [r["_step"] for r in history(stub, child.path)] == list(range(301))
+    assert history(stub, child.path, own_only=True) == []
+    info = stub.GetRun(pb.RunRequest(path=child.path))
+    assert (info.forked_from.run, info.forked_from.version, info.state) == (
+        "ent/proj/w",
+        2,
+        "running",
+    )
+    lineage = stub.GetLineage(pb.RunRequest(path="ent/proj/w"))
+    assert [d.run for d in lineage.descendants] == ["ent/proj/child"]
+    assert [(v.version, v.archived) for v in lineage.versions] == [(1, True), (2, False)]
+    assert [a.run for a in stub.GetLineage(pb.RunRequest(path=child.path)).ancestors] == [
+        "ent/proj/w"
+    ]
+    details = refused(grpc.StatusCode.OUT_OF_RANGE, init, stub, "", branch=fork("w?_step=500"))
+    assert "400" in details
+
+
+def test_init_refusals(stub) -> None:
+    init(stub, "dup")
+    refused(grpc.StatusCode.ALREADY_EXISTS, init, stub, "dup", match="already exists")
+    refused(grpc.StatusCode.NOT_FOUND, init, stub, "ghost", resume="must")
+    refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "ghost", resume="sometimes")
+    refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "bad/id")
+    for point in ("dup", "dup?step=1", "dup?_step=-1", "dup?_step=1.5", "a/b?_step=1"):
+        details = refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "", branch=rewind(point))
+        assert "_step=<N>" in details
+    refused(grpc.StatusCode.NOT_FOUND, init, stub, "", branch=rewind("nobody?_step=0"))
+    refused(
+        grpc.StatusCode.OUT_OF_RANGE,
+        init,
+        stub,
+        "",
+        branch=rewind("dup?_step=0"),
+        match="no committed",
+    )
+    refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "", branch=pb.Branch(point="dup?_step=0"))
+    refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "x", config_json="[1, 2]", match="object")
+    refused(grpc.StatusCode.INVALID_ARGUMENT, init, stub, "x", config_json="{oops", match="JSON")
+
+
+def test_log_refusals_change_nothing(stub) -> None:
+    s = init(stub, "r")
+    log(stub, s, {"a": 1})
+    before = list(stub.ReadEvents(pb.EventsRequest(start=0)))
+    reserved = pb.LogCall(data=wire.to_values({"_step": 2}), timestamp=T0)
+    bad_batch = pb.LogBatch(path=s.path, writer=s.writer, calls=[*calls({"ok": 1}), reserved])
+    refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, bad_batch, match="reserved")
+    refused(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        log,
+        stub,
+        s,
+        {"ok": 1},
+        {"big": "x" * 2000},
+        match="bytes",
+    )
+    many = [{"k": "y" * 900} for _ in range(80)]
+    refused(grpc.StatusCode.RESOURCE_EXHAUSTED, log, stub, s, *many, match="request")
+    empty = pb.LogBatch(path=s.path, writer=s.writer, calls=[pb.LogCall(data={"a": pb.Value()})])
+    refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, empty, match="empty")
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT, stub.Log, pb.LogBatch(calls=calls({"a": 1})), match="path"
+    )
+    refused(
+        grpc.StatusCode.NOT_FOUND,
+        stub.Log,
+        pb.LogBatch(path="ent/proj/none", calls=calls({"a": 1})),
+    )
+    assert list(stub.ReadEvents(pb.EventsRequest(start=0))) == before
+    assert [r["_step"] for r in history(stub, s.path)] == [0]
+
+
+def test_lower_step_warns_and_special_floats_survive(stub) -> None:
+    s = init(stub, "f")
+    ack = stub.Log(
+        pb.LogBatch(
+            path=s.path,
+            writer=s.writer,
+            calls=[
+                *calls({"x": math.nan, "y": math.inf, "z": -math.inf}, step=5),
+                *calls({"x": 1.0}, step=3),
+            ],
+        )
+    )
+    assert len(ack.warnings) == 1 and "step 3" in ack.warnings[0] and "step 5" in ack.warnings[0]
+    stub.Finish(pb.FinishRequest(path=s.path, writer=s.writer))
+    (row,) = history(stub, s.path)
+    assert (
+        row["_step"] == 5
+        and math.isnan(row["x"])
+        and row["y"] == math.inf
+        and row["z"] == -math.inf
+    )
+    assert isinstance(row["x"], float)
+
+
+def test_idempotent_batches(stub) -> None:
+    s = init(stub, "idem")
+    batch = pb.LogBatch(path=s.path, writer=s.writer, seq=1, calls=calls({"a": 1}, {"a": 2}))
+    first, again = stub.Log(batch), stub.Log(batch)
+    assert first.applied and not again.applied and again.seq == 1
+    acks = list(
+        stub.LogStream(
+            iter([batch, pb.LogBatch(path=s.path, writer=s.writer, seq=2, calls=calls({"a": 3}))])
+        )
+    )
+    assert [(a.seq, a.applied) for a in acks] == [(1, False), (2, True)]
+    assert [r["a"] for r in history(stub, s.path)] == [1, 2, 3]
+
+
+def test_superseded_writer_and_finished_run(stub) -> None:
+    s = init(stub, "fence")
+    log(stub, s, {"a": 1}, {"a": 2})
+    init(stub, branch=rewind("fence?_step=0"))
+    refused(
+        grpc.StatusCode.FAILED_PRECONDITION, log, stub, s, {"a": 3}, match="superseded by a rewind"
+    )
+    refused(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        stub.Finish,
+        pb.FinishRequest(path=s.path, writer=s.writer),
+        match="superseded",
+    )
+    again = init(stub, "fence", resume="must")
+    stub.Finish(pb.FinishRequest(path=s.path, writer=again.writer))
+    refused(grpc.StatusCode.FAILED_PRECONDITION, log, stub, again, {"a": 4}, match="finished")
+
+
+def test_config_summary_metrics_artifacts(stub) -> None:
+    s = init(stub, "meta", config_json='{"lr": 0.1}')
+    stub.UpdateConfig(
+        pb.UpdateConfigRequest(path=s.path, writer=s.writer, config_json='{"bs": 32}')
+    )
+    log(stub, s, {"acc": 0.5}, {"acc": 0.7})
+    stub.DefineMetric(pb.DefineMetricRequest(path=s.path, key="acc", summary="max,mean"))
+    stub.SetSummary(pb.SetSummaryRequest(path=s.path, values=wire.to_values({"best": 0.7})))
+    stub.RecordArtifact(
+        pb.RecordArtifactRequest(path=s.path, direction="produced", name="m", type="model", size=3)
+    )
+    assert json.loads(stub.GetConfig(pb.RunRequest(path=s.path)).json) == {"lr": 0.1, "bs": 32}
+    summary = json.loads(stub.GetSummary(pb.RunRequest(path=s.path)).json)
+    assert summary == {"acc": {"max": 0.7, "mean": pytest.approx(0.6)}, "best": 0.7}
+    (artifact,) = stub.ListArtifacts(pb.RunRequest(path=s.path)).artifacts
+    assert (artifact.name, artifact.direction, artifact.version, artifact.size) == (
+        "m",
+        "produced",
+        1,
+        3,
+    )
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        stub.DefineMetric,
+        pb.DefineMetricRequest(path=s.path, key="acc", summary="median"),
+        match="min,max,mean,first,last",
+    )
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        stub.RecordArtifact,
+        pb.RecordArtifactRequest(path=s.path, direction="borrowed", name="m", type="t"),
+    )
+    runs = stub.ListRuns(pb.ListRunsRequest(entity="ent", project="proj")).runs
+    assert [r.run_id for r in runs] == ["meta"]
+    refused(grpc.StatusCode.NOT_FOUND, stub.GetRun, pb.RunRequest(path="ent/proj/none"))
+    refused(grpc.StatusCode.NOT_FOUND, stub.GetSummary, pb.RunRequest(path=s.path, version=9))
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT, stub.GetConfig, pb.RunRequest(path=s.path, version=-1)
+    )
+
+
+def test_history_filters(stub) -> None:
+    s = init(stub, "filters")
+    log(stub, s, *({"a": i, "nested": {"b": i}} if i % 3 == 0 else {"a": i} for i in range(3000)))
+    rows = history(stub, s.path, keys=["nested.b"], min_step=10, max_step=2000)
+    assert [r["_step"] for r in rows] == [i for i in range(12, 2001) if i % 3 == 0]
+    assert set(rows[0]) == {"_step", "_timestamp", "_runtime", "nested.b"}
+    chunks = list(stub.ReadHistory(pb.HistoryRequest(path=s.path)))
+    assert len(chunks) == 3 and sum(len(c.rows) for c in chunks) == 3000
+
+
+def test_events_follow_streams_new_events(stub) -> None:
+    s = init(stub, "tail")
+    stream = stub.ReadEvents(pb.EventsRequest(start=0, path=s.path, follow=True))
+    seen: list[pb.Event] = []
+    got_three = threading.Event()
+
+    def consume() -> None:
+        try:
+            for event in stream:
+                seen.append(event)
+                if len(seen) == 3:
+                    got_three.set()
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.CANCELLED
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    init(stub, "other")  # another run's event is not streamed
+    log(stub, s, {"a": 1})
+    stub.Finish(pb.FinishRequest(path=s.path, writer=s.writer))
+    assert got_three.wait(10)
+    stream.cancel()
+    reader.join(5)
+    assert [e.type for e in seen] == ["Created", "RowsLogged", "Finished"]
+    assert json.loads(seen[1].payload_json)["rows"][0][3] == {"a": 1}
+    refused(grpc.StatusCode.INVALID_ARGUMENT, stub.ReadEvents, pb.EventsRequest(start=-1))
+
+
+def test_as_of_and_rebuild(stub) -> None:
+    s = init(stub, "asof", config_json='{"v": 1}')
+    ack = log(stub, s, *({"x": i} for i in range(5)))
+    stub.UpdateConfig(pb.UpdateConfigRequest(path=s.path, config_json='{"v": 2}'))
+    init(stub, branch=rewind("asof?_step=1"))
+    then = stub.AsOf(pb.AsOfRequest(path=s.path, position=ack.position))
+    assert [r.step for r in then.rows] == [0, 1, 2, 3, 4]
+    assert json.loads(then.config_json) == {"v": 1} and json.loads(then.summary_json) == {"x": 4}
+    filtered = stub.AsOf(
+        pb.AsOfRequest(path=s.path, position=ack.position, history=pb.HistoryRequest(min_step=3))
+    )
+    assert [r.step for r in filtered.rows] == [3, 4]
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        stub.AsOf,
+        pb.AsOfRequest(path=s.path),
+        match="position or a time",
+    )
+    refused(grpc.StatusCode.NOT_FOUND, stub.AsOf, pb.AsOfRequest(path=s.path, time=0.0))
+
+    progress = list(stub.Rebuild(pb.RebuildRequest()))
+    final = progress[-1]
+    assert final.done and final.equal_to_live and final.position == final.target
+    assert set(final.checksums) == {
+        "history",
+        "summary",
+        "runs",
+        "config",
+        "archive",
+        "lineage",
+        "artifacts",
+    }
+    assert [r["_step"] for r in history(stub, s.path)] == [0, 1]
