@@ -467,12 +467,14 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
 class RunningServer:
     server: grpc.Server
     service: RunService
+    health: health.HealthServicer
     port: int
     address: str
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, let those in flight finish, then close the stores.
-        Every acknowledged write is already durable in the event store."""
+        """Report NOT_SERVING, stop taking requests, let those in flight finish, then
+        close the stores. Every acknowledged write is already durable in the event store."""
+        self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.service.close()
 
@@ -490,6 +492,8 @@ def start_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Two servers on one port would silently split the clients between them.
+            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_RunHistoryServicer_to_server(RunHistoryServicer(service), server)
@@ -503,12 +507,15 @@ def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
         service.close()
-        raise OSError(f"cannot listen on {address}")
+        raise OSError(f"cannot listen on {address}: the address is in use or not valid here")
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     host = address.rsplit(":", 1)[0]
-    return RunningServer(server, service, port, f"{host}:{port}")
+    return RunningServer(server, service, health_servicer, port, f"{host}:{port}")

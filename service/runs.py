@@ -521,7 +521,8 @@ class RunService:
         return self.runner.rebuild(progress)
 
     def checksums(self) -> dict[str, str]:
-        self.runner.wait_for(self._written)
+        """Checksums of the read models once they include every event in the log."""
+        self.runner.wait_for(self.store.last_position())
         return self.runner.checksums()
 
 
