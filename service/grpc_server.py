@@ -177,6 +177,8 @@ def _event(event: dict[str, Any]) -> pb.Event:
 class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def __init__(self, service: RunService) -> None:
         self.service = service
+        # Set when the server stops: followers leave before the stores close under them.
+        self.stopping = threading.Event()
 
     # ---- sessions and writes -----------------------------------------------------------
 
@@ -315,7 +317,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         records = self.service.runs(
             request.entity, request.project, self._wait(request.min_position)
         )
-        return pb.ListRunsResponse(runs=[_run_info({**r, "forked_from": None}) for r in records])
+        return pb.ListRunsResponse(runs=[_run_info(r) for r in records])
 
     @refusals
     @streams
@@ -395,7 +397,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             raise InvalidArgument(f"invalid start {request.start}: positions are >= 0")
         path = _path(request.path) if request.path else None
         after = request.start
-        while context.is_active():
+        while context.is_active() and not self.stopping.is_set():
             scanned = self.service.store.last_position()
             page = self.service.events(after, path, limit=500)
             for event in page:
@@ -407,7 +409,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
                 return
             # Nothing of this run up to `scanned`: the next poll starts past it.
             after = max(after, scanned)
-            time.sleep(FOLLOW_POLL_SECONDS)
+            self.stopping.wait(FOLLOW_POLL_SECONDS)
 
     @refusals
     def AsOf(self, request: pb.AsOfRequest, context: grpc.ServicerContext) -> pb.AsOfResponse:
@@ -466,7 +468,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
 @dataclass
 class RunningServer:
     server: grpc.Server
-    service: RunService
+    servicer: RunHistoryServicer
     health: health.HealthServicer
     port: int
     address: str
@@ -475,8 +477,13 @@ class RunningServer:
         """Report NOT_SERVING, stop taking requests, let those in flight finish, then
         close the stores. Every acknowledged write is already durable in the event store."""
         self.health.enter_graceful_shutdown()
+        self.servicer.stopping.set()
         self.server.stop(grace).wait()
         self.service.close()
+
+    @property
+    def service(self) -> RunService:
+        return self.servicer.service
 
 
 def start_server(
@@ -496,7 +503,8 @@ def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_RunHistoryServicer_to_server(RunHistoryServicer(service), server)
+    servicer = RunHistoryServicer(service)
+    pb_grpc.add_RunHistoryServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -518,4 +526,4 @@ def start_server(
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     host = address.rsplit(":", 1)[0]
-    return RunningServer(server, service, health_servicer, port, f"{host}:{port}")
+    return RunningServer(server, servicer, health_servicer, port, f"{host}:{port}")

@@ -363,21 +363,11 @@ class RunService:
     def run(self, path: RunPath, min_position: int | None = None) -> dict[str, Any]:
         """The run's overview, with its "forked from" link."""
         with self._reading(min_position) as conn:
-            record = runs.find_run(conn, path)
-            edge = lineage.fork_edge(conn, record["run_uuid"])
-            record["forked_from"] = None
-            if edge is not None:
-                source = runs.run_by_uuid(conn, edge["source_uuid"])
-                record["forked_from"] = {
-                    "run": source["path"],
-                    "step": edge["source_step"],
-                    "version": edge["source_version"],
-                }
-            return record
+            return _with_forked_from(conn, runs.find_run(conn, path))
 
     def runs(self, entity: str, project: str, min_position: int | None = None) -> list[dict]:
         with self._reading(min_position) as conn:
-            return runs.list_runs(conn, entity, project)
+            return [_with_forked_from(conn, r) for r in runs.list_runs(conn, entity, project)]
 
     def scan_history(
         self,
@@ -546,6 +536,19 @@ class AsOf:
         with self.db.read() as conn:
             runs.find_run(conn, self.path)
             return runs.read_config(conn, self.path.aggregate_id)
+
+
+def _with_forked_from(conn: Connection, record: dict[str, Any]) -> dict[str, Any]:
+    edge = lineage.fork_edge(conn, record["run_uuid"])
+    record["forked_from"] = None
+    if edge is not None:
+        source = runs.run_by_uuid(conn, edge["source_uuid"])
+        record["forked_from"] = {
+            "run": source["path"],
+            "step": edge["source_step"],
+            "version": edge["source_version"],
+        }
+    return record
 
 
 def _descendants(conn: Connection, run_uuid: str) -> list[dict[str, Any]]:

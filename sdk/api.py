@@ -1,0 +1,386 @@
+"""The read side of the SDK: `Api` and `ApiRun`.
+
+Reads wait until the server's read models include every write this process had
+acknowledged on the same address (read your writes), so a script that logs, finishes and
+then reads sees its rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from runhistory.client import Connection, call, stream, written_position
+from runhistory.domain.errors import InvalidArgument
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.service.wire import loads, row_from_proto, rows_from_chunks
+
+READ_TIMEOUT = 60.0
+
+
+def _optional(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def _forked_from(message: Any) -> dict[str, Any] | None:
+    if not message.HasField("forked_from"):
+        return None
+    link = message.forked_from
+    return {"run": link.run, "step": link.step, "version": link.version}
+
+
+def _descendant(node: pb.Descendant) -> dict[str, Any]:
+    return {
+        "run": node.run,
+        "source_version": node.source_version,
+        "step": node.step,
+        "descendants": [_descendant(child) for child in node.descendants],
+    }
+
+
+def _event(event: pb.Event) -> dict[str, Any]:
+    return {
+        "position": event.position,
+        "run_uuid": event.run_uuid,
+        "run_event": event.run_event,
+        "type": event.type,
+        "timestamp": event.timestamp,
+        "payload": loads(event.payload_json) if event.payload_json else {},
+    }
+
+
+def _keys(keys: str | Sequence[str] | None) -> list[str]:
+    if keys is None:
+        return []
+    if isinstance(keys, str):
+        return [keys]
+    return list(keys)
+
+
+def _history_request(
+    path: str,
+    keys: str | Sequence[str] | None,
+    min_step: int | None,
+    max_step: int | None,
+    own_only: bool,
+    version: int | None,
+    min_position: int = 0,
+) -> pb.HistoryRequest:
+    return pb.HistoryRequest(
+        path=path,
+        keys=_keys(keys),
+        min_step=min_step,
+        max_step=max_step,
+        own_only=bool(own_only),
+        version=version or 0,
+        min_position=min_position,
+    )
+
+
+def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest:
+    resumed = pb.HistoryRequest()
+    resumed.CopyFrom(request)
+    if last.rows:
+        resumed.min_step = last.rows[-1].step + 1
+    return resumed
+
+
+def _resume_events(request: pb.EventsRequest, last: pb.Event) -> pb.EventsRequest:
+    return pb.EventsRequest(start=last.position, path=request.path, follow=request.follow)
+
+
+class Api:
+    """Read runs, their history, versions, lineage, artifacts and the event log."""
+
+    def __init__(self, address: str | None = None, timeout: float = READ_TIMEOUT) -> None:
+        self._connection = Connection(address)
+        self.address = self._connection.address
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<runhistory.Api {self.address}>"
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _call(self, rpc: str, request: Any) -> Any:
+        return call(
+            getattr(self._connection.stub, rpc),
+            request,
+            timeout=self.timeout,
+            address=self.address,
+        )
+
+    def _stream(self, rpc: str, request: Any, resume: Any = None) -> Iterator[Any]:
+        return stream(
+            getattr(self._connection.stub, rpc), request, address=self.address, resume=resume
+        )
+
+    def _min_position(self) -> int:
+        return written_position(self.address)
+
+    # ---- runs --------------------------------------------------------------------------
+
+    def run(self, path: str) -> ApiRun:
+        """A run by `entity/project/run_id` (also `entity/project/runs/run_id`; a bare
+        `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT)."""
+        info = self._call(
+            "GetRun", pb.RunRequest(path=_run_path(path), min_position=self._min_position())
+        )
+        return ApiRun(self, info)
+
+    def runs(self, path: str | None = None) -> list[ApiRun]:
+        """The runs of a project, `entity/project` (a bare `project` uses the default
+        entity; none: the default entity and project)."""
+        entity, project = _project_path(path)
+        response = self._call(
+            "ListRuns",
+            pb.ListRunsRequest(entity=entity, project=project, min_position=self._min_position()),
+        )
+        return [ApiRun(self, info) for info in response.runs]
+
+    # ---- the event log and maintenance -------------------------------------------------
+
+    def events(self, start: int = 0, follow: bool = False) -> Iterator[dict[str, Any]]:
+        """Every run's events with position > `start`, in order; with `follow`, new events
+        as they come until the iterator is closed."""
+        return self._events(pb.EventsRequest(start=start, follow=follow))
+
+    def _events(self, request: pb.EventsRequest) -> Iterator[dict[str, Any]]:
+        for event in self._stream("ReadEvents", request, resume=_resume_events):
+            yield _event(event)
+
+    def rebuild(self) -> Iterator[dict[str, Any]]:
+        """Drop every read model and replay the event log; yields progress, the last item
+        with `done`, the `checksums` and whether they equal the live ones."""
+        for progress in self._stream("Rebuild", pb.RebuildRequest()):
+            yield {
+                "applied": progress.applied,
+                "position": progress.position,
+                "target": progress.target,
+                "done": progress.done,
+                "checksums": dict(progress.checksums),
+                "equal_to_live": progress.equal_to_live,
+            }
+
+
+def _default(variable: str, fallback: str) -> str:
+    return os.environ.get(variable) or fallback
+
+
+def _run_path(path: str) -> str:
+    if not isinstance(path, str) or not path.strip("/"):
+        raise InvalidArgument("a run is named 'entity/project/run_id'")
+    parts = path.strip("/").split("/")
+    if len(parts) == 4 and parts[2] == "runs":
+        parts = [parts[0], parts[1], parts[3]]
+    if len(parts) == 2:
+        parts = [_default("RUNHISTORY_ENTITY", "default"), *parts]
+    elif len(parts) == 1:
+        parts = [
+            _default("RUNHISTORY_ENTITY", "default"),
+            _default("RUNHISTORY_PROJECT", "uncategorized"),
+            *parts,
+        ]
+    if len(parts) != 3:
+        raise InvalidArgument(f"invalid run path {path!r}: use 'entity/project/run_id'")
+    return "/".join(parts)
+
+
+def _project_path(path: str | None) -> tuple[str, str]:
+    entity = _default("RUNHISTORY_ENTITY", "default")
+    if not path:
+        return entity, _default("RUNHISTORY_PROJECT", "uncategorized")
+    parts = path.strip("/").split("/")
+    if len(parts) == 1:
+        return entity, parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise InvalidArgument(f"invalid project path {path!r}: use 'entity/project'")
+
+
+class ApiRun:
+    """A run as the server stood when it was read; `refresh()` reads it again."""
+
+    def __init__(self, api: Api, info: pb.RunInfo) -> None:
+        self._api = api
+        self._set(info)
+
+    def _set(self, info: pb.RunInfo) -> None:
+        self._info = info
+        self._config: dict[str, Any] | None = None
+        self._summary: dict[str, Any] | None = None
+        self.path: str = info.path
+        self.id: str = info.run_id
+        self.entity: str = info.entity
+        self.project: str = info.project
+        self.name: str = info.name
+        self.tags: list[str] = list(info.tags)
+        self.state: str = info.state
+        self.version: int = info.version
+        self.last_step: int | None = _optional(info, "last_step")
+        self.created_at: float = info.created_at
+        self.updated_at: float = info.updated_at
+        self.exit_code: int | None = _optional(info, "exit_code")
+
+    def __repr__(self) -> str:
+        return f"<runhistory.ApiRun {self.path} ({self.state}, version {self.version})>"
+
+    def refresh(self) -> ApiRun:
+        info = self._api._call("GetRun", self._request())
+        self._set(info)
+        return self
+
+    def _request(self, version: int | None = None) -> pb.RunRequest:
+        return pb.RunRequest(
+            path=self.path, version=version or 0, min_position=self._api._min_position()
+        )
+
+    @property
+    def forked_from(self) -> dict[str, Any] | None:
+        """`{"run": path, "step": N, "version": V}` for a fork, else None."""
+        return _forked_from(self._info)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = loads(self._api._call("GetConfig", self._request()).json)
+        return self._config
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        if self._summary is None:
+            self._summary = loads(self._api._call("GetSummary", self._request()).json)
+        return self._summary
+
+    # ---- history ------------------------------------------------------------------------
+
+    def scan_history(
+        self,
+        keys: str | Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+        version: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Rows in step order, each with `_step`, `_timestamp`, `_runtime` and the values. A
+        fork's inherited rows come first unless `own_only`; `version` reads an archived
+        version."""
+        request = _history_request(
+            self.path, keys, min_step, max_step, own_only, version, self._api._min_position()
+        )
+        yield from rows_from_chunks(
+            self._api._stream("ReadHistory", request, resume=_resume_history)
+        )
+
+    def history(
+        self,
+        keys: str | Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+        version: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(self.scan_history(keys, min_step, max_step, own_only, version))
+
+    # ---- versions, lineage, artifacts, events ------------------------------------------
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version, oldest first; all but the last are archived by rewinds."""
+        response = self._api._call("ListVersions", self._request())
+        return [
+            {
+                "version": v.version,
+                "archived": v.archived,
+                "rewound_to_step": _optional(v, "rewound_to_step"),
+                "started_at": v.started_at,
+                "archived_at": _optional(v, "archived_at"),
+                "state": v.state,
+                "last_step": _optional(v, "last_step"),
+                "rows": v.rows,
+                "summary": loads(v.summary_json) if v.summary_json else {},
+                "config": loads(v.config_json) if v.config_json else {},
+            }
+            for v in response.versions
+        ]
+
+    def lineage(self) -> dict[str, Any]:
+        """Ancestors (nearest first), versions and the tree of descendants."""
+        tree = self._api._call("GetLineage", self._request())
+        return {
+            "run": tree.run,
+            "version": tree.version,
+            "ancestors": [
+                {"run": a.run, "version": a.version, "step": a.step} for a in tree.ancestors
+            ],
+            "versions": [
+                {
+                    "version": v.version,
+                    "archived": v.archived,
+                    "rewound_to_step": _optional(v, "rewound_to_step"),
+                }
+                for v in tree.versions
+            ],
+            "descendants": [_descendant(d) for d in tree.descendants],
+        }
+
+    def artifacts(self, version: int | None = None) -> list[dict[str, Any]]:
+        """Artifacts the run produced and used, each with the run version that recorded it
+        (of every version, or of the given one)."""
+        response = self._api._call("ListArtifacts", self._request(version))
+        return [
+            {
+                "position": a.position,
+                "version": a.version,
+                "direction": a.direction,
+                "name": a.name,
+                "type": a.type,
+                "digest": a.digest,
+                "size": a.size,
+                "uri": a.uri,
+                "recorded_at": a.recorded_at,
+            }
+            for a in response.artifacts
+        ]
+
+    def events(self, start: int = 0, follow: bool = False) -> Iterator[dict[str, Any]]:
+        """This run's events with position > `start`, in order."""
+        return self._api._events(pb.EventsRequest(start=start, path=self.path, follow=follow))
+
+    def as_of(
+        self,
+        position: int | None = None,
+        time: float | None = None,
+        keys: str | Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+    ) -> dict[str, Any]:
+        """History rows, summary and config as they stood at an event position or a time
+        (seconds since the epoch): give exactly one."""
+        if (position is None) == (time is None):
+            raise InvalidArgument("give exactly one of position and time for an as-of query")
+        request = pb.AsOfRequest(
+            path=self.path,
+            position=position,
+            time=time,
+            history=_history_request(self.path, keys, min_step, max_step, own_only, None),
+        )
+        response = self._api._call("AsOf", request)
+        return {
+            "rows": [row_from_proto(row) for row in response.rows],
+            "summary": loads(response.summary_json) if response.summary_json else {},
+            "config": loads(response.config_json) if response.config_json else {},
+        }
+
+
+__all__ = ["Api", "ApiRun"]

@@ -1,0 +1,765 @@
+"""The writer side of the SDK: `init()`, `Run` and its ordered background sender.
+
+`Run.log()` only checks and flattens the data, stamps the wall clock and appends to an
+in-memory queue. A background thread drains the queue in order: consecutive log calls become
+one `LogBatch` (up to MAX_BATCH_CALLS calls or MAX_BATCH_BYTES), every other write (config,
+summary, metric definitions, artifacts, finish) is one request, and each request carries the
+session's writer token and the next sequence number. A transient failure resends the same
+request with the same sequence number, which the server applies at most once. A refused
+request stops the sender: the error is logged once and raised by the next `log()` and by
+`finish()`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from runhistory.client import (
+    CONNECTING,
+    Connection,
+    ConnectionFailed,
+    call,
+    error_from_rpc,
+    is_transient,
+    note_position,
+    written_position,
+)
+from runhistory.domain.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    RunHistoryError,
+    RunNotRunning,
+)
+from runhistory.domain.run import parse_summary_choice
+from runhistory.domain.values import check_config, flatten, row_size
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.service.wire import dumps, loads, to_values
+
+log = logging.getLogger("runhistory")
+
+MAX_BATCH_CALLS = 1000
+# Requests stay under the server's default limit of 16 MiB of rows per request. The estimate
+# per call (its encoded size plus 8 bytes per value) is above both the encoded size and the
+# server's row-size measure.
+MAX_BATCH_BYTES = 16 * 1024 * 1024 - 64 * 1024
+MAX_ROW_BYTES = 10 * 1024 * 1024
+FLUSH_SECONDS = 0.05
+# Above this many queued writes, log() waits for the sender (only when the server cannot
+# keep up for a long time): memory stays bounded.
+MAX_QUEUED = 200_000
+WRITE_TIMEOUT = 60.0
+
+
+def _env_name(variable: str, default: str) -> str:
+    return os.environ.get(variable) or default
+
+
+def init(
+    project: str | None = None,
+    entity: str | None = None,
+    config: Mapping[str, Any] | Any | None = None,
+    name: str | None = None,
+    id: str | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    resume: bool | str | None = None,
+    resume_from: str | None = None,
+    fork_from: str | None = None,
+    address: str | None = None,
+) -> Run:
+    """Start a run (or resume, rewind or fork one) and return it for logging.
+
+    `resume_from="RUN_ID?_step=N"` rewinds RUN_ID to step N (the version before is archived);
+    `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N;
+    `id=RUN_ID, resume="must" | "allow"` continues a run after its last step.
+    """
+    entity = entity or _env_name("RUNHISTORY_ENTITY", "default")
+    project = project or _env_name("RUNHISTORY_PROJECT", "uncategorized")
+    checked = check_config(_config_mapping(config))
+    if resume is True or resume == "auto":
+        resume = "allow"
+    elif resume is False:
+        resume = "never"
+    if resume is not None and not isinstance(resume, str):
+        raise InvalidArgument(f"invalid resume {resume!r}: use 'allow', 'must' or 'never'")
+    if tags is not None and isinstance(tags, str):
+        raise InvalidArgument("tags is a list of strings, not a string")
+    branch = None
+    if resume_from:
+        branch = pb.Branch(mode=pb.Branch.REWIND, point=resume_from)
+    if fork_from:
+        if branch is not None:
+            raise InvalidArgument("use at most one of resume_from and fork_from")
+        branch = pb.Branch(mode=pb.Branch.FORK, point=fork_from)
+    request = pb.InitRequest(
+        entity=entity,
+        project=project,
+        run_id=id or "",
+        name=name or "",
+        tags=list(tags or ()),
+        config_json=dumps(checked),
+        resume=resume or "",
+        branch=branch,
+        started_at=time.time(),
+    )
+    connection = Connection(address)
+    try:
+        # Init is not repeatable (a generated ID would create a second run), so it is
+        # retried only while the server cannot be reached.
+        session = call(
+            connection.stub.Init,
+            request,
+            retries=CONNECTING,
+            timeout=WRITE_TIMEOUT,
+            address=connection.address,
+        )
+    except BaseException:
+        connection.close()
+        raise
+    note_position(connection.address, session.position)
+    # A resumed or rewound run keeps its stored name: fetched when first asked for.
+    known_name = None if (resume_from or resume) else (name or session.path.split("/")[-1])
+    return Run(connection, session, name=known_name)
+
+
+def _config_mapping(config: Any) -> Mapping[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return config
+    if hasattr(config, "__dict__"):  # argparse.Namespace and similar
+        return vars(config)
+    raise InvalidArgument(f"config must be a dict, got {type(config).__name__}")
+
+
+# ---- the queue's items --------------------------------------------------------------------
+# A log call is a plain tuple (flat values, timestamp, step, commit), the cheapest to build.
+
+
+class _Write:
+    """A request other than rows: sent alone, in queue order, with the next seq."""
+
+    __slots__ = ("final", "request", "rpc", "what")
+
+    def __init__(self, rpc: str, request: Any, what: str, final: bool = False) -> None:
+        self.rpc = rpc
+        self.request = request
+        self.what = what
+        self.final = final
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+# After these, sending Finish is pointless: it would be refused or not arrive.
+_UNREACHABLE_OR_FENCED = (ConnectionFailed, DeadlineExceeded, FailedPrecondition)
+# Refusals of a batch that may concern only some of its rows.
+_SPLIT_ON = (ResourceExhausted, InvalidArgument)
+
+
+class _Sender:
+    """The background thread that sends the queue in order, one request at a time."""
+
+    def __init__(self, connection: Connection, path: str, writer: str) -> None:
+        self.connection = connection
+        self.stub = connection.stub
+        self.path = path
+        self.writer = writer
+        self.queue: deque[Any] = deque()
+        self.wake = threading.Event()
+        self.error: RunHistoryError | None = None
+        self.warnings: list[str] = []
+        self.seq = 0
+        self.batches = 0
+        self.unsent = 0  # log calls taken from the queue but never sent, after a refusal
+        self.in_flight: tuple[pb.LogBatch, grpc.Future] | None = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"runhistory-sender-{path}", daemon=True
+        )
+        self.thread.start()
+
+    # ---- in the caller's thread --------------------------------------------------------
+
+    def put(self, item: Any) -> None:
+        self.queue.append(item)
+        self.wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        marker = _Flush()
+        self.put(marker)
+        return marker.done.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.put(_STOP)
+        self.thread.join(timeout)
+
+    def wait_for_room(self) -> None:
+        self.wake.set()
+        while len(self.queue) > MAX_QUEUED // 2 and self.error is None and self.thread.is_alive():
+            time.sleep(0.001)
+
+    # ---- in the sender's thread --------------------------------------------------------
+    # One request is in flight at a time, so the server applies them in queue order; the
+    # next batch is built while the previous one is in flight.
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._next():
+                    return
+            except Exception as error:  # a bug: one line for the user, the trace at debug level
+                log.debug("runhistory sender of %s failed", self.path, exc_info=True)
+                self._fail(RunHistoryError(f"internal error in the SDK: {error!r}"))
+
+    def _next(self) -> bool:
+        """Handle the next item of the queue (or wait for one); False at the end."""
+        queue = self.queue
+        if not queue:
+            if self.in_flight is not None:
+                self._guarded(self._settle)
+            else:
+                self.wake.wait(FLUSH_SECONDS)
+                self.wake.clear()
+            return True
+        item = queue[0]
+        if type(item) is tuple:
+            if self.error is None:
+                self._guarded(self._send_rows)
+            else:
+                queue.popleft()  # refused or unreachable: nothing more is sent
+            return True
+        queue.popleft()
+        self._guarded(self._settle)
+        if item is _STOP:
+            return False
+        if type(item) is _Flush:
+            item.done.set()
+        elif self.error is None:
+            self._guarded(lambda: self._send_write(item))
+        elif item.final and not isinstance(self.error, _UNREACHABLE_OR_FENCED):
+            self._finish_after_refusal(item)
+        return True
+
+    def _guarded(self, send: Callable[[], None]) -> None:
+        try:
+            send()
+        except RunHistoryError as error:
+            self._fail(error)
+
+    def _fail(self, error: RunHistoryError) -> None:
+        self.in_flight = None
+        self.error = error
+        dropped = self.unsent + sum(1 for item in self.queue if type(item) is tuple)
+        log.error(
+            "runhistory: writes to %s stopped: %s: %s%s",
+            self.path,
+            error.code,
+            error.message,
+            f" ({dropped} queued log calls were not sent)" if dropped else "",
+        )
+
+    def _send_rows(self) -> None:
+        queue = self.queue
+        calls: list[pb.LogCall] = []
+        size = 0
+        while queue and len(calls) < MAX_BATCH_CALLS:
+            item = queue[0]
+            if type(item) is not tuple:
+                break
+            flat, timestamp, step, commit = item
+            message = pb.LogCall(
+                data=to_values(flat), timestamp=timestamp, step=step, commit=commit
+            )
+            estimate = message.ByteSize() + 8 * len(flat) + 8
+            if calls and size + estimate > MAX_BATCH_BYTES:
+                break
+            queue.popleft()
+            calls.append(message)
+            size += estimate
+        batch = pb.LogBatch(path=self.path, writer=self.writer, calls=calls)
+        try:
+            self._settle()
+        except RunHistoryError:
+            self.unsent = len(calls)
+            raise
+        batch.seq = self.seq + 1
+        self.in_flight = (batch, self.stub.Log.future(batch, timeout=WRITE_TIMEOUT))
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight to be acknowledged; resend it on a transient
+        failure (same seq: the server applies it at most once)."""
+        if self.in_flight is None:
+            return
+        batch, future = self.in_flight
+        self.in_flight = None
+        try:
+            ack = future.result()
+        except grpc.RpcError as error:
+            if is_transient(error):
+                self._send_calls(list(batch.calls))
+                return
+            refused = error_from_rpc(error)
+            if len(batch.calls) > 1 and isinstance(refused, _SPLIT_ON):
+                self._send_halves(list(batch.calls))
+                return
+            raise refused from None
+        self._acknowledged(ack)
+
+    def _send_calls(self, calls: list[pb.LogCall]) -> None:
+        """Send rows and wait for the acknowledgement, with retries."""
+        batch = pb.LogBatch(path=self.path, writer=self.writer, seq=self.seq + 1, calls=calls)
+        try:
+            ack = self._call("Log", batch)
+        except _SPLIT_ON:
+            # A refused request changed nothing. Its halves go with the same and the next
+            # seq: a request over the server's size limit gets through in parts, and a row
+            # the server refuses is isolated, so the rows logged before it are recorded.
+            if len(calls) == 1:
+                raise
+            self._send_halves(calls)
+            return
+        self._acknowledged(ack)
+
+    def _send_halves(self, calls: list[pb.LogCall]) -> None:
+        half = len(calls) // 2
+        self._send_calls(calls[:half])
+        self._send_calls(calls[half:])
+
+    def _acknowledged(self, ack: pb.LogAck) -> None:
+        note_position(self.connection.address, ack.position)
+        self.seq += 1
+        self.batches += 1
+        for warning in ack.warnings:
+            log.warning("runhistory: %s", warning)
+            self.warnings.append(warning)
+
+    def _send_write(self, item: _Write) -> None:
+        item.request.seq = self.seq + 1
+        ack = self._call(item.rpc, item.request)
+        note_position(self.connection.address, ack.position)
+        self.seq += 1
+
+    def _call(self, rpc: str, request: Any) -> Any:
+        return call(
+            getattr(self.stub, rpc), request, timeout=WRITE_TIMEOUT, address=self.connection.address
+        )
+
+    def _finish_after_refusal(self, item: _Write) -> None:
+        # Rows were refused and the rest dropped: end the run as crashed rather than leave
+        # it running. The refusal, not this, is what finish() raises.
+        item.request.exit_code = item.request.exit_code or 1
+        try:
+            self._send_write(item)
+        except Exception as error:
+            log.debug("runhistory: finishing %s after a refusal failed: %r", self.path, error)
+
+
+def _fresh(error: RunHistoryError) -> RunHistoryError:
+    """A new instance to raise, so repeated raises do not grow one traceback."""
+    fresh = type(error)(error.message)
+    fresh.code = error.code
+    return fresh
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+class Run:
+    """A writer session on a run, returned by `init()`. Use it as a context manager or call
+    `finish()` when done."""
+
+    def __init__(self, connection: Connection, session: pb.Session, name: str | None) -> None:
+        self._connection = connection
+        self.address = connection.address
+        self.path = session.path
+        self.entity, self.project, self.id = session.path.split("/")
+        self.version = session.version
+        self.step = session.next_step
+        self.forked_from = (
+            {
+                "run": session.forked_from.run,
+                "step": session.forked_from.step,
+                "version": session.forked_from.version,
+            }
+            if session.HasField("forked_from")
+            else None
+        )
+        self._name = name
+        self._writer = session.writer
+        self._closed = False
+        self._finish_lock = threading.Lock()
+        self._sender = _Sender(connection, self.path, session.writer)
+        self._queue = self._sender.queue
+        self.config = Config(self, loads(session.config_json) if session.config_json else {})
+        self.summary = Summary(self)
+        _live_runs.add(self)
+        _install_exit_hooks()
+
+    def __repr__(self) -> str:
+        return f"<runhistory.Run {self.path} version={self.version} step={self.step}>"
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            info = call(
+                self._reader().stub.GetRun,
+                pb.RunRequest(path=self.path, min_position=written_position(self.address)),
+                address=self.address,
+            )
+            self._name = info.name
+        return self._name
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings the server returned, e.g. for log calls with a step lower than the
+        current one (they were ignored)."""
+        return self._sender.warnings
+
+    # ---- logging -----------------------------------------------------------------------
+
+    def log(
+        self, data: Mapping[str, Any], step: int | None = None, commit: bool | None = None
+    ) -> None:
+        """Merge `data` into the row at the current step and commit it (the step then
+        advances by 1). `step=s` moves to step s first; `commit=False` merges without
+        committing. Returns at once: rows are sent in the background."""
+        if self._closed or self._sender.error is not None:
+            self._refuse("log")
+        flat = flatten(data)
+        if step is not None:
+            step = _check_step(step)
+        if commit is not None and commit is not True and commit is not False:
+            raise InvalidArgument(f"commit is True, False or None, got {commit!r}")
+        for value in flat.values():
+            if type(value) is str:
+                _check_row_size(flat)
+                break
+        timestamp = time.time()
+        # The step rules of the server, mirrored for `run.step`.
+        current = self.step
+        if step is None:
+            if commit is not False:
+                self.step = current + 1
+        elif step >= current:
+            self.step = step + 1 if commit else step
+        queue = self._queue
+        queue.append((flat, timestamp, step, commit))
+        if len(queue) > MAX_QUEUED:
+            self._sender.wait_for_room()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every write so far is acknowledged by the server; raise the error of a
+        refused write."""
+        if not self._closed:
+            self._sender.flush(timeout)
+        if self._sender.error is not None:
+            raise _fresh(self._sender.error)
+
+    # ---- other writes, in the same order as the rows -------------------------------------
+
+    def _write(self, rpc: str, request: Any, what: str) -> None:
+        if self._closed or self._sender.error is not None:
+            self._refuse(what)
+        request.path = self.path
+        request.writer = self._writer
+        self._sender.put(_Write(rpc, request, what))
+
+    def define_metric(self, key: str, summary: str | None = None, *, hidden: bool = False) -> None:
+        """Choose the summary of `key`: a comma-separated subset of min,max,mean,first,last,
+        or "none" (or hidden=True) to leave it out of the summary. Default: the last value."""
+        if hidden:
+            summary = "none"
+        flatten({key: 0})  # the key rules of logged values
+        if summary:
+            parse_summary_choice(summary)
+        request = pb.DefineMetricRequest(key=key, summary=summary or "")
+        self._write("DefineMetric", request, "define a metric")
+
+    def log_artifact(
+        self, name: str, type: str, digest: str = "", size: int = 0, uri: str = ""
+    ) -> None:
+        """Record an artifact this run produced (its files are not uploaded)."""
+        self._artifact("produced", name, type, digest, size, uri)
+
+    def use_artifact(
+        self, name: str, type: str, digest: str = "", size: int = 0, uri: str = ""
+    ) -> None:
+        """Record an artifact this run used."""
+        self._artifact("used", name, type, digest, size, uri)
+
+    def _artifact(
+        self, direction: str, name: str, type: str, digest: str, size: int, uri: str
+    ) -> None:
+        for label, text in (("name", name), ("type", type)):
+            if not isinstance(text, str) or not text.strip() or len(text) > 256:
+                raise InvalidArgument(f"an artifact {label} is 1-256 characters, got {text!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(f"an artifact size is an integer >= 0, got {size!r}")
+        request = pb.RecordArtifactRequest(
+            direction=direction,
+            name=name,
+            type=type,
+            digest=str(digest or ""),
+            size=size,
+            uri=str(uri or ""),
+        )
+        self._write("RecordArtifact", request, "record an artifact")
+
+    # ---- the end -------------------------------------------------------------------------
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Send everything, wait for the server to acknowledge it, and end the run (finished
+        on exit code 0, else crashed). Raises the error of a refused write. Idempotent."""
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")
+        with self._finish_lock:
+            if self._closed:
+                return
+            self._closed = True
+            request = pb.FinishRequest(path=self.path, writer=self._writer, exit_code=exit_code)
+            self._sender.put(_Write("Finish", request, "finish", final=True))
+        self._wait_for_sender()
+        if self._sender.error is not None:
+            raise _fresh(self._sender.error)
+
+    def _wait_for_sender(self, timeout: float | None = None) -> None:
+        """Wait until everything queued is sent; then release the channel. If interrupted,
+        the run stays registered and the exit hook waits again."""
+        self._sender.stop(timeout)
+        if not self._sender.thread.is_alive():
+            self._connection.close()
+            _live_runs.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        if kind is None:
+            self.finish(0)
+            return
+        try:
+            self.finish(1)
+        except RunHistoryError as refused:  # the block's own exception goes on
+            log.error("runhistory: finishing %s: %s: %s", self.path, refused.code, refused.message)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _refuse(self, what: str) -> None:
+        if self._sender.error is not None:
+            raise _fresh(self._sender.error)
+        raise RunNotRunning(
+            f"cannot {what}: this session of {self.path} is finished; start a new one with "
+            f"init(id={self.id!r}, resume='must') or init(resume_from=...)"
+        )
+
+    def _reader(self) -> Connection:
+        """The run's channel, or a new one after finish (for reads)."""
+        if not self._closed:
+            return self._connection
+        return Connection(self.address)
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
+    step = step.__index__()
+    if step < 0:
+        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
+    return step
+
+
+def _check_row_size(flat: dict[str, Any]) -> None:
+    size = row_size(flat)
+    if size > MAX_ROW_BYTES:
+        raise ResourceExhausted(
+            f"the logged data is {size} bytes; at most {MAX_ROW_BYTES} bytes are allowed per "
+            "row (nothing was logged)"
+        )
+
+
+# ---- config and summary -------------------------------------------------------------------
+
+
+class Config:
+    """The run's config: a dict whose changes are sent to the server in order with the
+    rows. `update(d)` merges top-level keys; attribute access works too (`config.lr`)."""
+
+    def __init__(self, run: Run, data: dict[str, Any]) -> None:
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_data", data)
+
+    def update(self, changes: Mapping[str, Any] | Any = None, /, **more: Any) -> None:
+        merged = {**_config_mapping(changes), **more}
+        checked = check_config(merged)
+        if not checked:
+            return
+        request = pb.UpdateConfigRequest(config_json=dumps(checked))
+        self._run._write("UpdateConfig", request, "update the config")
+        self._data.update(checked)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(f"the config has no key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Config):
+            return self._data == other._data
+        return self._data == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def keys(self) -> Any:
+        return self._data.keys()
+
+    def items(self) -> Any:
+        return self._data.items()
+
+    def values(self) -> Any:
+        return self._data.values()
+
+    def as_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+
+class Summary:
+    """The run's summary. Setting a key (`summary[k] = v`, `update`) sends an explicit value,
+    in order with the rows, that holds until the key is logged again. Reading waits for the
+    writes so far and fetches the summary the server derived from the history."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def update(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        flat = flatten({**(values or {}), **more})
+        if not flat:
+            return
+        request = pb.SetSummaryRequest(values=to_values(flat))
+        self._run._write("SetSummary", request, "set the summary")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def as_dict(self) -> dict[str, Any]:
+        run = self._run
+        run.flush()
+        reader = run._reader()
+        try:
+            document = call(
+                reader.stub.GetSummary,
+                pb.RunRequest(path=run.path, min_position=written_position(run.address)),
+                address=run.address,
+            )
+        finally:
+            if reader is not run._connection:
+                reader.close()
+        return loads(document.json)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
+
+    def keys(self) -> Any:
+        return self.as_dict().keys()
+
+    def items(self) -> Any:
+        return self.as_dict().items()
+
+    def values(self) -> Any:
+        return self.as_dict().values()
+
+    def __repr__(self) -> str:
+        return f"Summary(run={self._run.path!r})"
+
+
+# ---- at exit: finish the runs left open ---------------------------------------------------
+
+_live_runs: set[Run] = set()
+_hooks_installed = False
+_uncaught = False
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    previous = sys.excepthook
+
+    def excepthook(kind: Any, value: Any, trace: Any) -> None:
+        global _uncaught
+        _uncaught = True
+        previous(kind, value, trace)
+
+    sys.excepthook = excepthook
+    atexit.register(_finish_open_runs)
+
+
+def _finish_open_runs() -> None:
+    """Runs not finished by the script: finished at exit, crashed after an uncaught error."""
+    for run in list(_live_runs):
+        try:
+            if run._closed:  # finish() was interrupted: let the sender complete
+                run._wait_for_sender()
+            else:
+                run.finish(1 if _uncaught else 0)
+        except RunHistoryError as error:
+            log.error("runhistory: finishing %s at exit: %s: %s", run.path, error.code, error)
+
+
+__all__ = ["Config", "Run", "Summary", "init"]

@@ -1,0 +1,670 @@
+"""The SDK end to end: `init / log / finish`, rewind, fork and the read API, against a real
+gRPC server on a loopback port (no mocks)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+import runhistory
+import runhistory as wandb
+from runhistory import client as sdk_client
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.settings import Settings
+
+ENTITY = "your_entity_name"
+PROJECT = "your_project_name"
+
+
+def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> RunningServer:
+    return start_server(Settings(db=str(tmp_path / "rh.db"), **settings), address)
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    running = serve(tmp_path)
+    monkeypatch.setenv("RUNHISTORY_ADDRESS", running.address)
+    monkeypatch.delenv("RUNHISTORY_ENTITY", raising=False)
+    monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[runhistory.Api]:
+    with runhistory.Api() as reader:
+        yield reader
+
+
+def steps(rows: list[dict[str, Any]]) -> list[int]:
+    return [row["_step"] for row in rows]
+
+
+def wandb_rewind_example() -> Any:
+    """The W&B "rewind a run" page's script, with `import runhistory as wandb`."""
+    # 最初のrunを初期化していくつかのメトリクスをログする
+    run1 = wandb.init(project="your_project_name", entity="your_entity_name")
+    for i in range(300):
+        run1.log({"metric": i})
+    run1.finish()
+
+    # 最初のrunの特定のステップから巻き戻してステップ200からメトリクスをログする
+    run2 = wandb.init(
+        project="your_project_name", entity="your_entity_name", resume_from=f"{run1.id}?_step=200"
+    )
+
+    # 新しいrunでログを続ける
+    for i in range(200, 300):
+        if i < 250:
+            run2.log({"metric": i, "step": i})  # スパイクなしでrun1からログを続行
+        else:
+            # ステップ250から尖った振る舞いを導入
+            subtle_spike = i + (2 * math.sin(i / 3.0))  # subtleなスパイクパターンを適用
+            run2.log({"metric": subtle_spike, "step": i})
+        # さらに新しいメトリクスをすべてのステップでログ
+        run2.log({"additional_metric": i * 1.1, "step": i})
+    run2.finish()
+    return run1, run2
+
+
+# ---- the W&B examples ---------------------------------------------------------------------
+
+
+def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
+    run1, run2 = wandb_rewind_example()
+    assert run2.id == run1.id and run2.path == run1.path
+    assert run1.version == 1 and run2.version == 2
+
+    run = api.run(f"{ENTITY}/{PROJECT}/{run1.id}")
+    assert run.state == "finished" and run.version == 2 and run.last_step == 400
+    rows = run.history()
+    assert steps(rows) == list(range(401))
+    assert [row["metric"] for row in rows[:201]] == list(range(201))
+    # After the rewind every log call commits its own row: two rows per i.
+    assert rows[201] == {**rows[201], "metric": 200, "step": 200}
+    assert "additional_metric" not in rows[201]
+    assert rows[202]["additional_metric"] == 200 * 1.1 and rows[202]["step"] == 200
+    spike = 250 + 2 * math.sin(250 / 3.0)
+    assert rows[301]["metric"] == spike and rows[301]["step"] == 250
+    assert all(row["_timestamp"] > 0 and row["_runtime"] >= 0 for row in rows)
+
+    # The summary is recomputed from the visible history: last values after the rewind.
+    last_spike = 299 + 2 * math.sin(299 / 3.0)
+    assert run.summary == {"metric": last_spike, "additional_metric": 299 * 1.1, "step": 299}
+
+    # The version before the rewind is archived whole and stays readable.
+    versions = run.versions()
+    assert [(v["version"], v["archived"]) for v in versions] == [(1, True), (2, False)]
+    archived = versions[0]
+    assert archived["rows"] == 300 and archived["rewound_to_step"] == 200
+    assert archived["last_step"] == 299 and archived["state"] == "finished"
+    assert archived["summary"] == {"metric": 299}
+    assert versions[1]["rows"] == 401
+    assert steps(run.history(version=1)) == list(range(300))
+    assert run.lineage()["versions"] == [
+        {"version": 1, "archived": True, "rewound_to_step": 200},
+        {"version": 2, "archived": False, "rewound_to_step": None},
+    ]
+
+    # The W&B fork example, at a step the rewound run has.
+    rewind_run = run2
+    forked_run = wandb.init(
+        project="your_project_name",
+        entity="your_entity_name",
+        fork_from=f"{rewind_run.id}?_step=300",
+    )
+    assert forked_run.id != rewind_run.id and forked_run.step == 301
+    assert forked_run.forked_from == {"run": rewind_run.path, "step": 300, "version": 2}
+    for i in range(300, 400):
+        forked_run.log({"metric": i * 3})
+    forked_run.finish()
+
+    fork = api.run(forked_run.path)
+    assert fork.forked_from == {"run": rewind_run.path, "step": 300, "version": 2}
+    fork_rows = fork.history()
+    assert steps(fork_rows) == list(range(401))
+    assert fork_rows[:301] == rows[:301]  # the inherited prefix, as the source stood
+    assert [row["metric"] for row in fork_rows[301:]] == [i * 3 for i in range(300, 400)]
+    assert steps(fork.history(own_only=True)) == list(range(301, 401))
+    assert fork.summary["metric"] == 399 * 3
+    assert fork.lineage()["ancestors"] == [{"run": rewind_run.path, "version": 2, "step": 300}]
+    descendants = run.lineage()["descendants"]
+    assert [(d["run"], d["source_version"], d["step"]) for d in descendants] == [
+        (forked_run.path, 2, 300)
+    ]
+
+    # The page's own fork, at step 500, is beyond the rewound run's last step (400).
+    with pytest.raises(wandb.OutOfRange, match="400") as refused:
+        wandb.init(
+            project="your_project_name",
+            entity="your_entity_name",
+            fork_from=f"{rewind_run.id}?_step=500",
+        )
+    assert refused.value.code == "OUT_OF_RANGE"
+
+
+def test_fork_of_a_fork_and_rewind_after_fork(api: runhistory.Api) -> None:
+    with runhistory.init(project="p", config={"lr": 0.1, "seed": 1}) as root:
+        for i in range(10):
+            root.log({"x": i})
+    with runhistory.init(project="p", fork_from=f"{root.id}?_step=5", config={"lr": 0.2}) as child:
+        assert child.config.as_dict() == {"lr": 0.2, "seed": 1}
+        child.log({"x": 100})
+    grandchild = runhistory.init(project="p", fork_from=f"{child.path}?_step=6")
+    grandchild.log({"x": 1000})
+    grandchild.finish()
+    # A later rewind of the source does not change the forks.
+    with runhistory.init(project="p", resume_from=f"{root.id}?_step=2") as rewound:
+        rewound.log({"x": -1})
+
+    rows = api.run(grandchild.path).history()
+    assert [(row["_step"], row["x"]) for row in rows] == [
+        *[(i, i) for i in range(6)],
+        (6, 100),
+        (7, 1000),
+    ]
+    ancestors = api.run(grandchild.path).lineage()["ancestors"]
+    assert [(a["run"], a["step"], a["version"]) for a in ancestors] == [
+        (child.path, 6, 1),
+        (root.path, 5, 1),
+    ]
+    assert api.run(child.path).config == {"lr": 0.2, "seed": 1}
+    assert steps(api.run(root.path).history()) == [0, 1, 2, 3]
+
+
+# ---- batching, ordering and idempotent retries ---------------------------------------------
+
+
+def test_many_log_calls_arrive_once_in_few_batches(api: runhistory.Api) -> None:
+    run = runhistory.init(project="bulk")
+    data = {f"key{k}": float(k) for k in range(10)}
+    for _ in range(10_000):
+        run.log(data)
+    assert run.step == 10_000
+    run.finish()
+
+    rows = api.run(run.path).history()
+    assert steps(rows) == list(range(10_000))
+    assert all({k: row[k] for k in data} == data for row in rows)
+    window = list(api.run(run.path).scan_history(keys=["key3"], min_step=10, max_step=12))
+    assert [(row["_step"], row["key3"]) for row in window] == [(10, 3.0), (11, 3.0), (12, 3.0)]
+    assert "key4" not in window[0]
+    # Batched: far fewer RowsLogged events than log() calls.
+    logged = [e for e in api.run(run.path).events() if e["type"] == "RowsLogged"]
+    assert 1 <= len(logged) <= 1_000
+    assert sum(len(e["payload"]["rows"]) for e in logged) == 10_000
+
+
+def test_log_waits_for_room_when_the_queue_is_full(
+    api: runhistory.Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runhistory.run, "MAX_QUEUED", 8)
+    run = runhistory.init(project="bulk")
+    for i in range(500):
+        run.log({"i": i})
+        assert len(run._queue) <= 9
+    run.finish()
+    assert [row["i"] for row in api.run(run.path).history()] == list(range(500))
+
+
+def test_the_same_batch_sent_twice_lands_once(server: RunningServer, api: runhistory.Api) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.RunHistoryStub(channel)
+        session = stub.Init(pb.InitRequest(entity="e", project="p"))
+        batch = pb.LogBatch(
+            path=session.path,
+            writer=session.writer,
+            seq=1,
+            calls=[pb.LogCall(data={"a": pb.Value(int_value=i)}, timestamp=1.0) for i in range(3)],
+        )
+        first = stub.Log(batch)
+        second = stub.Log(batch)
+    assert first.applied and first.rows == 3
+    assert not second.applied and second.rows == 0
+    assert [row["a"] for row in api.run(session.path).history()] == [0, 1, 2]
+
+
+class LoseFirstLogAck(grpc.UnaryUnaryClientInterceptor):
+    """A network fault on the client side: the first Log request reaches the server and is
+    applied, but its acknowledgement is lost (the client sees UNAVAILABLE)."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, bool]] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        if not details.method.endswith("/Log"):
+            return outcome
+        ack = outcome.result()
+        self.acks.append((request.seq, ack.applied))
+        if len(self.acks) == 1:
+            return LostAck()
+        return outcome
+
+
+class LostAck(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "connection reset after the request was sent (injected)"
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+
+def test_a_lost_acknowledgement_is_retried_with_the_same_seq(
+    api: runhistory.Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fault = LoseFirstLogAck()
+    plain = sdk_client.open_channel
+    monkeypatch.setattr(
+        sdk_client, "open_channel", lambda address: grpc.intercept_channel(plain(address), fault)
+    )
+    run = runhistory.init(project="retry")
+    for i in range(5):
+        run.log({"i": i})
+    run.finish()
+
+    assert fault.acks[:2] == [(1, True), (1, False)]  # resent as seq 1; applied only once
+    assert [row["i"] for row in api.run(run.path).history()] == [0, 1, 2, 3, 4]
+
+
+def test_rows_logged_while_the_server_restarts_arrive_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = serve(tmp_path)
+    monkeypatch.setenv("RUNHISTORY_ADDRESS", first.address)
+    run = runhistory.init(project="restart")
+    for i in range(100):
+        run.log({"i": i})
+    run.flush()
+    first.stop()
+    for i in range(100, 200):
+        run.log({"i": i})
+    time.sleep(0.3)  # the sender meets the stopped server and keeps retrying
+    second = serve(tmp_path, first.address)
+    try:
+        run.finish()
+        with runhistory.Api() as api:
+            rows = api.run(run.path).history()
+            assert [row["i"] for row in rows] == list(range(200))
+            assert api.run(run.path).state == "finished"
+    finally:
+        second.stop()
+
+
+def test_config_summary_and_metric_writes_keep_their_order(api: runhistory.Api) -> None:
+    run = runhistory.init(project="order")
+    run.log({"loss": 1.0})
+    run.summary["loss"] = 0.0  # explicit, until loss is logged again
+    run.log({"loss": 2.0})
+    run.config["after"] = 1
+    run.finish()
+    events = [e["type"] for e in api.run(run.path).events()]
+    assert events == [
+        "Created",
+        "RowsLogged",
+        "SummarySet",
+        "RowsLogged",
+        "ConfigUpdated",
+        "Finished",
+    ]
+    assert api.run(run.path).summary == {"loss": 2.0}
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+
+def test_a_superseded_writer_fails_at_finish(
+    api: runhistory.Api, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    old = runhistory.init(project="fence")
+    for i in range(5):
+        old.log({"x": i})
+    old.flush()
+    new = runhistory.init(project="fence", resume_from=f"{old.id}?_step=2")
+    old.log({"x": 99})  # queued; the server refuses it: the session was superseded
+    with (
+        caplog.at_level(logging.ERROR, logger="runhistory"),
+        pytest.raises(runhistory.FailedPrecondition, match="superseded") as refused,
+    ):
+        old.finish()
+    assert isinstance(refused.value, runhistory.Superseded)
+    assert refused.value.code == "FAILED_PRECONDITION"
+    old.finish()  # idempotent
+    with pytest.raises(runhistory.Superseded):
+        old.log({"x": 100})
+    # The background thread reported it in one log line, without a traceback.
+    lines = [r for r in caplog.records if r.name == "runhistory" and r.levelno == logging.ERROR]
+    assert len(lines) == 1 and "superseded" in lines[0].getMessage()
+    assert lines[0].exc_info is None
+    assert "Traceback" not in capfd.readouterr().err
+
+    new.log({"x": 3})
+    new.finish()
+    rows = api.run(old.path).history()
+    assert [(row["_step"], row["x"]) for row in rows] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+
+
+def test_a_refused_row_stops_logging_and_finish_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server's row limit is lower than the SDK's default: only the server can refuse.
+    limited = serve(tmp_path, max_row_bytes=1024)
+    monkeypatch.setenv("RUNHISTORY_ADDRESS", limited.address)
+    try:
+        run = runhistory.init(project="limits")
+        for i in range(5):
+            run.log({"ok": i})
+        run.log({"text": "x" * 2000})  # in the same batch as the rows before it
+        run.log({"ok": 5})
+        with pytest.raises(runhistory.ResourceExhausted, match="1024"):
+            run.flush()
+        with pytest.raises(runhistory.ResourceExhausted):
+            run.log({"ok": 6})
+        with (
+            caplog.at_level(logging.ERROR, logger="runhistory"),
+            pytest.raises(runhistory.ResourceExhausted),
+        ):
+            run.finish()
+        with runhistory.Api() as api:
+            info = api.run(run.path)
+            # The rows logged before the refused one are recorded; the run ended crashed.
+            assert [row["ok"] for row in info.history()] == [0, 1, 2, 3, 4]
+            assert info.state == "crashed" and info.exit_code == 1
+    finally:
+        limited.stop()
+
+
+def test_a_batch_over_the_servers_request_limit_goes_in_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = serve(tmp_path, max_request_bytes=64 * 1024)
+    monkeypatch.setenv("RUNHISTORY_ADDRESS", small.address)
+    try:
+        run = runhistory.init(project="limits")
+        for i in range(200):  # about 400 KiB in one queue burst
+            run.log({"i": i, "text": "y" * 2000})
+        run.finish()
+        with runhistory.Api() as api:
+            assert [row["i"] for row in api.run(run.path).history()] == list(range(200))
+    finally:
+        small.stop()
+
+
+def test_bad_data_is_refused_synchronously(server: RunningServer) -> None:
+    run = runhistory.init(project="bad")
+    with pytest.raises(runhistory.InvalidArgument, match="reserved"):
+        run.log({"_step": 1})
+    with pytest.raises(runhistory.InvalidArgument, match="list"):
+        run.log({"a": [1, 2]})
+    with pytest.raises(runhistory.InvalidArgument):
+        run.log({"a": 1}, step=-1)
+    with pytest.raises(runhistory.InvalidArgument):
+        run.log({"a": 1}, commit="yes")
+    with pytest.raises(runhistory.ResourceExhausted, match="at most 256"):
+        run.log({"k" * 300: 1})
+    with pytest.raises(runhistory.ResourceExhausted, match="bytes"):
+        run.log({"big": "z" * (11 * 1024 * 1024)})
+    with pytest.raises(runhistory.InvalidArgument):
+        run.define_metric("loss", summary="median")
+    with pytest.raises(runhistory.InvalidArgument):
+        run.config.update({"f": object()})
+    run.log({"a": 1})  # the refused calls changed nothing
+    assert run.step == 1
+    run.finish()
+    with pytest.raises(runhistory.RunNotRunning, match="finished"):
+        run.log({"a": 2})
+
+
+def test_errors_of_init_and_reads(server: RunningServer, api: runhistory.Api) -> None:
+    with pytest.raises(runhistory.NotFound):
+        api.run("e/p/nosuchrun")
+    with pytest.raises(runhistory.InvalidArgument):
+        api.run("a/b/c/d/e")
+    with pytest.raises(runhistory.InvalidArgument, match="_step"):
+        runhistory.init(project="p", resume_from="abc?step=3")
+    with pytest.raises(runhistory.NotFound):
+        runhistory.init(project="p", resume_from="nosuchrun?_step=0")
+    with pytest.raises(runhistory.NotFound):
+        runhistory.init(project="p", id="nosuchrun", resume="must")
+    run = runhistory.init(project="p", id="taken")
+    run.finish()
+    with pytest.raises(runhistory.AlreadyExists) as exists:
+        runhistory.init(project="p", id="taken")
+    assert exists.value.code == "ALREADY_EXISTS"
+    with pytest.raises(runhistory.OutOfRange, match="no committed steps"):
+        runhistory.init(project="p", fork_from="taken?_step=0")
+
+
+def test_an_unreachable_server_ends_in_connection_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RUNHISTORY_RETRY_SECONDS", "0.5")
+    started = time.monotonic()
+    with pytest.raises(runhistory.ConnectionFailed, match="cannot reach") as failed:
+        runhistory.init(project="p", address=f"127.0.0.1:{port}")
+    assert failed.value.code == "UNAVAILABLE"
+    assert time.monotonic() - started < 20
+    with pytest.raises(runhistory.ConnectionFailed):
+        runhistory.Api(address=f"127.0.0.1:{port}").run("e/p/r")
+
+
+# ---- steps, warnings, values ----------------------------------------------------------------
+
+
+def test_step_rules_and_the_lower_step_warning(
+    api: runhistory.Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = runhistory.init(project="steps")
+    run.log({"a": 1}, commit=False)
+    run.log({"b": 2})  # merged with a into step 0
+    assert run.step == 1
+    run.log({"c": 3}, step=5)  # moves to 5, committed later
+    run.log({"d": 4}, step=5)
+    assert run.step == 5
+    with caplog.at_level(logging.WARNING, logger="runhistory"):
+        run.log({"e": 5}, step=3)  # lower than 5: ignored with a warning
+        run.log({"f": 6})  # merged into 5 and committed
+        run.finish()
+    assert run.step == 6
+    assert len(run.warnings) == 1
+    assert "step 3" in run.warnings[0] and "current step 5" in run.warnings[0]
+    assert any("step 3" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+    rows = api.run(run.path).history()
+    values = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+    assert steps(rows) == [0, 5]
+    assert values == [{"a": 1, "b": 2}, {"c": 3, "d": 4, "f": 6}]
+
+
+def test_values_round_trip(api: runhistory.Api) -> None:
+    run = runhistory.init(project="values")
+    run.log(
+        {
+            "nested": {"inner": {"x": 1}},
+            "nan": math.nan,
+            "inf": math.inf,
+            "ninf": -math.inf,
+            "flag": True,
+            "text": "héllo",
+            "big": 2**62,
+        }
+    )
+    run.finish()
+    (row,) = api.run(run.path).history()
+    assert row["nested.inner.x"] == 1 and math.isnan(row["nan"])
+    assert row["inf"] == math.inf and row["ninf"] == -math.inf
+    assert row["flag"] is True and row["text"] == "héllo" and row["big"] == 2**62
+    assert api.run(run.path).history(keys=["flag"])[0]["flag"] is True
+
+
+def test_context_manager_finishes_with_the_exit_code(api: runhistory.Api) -> None:
+    with runhistory.init(project="ctx") as good:
+        good.log({"x": 1})
+    info = api.run(good.path)
+    assert info.state == "finished" and info.exit_code == 0
+    assert info.history()[0]["x"] == 1
+
+    with pytest.raises(ZeroDivisionError), runhistory.init(project="ctx") as bad:
+        bad.log({"x": 1})
+        _ = 1 / 0
+    info = api.run(bad.path)
+    assert info.state == "crashed" and info.exit_code == 1
+    assert steps(info.history()) == [0]
+
+
+# ---- config, summary, metrics, artifacts -------------------------------------------------
+
+
+def test_config_summary_metrics_and_artifacts_round_trip(api: runhistory.Api) -> None:
+    run = runhistory.init(
+        project="cfg",
+        name="first try",
+        tags=["baseline", "cnn"],
+        config={"lr": 0.1, "layers": [64, 32]},
+    )
+    assert run.name == "first try" and run.entity == "default" and run.project == "cfg"
+    run.config.update({"batch": 32})
+    run.config["optimizer"] = "adam"
+    run.config.epochs = 3
+    assert run.config.lr == 0.1 and run.config["epochs"] == 3
+    run.define_metric("loss", summary="min,max")
+    run.define_metric("secret", hidden=True)
+    for loss in (0.9, 0.4, 0.6):
+        run.log({"loss": loss, "secret": 1})
+    run.summary["best_acc"] = 0.93
+    run.summary.update({"notes": {"ok": True}})
+    summary = run.summary.as_dict()  # waits for the writes so far
+    assert summary["loss"] == {"min": 0.4, "max": 0.9}
+    assert summary["best_acc"] == 0.93 and summary["notes.ok"] is True
+    assert "secret" not in run.summary
+    run.log_artifact("model", "model", digest="sha256:abc", size=123, uri="s3://b/model.pt")
+    run.use_artifact("mnist", "dataset", digest="sha256:def")
+    run.finish()
+
+    info = api.run(run.path)
+    assert info.name == "first try" and info.tags == ["baseline", "cnn"]
+    assert info.config == {
+        "lr": 0.1,
+        "layers": [64, 32],
+        "batch": 32,
+        "optimizer": "adam",
+        "epochs": 3,
+    }
+    assert info.summary == summary
+    artifacts = info.artifacts()
+    assert [(a["direction"], a["name"], a["type"]) for a in artifacts] == [
+        ("produced", "model", "model"),
+        ("used", "mnist", "dataset"),
+    ]
+    assert artifacts[0]["digest"] == "sha256:abc" and artifacts[0]["size"] == 123
+    assert artifacts[0]["uri"] == "s3://b/model.pt" and artifacts[0]["version"] == 1
+
+    # A rewind keeps the stored config, merges the new one, and archives the artifacts.
+    again = runhistory.init(project="cfg", resume_from=f"{run.id}?_step=1", config={"lr": 0.05})
+    assert again.name == "first try"
+    assert again.config["lr"] == 0.05 and again.config["optimizer"] == "adam"
+    again.finish()
+    # Artifacts stay with the version that recorded them, now archived.
+    assert [(a["name"], a["version"]) for a in api.run(run.path).artifacts()] == [
+        ("model", 1),
+        ("mnist", 1),
+    ]
+    assert [a["name"] for a in api.run(run.path).artifacts(version=1)] == ["model", "mnist"]
+    assert api.run(run.path).artifacts(version=2) == []
+    assert api.run(run.path).summary["loss"] == {"min": 0.4, "max": 0.9}
+
+
+def test_plain_resume_continues_after_the_last_step(api: runhistory.Api) -> None:
+    with runhistory.init(project="resume", id="r1", name="kept") as run:
+        run.log({"x": 0})
+        run.log({"x": 1})
+    resumed = runhistory.init(project="resume", id="r1", resume="must")
+    assert resumed.step == 2 and resumed.version == 1 and resumed.name == "kept"
+    resumed.log({"x": 2})
+    resumed.finish()
+    assert [row["x"] for row in api.run("default/resume/r1").history()] == [0, 1, 2]
+    created = runhistory.init(project="resume", id="r2", resume="allow")
+    assert created.step == 0
+    created.finish()
+
+
+# ---- the read API ----------------------------------------------------------------------------
+
+
+def test_runs_events_as_of_and_rebuild(api: runhistory.Api) -> None:
+    with runhistory.init(project="reads", entity="team") as run:
+        run.log({"x": 1})
+        run.flush()
+        first = run.step
+        run.log({"x": 2})
+    fork = runhistory.init(project="reads", entity="team", fork_from=f"{run.id}?_step=0")
+    fork.finish()
+    assert first == 1
+
+    listed = {r.id: r for r in api.runs("team/reads")}
+    assert set(listed) == {run.id, fork.id}
+    assert listed[fork.id].forked_from == {"run": run.path, "step": 0, "version": 1}
+    assert listed[run.id].forked_from is None
+    assert api.runs("team/empty") == []
+
+    events = list(api.run(run.path).events())
+    assert [e["type"] for e in events] == ["Created", "RowsLogged", "RowsLogged", "Finished"]
+    assert [e["run_event"] for e in events] == [1, 2, 3, 4]
+    assert events[1]["payload"]["rows"][0][3] == {"x": 1}
+    everything = list(api.events())
+    assert [e["position"] for e in everything] == sorted(e["position"] for e in everything)
+    assert {e["run_uuid"] for e in everything} == {
+        events[0]["run_uuid"],
+        everything[-1]["run_uuid"],
+    }
+    cut = events[1]["position"]
+    assert list(api.events(start=cut)) == [e for e in everything if e["position"] > cut]
+
+    then = api.run(run.path).as_of(position=events[1]["position"])
+    assert [row["x"] for row in then["rows"]] == [1]
+    assert then["summary"] == {"x": 1}
+    now = api.run(run.path).as_of(time=time.time())
+    assert [row["x"] for row in now["rows"]] == [1, 2]
+    with pytest.raises(runhistory.InvalidArgument):
+        api.run(run.path).as_of()
+
+    progress = list(api.rebuild())
+    assert progress[-1]["done"] and progress[-1]["equal_to_live"]
+    assert progress[-1]["checksums"]
+    assert [row["x"] for row in api.run(run.path).history()] == [1, 2]
+
+
+def test_following_events_sees_new_runs(api: runhistory.Api) -> None:
+    start = max((e["position"] for e in api.events()), default=0)
+    stream = api.events(start=start, follow=True)
+    seen: list[dict[str, Any]] = []
+
+    def read() -> None:
+        for event in stream:
+            seen.append(event)
+            if event["type"] == "Finished":
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with runhistory.init(project="follow") as run:
+        run.log({"x": 1})
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert [e["type"] for e in seen] == ["Created", "RowsLogged", "Finished"]
+    stream.close()
