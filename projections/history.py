@@ -163,21 +163,24 @@ class Span:
 
 
 def visible_spans(conn: Connection, segment: Segment, own_only: bool = False) -> list[Span]:
-    """The spans that make up a segment's visible history, oldest first."""
+    """The spans that make up a segment's visible history, oldest first. With `own_only`,
+    the chain stops where it reaches another run: rows inherited by a fork are left out,
+    the run's own rows from before its rewinds are not."""
     spans: list[Span] = []
     bound: int | None = None
-    current: Segment | None = segment
-    while current is not None:
+    current = segment
+    while True:
         spans.append(Span(current.id, current.parent_step, bound))
-        if own_only or current.parent_segment is None:
+        if current.parent_segment is None:
+            break
+        parent = get_segment(conn, current.parent_segment)
+        if own_only and parent.run_uuid != current.run_uuid:
             break
         assert current.parent_step is not None
         bound = current.parent_step if bound is None else min(bound, current.parent_step)
-        current = get_segment(conn, current.parent_segment)
+        current = parent
     spans.reverse()
-    return [
-        span for span in spans if span.upto is None or span.after is None or span.after < span.upto
-    ]
+    return [s for s in spans if s.upto is None or s.after is None or s.after < s.upto]
 
 
 def read_rows(

@@ -343,3 +343,15 @@ def test_rebuild_equals_live(service: RunService) -> None:
     service.rebuild(progress.append)
     assert progress and progress[-1].position == progress[-1].target
     assert service.checksums() == live
+
+
+def test_own_rows_include_the_runs_rows_from_before_its_rewinds(service: RunService) -> None:
+    s = service.init("ent", "proj", "own", started_at=T0)
+    log(service, s, *({"x": i} for i in range(10)))
+    rewound = service.init("ent", "proj", resume_from="own?_step=5")
+    log(service, rewound, {"x": 60}, {"x": 70})
+    assert steps(service.history(s.path, own_only=True)) == list(range(8))
+    child = service.init("ent", "proj", "own-child", fork_from="own?_step=6")
+    log(service, child, {"x": -1})
+    assert steps(service.history(child.path, own_only=True)) == [7]
+    assert steps(service.history(child.path)) == list(range(8))
