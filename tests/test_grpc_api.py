@@ -6,7 +6,6 @@ import json
 import math
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -23,11 +22,15 @@ from runhistory.service.settings import Settings
 T0 = 1_700_000_000.0
 
 
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
+def server(database: str) -> Iterator[RunningServer]:
     running = start_server(
-        Settings(db=str(tmp_path / "rh.db"), max_row_bytes=1024, max_request_bytes=64 * 1024),
-        "127.0.0.1:0",
+        Settings(db=database, max_row_bytes=1024, max_request_bytes=64 * 1024), "127.0.0.1:0"
     )
     yield running
     running.stop()
