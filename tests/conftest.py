@@ -44,6 +44,8 @@ def postgres_problem() -> str | None:
 def postgres_schema_url() -> Iterator[str]:
     """A fresh schema, as a URL whose connections use it; dropped afterwards."""
     problem = postgres_problem()
+    if problem and os.environ.get("RUNHISTORY_REQUIRE_POSTGRES"):
+        pytest.fail(problem)  # CI starts PostgreSQL: there, its absence is a failure
     if problem:
         pytest.skip(problem)
     schema = f"t_{uuid.uuid4().hex[:12]}"
