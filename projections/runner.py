@@ -69,8 +69,12 @@ class ProjectionRunner:
         db: Database,
         projections: Sequence[type[Projection]] = ALL_PROJECTIONS,
         page_size: int = 50,
+        inline: bool = True,
     ) -> None:
+        """`inline`: readers waiting for a position apply the events themselves. Without it
+        they only wait, for a worker process (`runhistory project`) to apply them."""
         self.source = source
+        self.inline = inline
         self.db = db
         self.projections = [cls() for cls in projections]
         self.page_size = page_size
@@ -148,7 +152,8 @@ class ProjectionRunner:
             return
         deadline = time.monotonic() + timeout
         while True:
-            self.catch_up()
+            if self.inline:
+                self.catch_up()
             if self._applied >= position or self.position() >= position:
                 return
             if time.monotonic() > deadline:
@@ -160,25 +165,26 @@ class ProjectionRunner:
 
     # ---- in the background -------------------------------------------------------------
 
-    def start(self, interval: float = 0.05) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(interval,), name="projection-runner", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, interval: float) -> None:
+    def run_until(self, stop: threading.Event, interval: float = 0.05) -> None:
+        """Catch up again and again until `stop` is set; errors are logged and retried."""
         backoff = interval
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 self.catch_up()
                 backoff = interval
             except Exception:
                 log.exception("projection catch-up failed; retrying in %.1f s", backoff)
                 backoff = min(backoff * 2, 5.0)
-            self._stop.wait(backoff)
+            stop.wait(backoff)
+
+    def start(self, interval: float = 0.05) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run_until, args=(self._stop, interval), name="projections", daemon=True
+        )
+        self._thread.start()
 
     def stop(self) -> None:
         if self._thread is None:

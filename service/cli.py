@@ -114,6 +114,29 @@ def _parser() -> argparse.ArgumentParser:
         "--db",
         help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
     )
+    serve.add_argument(
+        "--no-projections",
+        dest="projections",
+        action="store_false",
+        help="leave the read models to `runhistory project` workers",
+    )
+
+    project = command(
+        "project",
+        "a projection worker: apply new events to the read models until SIGINT or SIGTERM",
+        [common],
+        cmd_project,
+    )
+    project.add_argument(
+        "--db",
+        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
+    )
+    project.add_argument(
+        "--interval", type=float, default=0.05, help="seconds between polls (default 0.05)"
+    )
+    project.add_argument(
+        "--page-size", type=int, default=50, help="events applied per transaction (default 50)"
+    )
 
     demo = command(
         "demo",
@@ -282,30 +305,42 @@ def _time_arg(text: str) -> float:
 # ---- serve -------------------------------------------------------------------------------
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from runhistory.service.grpc_server import start_server
-
-    settings = _settings(args.db)
-    address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
+@contextmanager
+def _until_signalled() -> Iterator[threading.Event]:
+    """An event set by the first SIGINT or SIGTERM; a second signal acts as usual."""
     stopping = threading.Event()
     handled = (signal.SIGINT, signal.SIGTERM)
 
     def request_stop(signum: int, _frame: object) -> None:
         stopping.set()
-        for number, handler in previous.items():  # a second signal acts as usual
+        for number, handler in previous.items():
             signal.signal(number, handler)
 
     previous = {number: signal.signal(number, request_stop) for number in handled}
     try:
+        yield stopping
+    finally:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is request_stop:
+                signal.signal(number, handler)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runhistory.service.grpc_server import start_server
+
+    settings = _settings(args.db)
+    address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
+    with _until_signalled() as stopping:
         try:
             with _opening(settings):
-                running = start_server(settings, address)
+                running = start_server(settings, address, projections=args.projections)
         except (OSError, RuntimeError) as error:  # grpc: RuntimeError("Failed to bind ...")
             raise _Unavailable(f"cannot serve on {address}: {error}") from error
         try:
+            workers = "" if args.projections else "; read models left to projection workers"
             print(
-                f"{PROG}: serving on {running.address}, database {_safe_url(settings.db_url)} "
-                "(stop with Ctrl-C or SIGTERM)",
+                f"{PROG}: serving on {running.address}, database {_safe_url(settings.db_url)}"
+                f"{workers} (stop with Ctrl-C or SIGTERM)",
                 flush=True,
             )
             while not stopping.wait(0.5):
@@ -317,11 +352,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         finally:
             running.stop()
-    finally:
-        for number, handler in previous.items():
-            if signal.getsignal(number) is request_stop:
-                signal.signal(number, handler)
     print(f"{PROG}: stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from runhistory.service.runs import RunService
+
+    settings = _settings(args.db)
+    with _until_signalled() as stopping:
+        with _opening(settings):
+            service = RunService(settings, projections=False)
+        service.runner.page_size = max(1, args.page_size)
+        try:
+            print(
+                f"{PROG}: projecting {_safe_url(settings.db_url)} from position "
+                f"{service.runner.position()} (stop with Ctrl-C or SIGTERM)",
+                flush=True,
+            )
+            service.runner.run_until(stopping, args.interval)
+            stopped_at = service.runner.position()
+        finally:
+            service.close()
+    print(f"{PROG}: stopped at position {stopped_at}", file=sys.stderr)
     return 0
 
 

@@ -490,9 +490,12 @@ def start_server(
     settings: Settings | None = None,
     address: str = DEFAULT_ADDRESS,
     max_workers: int = 16,
+    projections: bool = True,
 ) -> RunningServer:
+    """Serve on `address` (port 0: any free port). `projections=False` leaves the read
+    models to `runhistory project` workers; reads still wait for the client's writes."""
     settings = settings or Settings()
-    service = RunService(settings, background=True)
+    service = RunService(settings, background=True, projections=projections)
     limit = settings.max_request_bytes + 1024 * 1024  # headroom for the message's framing
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),

@@ -62,17 +62,25 @@ class LogAck(Ack):
 
 
 class RunService:
-    def __init__(self, settings: Settings | None = None, *, background: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        background: bool = False,
+        projections: bool = True,
+    ) -> None:
+        """`background`: apply new events to the read models in a thread of this process.
+        `projections=False`: never apply them here; a worker process does."""
         self.settings = settings or Settings()
         self.limits = self.settings.limits
         url = self.settings.db_url
         self.store = RunEvents(env=event_store_env(url))
         self.db = Database(url)
-        self.runner = ProjectionRunner(self.store, self.db)
+        self.runner = ProjectionRunner(self.store, self.db, inline=projections)
         self._locks: defaultdict[UUID, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._written = 0
-        if background:
+        if background and projections:
             self.runner.start()
 
     def close(self) -> None:
