@@ -208,18 +208,18 @@ def test_sigkill_of_a_worker_resumes_equal_to_a_rebuild(database: str, processes
     with RunService(Settings(db=database), projections=False) as service:
         for r in range(4):
             session = service.init("e", "w", f"r{r}")
-            for b in range(40):
-                calls = [runhistory.domain.run.LogCall({"x": b * 10 + i}, 0.0) for i in range(50)]
+            for b in range(250):  # many small events: a long backlog of transactions
+                calls = [runhistory.domain.run.LogCall({"x": b * 10 + i}, 0.0) for i in range(8)]
                 service.log(session.path, calls, writer=session.writer)
             service.init("e", "w", resume_from=f"r{r}?_step=100")
             service.init("e", "w", f"f{r}", fork_from=f"r{r}?_step=50")
         total = service.store.last_position()
-    worker = cli("project", "--db", database, "--page-size", "1")
-    processes.append(worker)
-    assert worker.stdout is not None
-    assert re.search(r"from position 0", worker.stdout.readline())
     with RunService(Settings(db=database), projections=False) as service:
-        while service.runner.position() < 20:
+        worker = cli("project", "--db", database, "--page-size", "1")
+        processes.append(worker)
+        assert worker.stdout is not None
+        assert re.search(r"from position 0", worker.stdout.readline())
+        while service.runner.position() < 5:
             time.sleep(0.005)
         worker.kill()  # SIGKILL, somewhere in the middle of a page
         worker.wait()
