@@ -231,3 +231,29 @@ def test_sigkill_of_a_worker_resumes_equal_to_a_rebuild(database: str, processes
     with RunService(Settings(db=database)) as service:
         service.rebuild()
         assert service.checksums() == live
+
+
+def test_a_rewind_on_one_server_fences_a_writer_on_another(database: str, processes) -> None:
+    if database == "memory":
+        pytest.skip("processes cannot share an in-memory store")
+    ports = [free_port(), free_port()]
+    processes += [serve(database, port) for port in ports]  # both apply projections
+    a, b = (pb_grpc.RunHistoryStub(grpc.insecure_channel(f"127.0.0.1:{p}")) for p in ports)
+    session = a.Init(pb.InitRequest(entity="e", project="p", run_id="fenced"))
+    batch = pb.LogBatch(
+        path=session.path,
+        writer=session.writer,
+        calls=[pb.LogCall(data=wire.to_values({"x": i})) for i in range(5)],
+    )
+    a.Log(batch)
+    b.Init(
+        pb.InitRequest(
+            entity="e", project="p", branch=pb.Branch(mode=pb.Branch.REWIND, point="fenced?_step=1")
+        )
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        a.Log(batch)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "superseded by a rewind" in refused.value.details()
+    rows = list(wire.rows_from_chunks(a.ReadHistory(pb.HistoryRequest(path=session.path))))
+    assert [row["_step"] for row in rows] == [0, 1]

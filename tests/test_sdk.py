@@ -31,9 +31,14 @@ def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> Runn
     return start_server(Settings(db=str(tmp_path / "rh.db"), **settings), address)
 
 
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    running = serve(tmp_path)
+def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    running = start_server(Settings(db=database), "127.0.0.1:0")
     monkeypatch.setenv("RUNHISTORY_ADDRESS", running.address)
     monkeypatch.delenv("RUNHISTORY_ENTITY", raising=False)
     monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
