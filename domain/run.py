@@ -11,6 +11,7 @@ because they run again on every replay.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,14 +260,22 @@ class Run(Aggregate):
         outcome = LogOutcome()
         step = self.next_step
         pending = _copy_pending(self.pending)
+        # An upper bound of the pending row's size (the sum of what merged into it): the
+        # exact size is only measured when the bound is over the limit.
+        bound = 0 if pending is None else row_size(pending["values"])
         request_bytes = 0
         for call in calls:
             data = flatten(call.data, limits)
-            request_bytes += row_size(data)
+            size = row_size(data)
+            request_bytes += size
             if request_bytes > limits.max_request_bytes:
                 raise ResourceExhausted(
                     f"the request holds more than {limits.max_request_bytes} bytes of rows; "
                     "send fewer rows per request"
+                )
+            if not _is_finite_number(call.timestamp):
+                raise InvalidArgument(
+                    f"invalid timestamp {call.timestamp!r}: seconds since the epoch, finite"
                 )
             target = step if call.step is None else _check_step(call.step)
             if target < step:
@@ -277,19 +286,20 @@ class Run(Aggregate):
                 continue
             if target > step:
                 if pending is not None:
-                    outcome.rows.append(self._commit(pending, limits))
+                    outcome.rows.append(self._commit(pending, bound, limits))
                 pending, step = None, target
             if pending is None:
-                pending = {"step": step, "timestamp": call.timestamp, "values": {}}
+                pending, bound = {"step": step, "timestamp": call.timestamp, "values": {}}, 0
             pending["values"].update(data)
             pending["timestamp"] = float(call.timestamp)
+            bound += size
             commit = call.commit if call.step is not None else call.commit is not False
             if commit:
-                outcome.rows.append(self._commit(pending, limits))
+                outcome.rows.append(self._commit(pending, bound, limits))
                 pending, step = None, step + 1
         outcome.next_step = step
         if pending is not None:
-            check_row_size(pending["step"], pending["values"], limits)
+            self._check_pending(pending, bound, limits)
         if outcome.rows or pending != self.pending or step != self.next_step or seq is not None:
             self._rows_logged(
                 rows=outcome.rows,
@@ -300,9 +310,15 @@ class Run(Aggregate):
             )
         return outcome
 
-    def _commit(self, pending: dict[str, Any], limits: Limits) -> Row:
+    @staticmethod
+    def _check_pending(pending: dict[str, Any], bound: int, limits: Limits) -> None:
+        values = pending["values"]
+        if bound > limits.max_row_bytes or len(values) > limits.max_keys_per_row:
+            check_row_size(pending["step"], values, limits)
+
+    def _commit(self, pending: dict[str, Any], bound: int, limits: Limits) -> Row:
         values: Values = pending["values"]
-        check_row_size(pending["step"], values, limits)
+        self._check_pending(pending, bound, limits)
         runtime = max(0.0, pending["timestamp"] - self.segment_started_at)
         return [pending["step"], pending["timestamp"], runtime, values]
 
@@ -329,7 +345,7 @@ class Run(Aggregate):
         """The pending row, committed: it was acknowledged, so it is never dropped."""
         if self.pending is None:
             return []
-        return [self._commit(self.pending, Limits(max_row_bytes=2**62))]
+        return [self._commit(self.pending, 0, Limits(max_keys_per_row=2**62))]
 
     # ---- config, summary, metric definitions, artifacts -------------------------------
 
@@ -519,6 +535,10 @@ def _copy_pending(pending: dict[str, Any] | None) -> dict[str, Any] | None:
     if pending is None:
         return None
     return {**pending, "values": dict(pending["values"])}
+
+
+def _is_finite_number(value: object) -> bool:
+    return type(value) in (float, int) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _check_step(step: object) -> int:

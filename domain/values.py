@@ -37,12 +37,11 @@ DEFAULT_LIMITS = Limits()
 
 def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Values:
     """Check logged data and flatten nested dicts to dotted keys (`{"a": {"b": 1}}` -> `a.b`)."""
-    if not isinstance(data, Mapping):
-        raise InvalidArgument(
-            f"logged data must be a dict of key to value, got {type(data).__name__}"
-        )
+    if type(data) is not dict and not isinstance(data, Mapping):
+        kind = type(data).__name__
+        raise InvalidArgument(f"logged data must be a dict of key to value, got {kind}")
     flat: Values = {}
-    _flatten_into(flat, "", data, limits)
+    _flatten_into(flat, "", data, limits.max_key_length)
     if len(flat) > limits.max_keys_per_row:
         raise ResourceExhausted(
             f"a row has {len(flat)} keys; "
@@ -51,23 +50,27 @@ def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Valu
     return flat
 
 
-def _flatten_into(flat: Values, prefix: str, data: Mapping[str, object], limits: Limits) -> None:
+def _flatten_into(flat: Values, prefix: str, data: Mapping[str, object], max_key: int) -> None:
+    # This runs for every logged value: exact type checks first, the general ones after.
     for key, value in data.items():
-        if not isinstance(key, str) or not key:
+        if (type(key) is not str or not key) and (not isinstance(key, str) or not key):
             raise InvalidArgument(f"invalid key {key!r}: keys are non-empty strings")
-        if not prefix and key.startswith(RESERVED_PREFIX):
+        if not prefix and key[0] == RESERVED_PREFIX:
             raise InvalidArgument(
                 f"invalid key {key!r}: keys starting with '_' are reserved for system keys "
                 "(_step, _timestamp, _runtime)"
             )
-        full_key = prefix + key
-        if len(full_key) > limits.max_key_length:
+        full_key = prefix + key if prefix else key
+        if len(full_key) > max_key:
             raise ResourceExhausted(
                 f"key {full_key[:40]!r}... is {len(full_key)} characters; "
-                f"at most {limits.max_key_length} are allowed"
+                f"at most {max_key} are allowed"
             )
-        if isinstance(value, Mapping):
-            _flatten_into(flat, full_key + ".", value, limits)
+        kind = type(value)
+        if kind is float or kind is str or kind is bool:
+            flat[full_key] = value  # type: ignore[assignment]
+        elif kind is dict or isinstance(value, Mapping):
+            _flatten_into(flat, full_key + ".", value, max_key)  # type: ignore[arg-type]
         else:
             flat[full_key] = check_value(full_key, value)
 
@@ -93,10 +96,11 @@ def check_value(key: str, value: object) -> Value:
 
 
 def row_size(values: Values) -> int:
-    size = 0
+    size = 8 * len(values)
     for key, value in values.items():
-        size += len(key.encode())
-        size += len(value.encode()) if isinstance(value, str) else 8
+        size += len(key) if key.isascii() else len(key.encode())
+        if type(value) is str:
+            size += (len(value) if value.isascii() else len(value.encode())) - 8
     return size
 
 

@@ -124,16 +124,18 @@ class LogCall(_message.Message):
     def __init__(self, data: _Optional[_Mapping[str, Value]] = ..., timestamp: _Optional[float] = ..., step: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class LogBatch(_message.Message):
-    __slots__ = ("path", "writer", "seq", "calls")
+    __slots__ = ("path", "writer", "seq", "calls", "calls_json")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     seq: int
     calls: _containers.RepeatedCompositeFieldContainer[LogCall]
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[LogCall, _Mapping]]] = ...) -> None: ...
+    calls_json: bytes
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[LogCall, _Mapping]]] = ..., calls_json: _Optional[bytes] = ...) -> None: ...
 
 class LogAck(_message.Message):
     __slots__ = ("seq", "position", "applied", "next_step", "rows", "warnings")
@@ -295,7 +297,7 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
-    __slots__ = ("path", "keys", "min_step", "max_step", "own_only", "version", "min_position")
+    __slots__ = ("path", "keys", "min_step", "max_step", "own_only", "version", "min_position", "json")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     MIN_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +305,7 @@ class HistoryRequest(_message.Message):
     OWN_ONLY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
     path: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     min_step: int
@@ -310,13 +313,16 @@ class HistoryRequest(_message.Message):
     own_only: bool
     version: int
     min_position: int
-    def __init__(self, path: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ..., own_only: _Optional[bool] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
+    json: bool
+    def __init__(self, path: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ..., own_only: _Optional[bool] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ..., json: _Optional[bool] = ...) -> None: ...
 
 class HistoryChunk(_message.Message):
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "rows_json")
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_JSON_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[Row]
-    def __init__(self, rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ...) -> None: ...
+    rows_json: bytes
+    def __init__(self, rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., rows_json: _Optional[bytes] = ...) -> None: ...
 
 class JsonDocument(_message.Message):
     __slots__ = ("json",)

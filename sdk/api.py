@@ -14,7 +14,7 @@ from typing import Any
 from runhistory.client import Connection, call, stream, written_position
 from runhistory.domain.errors import InvalidArgument
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.service.wire import loads, row_from_proto, rows_from_chunks
+from runhistory.service.wire import chunk_rows, loads, row_from_proto, rows_from_chunks
 
 READ_TIMEOUT = 60.0
 
@@ -75,14 +75,16 @@ def _history_request(
         own_only=bool(own_only),
         version=version or 0,
         min_position=min_position,
+        json=True,  # several times faster to decode than typed rows
     )
 
 
 def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest:
     resumed = pb.HistoryRequest()
     resumed.CopyFrom(request)
-    if last.rows:
-        resumed.min_step = last.rows[-1].step + 1
+    rows = chunk_rows(last)
+    if rows:
+        resumed.min_step = rows[-1]["_step"] + 1
     return resumed
 
 

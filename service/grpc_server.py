@@ -143,6 +143,17 @@ def _history_options(request: pb.HistoryRequest) -> dict[str, Any]:
     }
 
 
+def _json_chunks(rows: Iterator[str]) -> Iterator[pb.HistoryChunk]:
+    chunk: list[str] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == HISTORY_CHUNK_ROWS:
+            yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
+            chunk = []
+    if chunk:
+        yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
+
+
 def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pb.HistoryChunk]:
     chunk: list[pb.Row] = []
     for row in rows:
@@ -204,15 +215,21 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         return _session(session)
 
     def _log(self, batch: pb.LogBatch) -> pb.LogAck:
-        calls = [
-            LogCall(
-                data=wire.from_values(call.data),
-                timestamp=call.timestamp or time.time(),
-                step=call.step if call.HasField("step") else None,
-                commit=call.commit if call.HasField("commit") else None,
-            )
-            for call in batch.calls
-        ]
+        if batch.calls and batch.calls_json:
+            raise InvalidArgument("a batch carries calls or calls_json, not both")
+        calls = (
+            wire.calls_from_json(batch.calls_json)
+            if batch.calls_json
+            else [
+                LogCall(
+                    data=wire.from_values(call.data),
+                    timestamp=call.timestamp or time.time(),
+                    step=call.step if call.HasField("step") else None,
+                    commit=call.commit if call.HasField("commit") else None,
+                )
+                for call in batch.calls
+            ]
+        )
         ack = self.service.log(
             _path(batch.path), calls, writer=batch.writer or None, seq=_seq(batch.seq)
         )
@@ -327,9 +344,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         rows = self.service.scan_history(
             _path(request.path),
             min_position=self._wait(request.min_position),
+            as_json=request.json,
             **_history_options(request),
         )
-        yield from _chunks(rows)
+        yield from _json_chunks(rows) if request.json else _chunks(rows)
 
     @refusals
     def GetSummary(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.JsonDocument:

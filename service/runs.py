@@ -386,11 +386,15 @@ class RunService:
         own_only: bool = False,
         version: int | None = None,
         min_position: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Visible rows in step order; a fork's inherited rows first unless `own_only`."""
+        as_json: bool = False,
+    ) -> Iterator[Any]:
+        """Visible rows in step order; a fork's inherited rows first unless `own_only`.
+        Each a dict, or with `as_json` its JSON text."""
         with self._reading(min_position) as conn:
             segment = self._segment(conn, path, version)
-            yield from history.read_rows(conn, segment, keys, min_step, max_step, own_only)
+            yield from history.read_rows(
+                conn, segment, keys, min_step, max_step, own_only, as_json=as_json
+            )
 
     def history(self, path: RunPath, **options: Any) -> list[dict[str, Any]]:
         return list(self.scan_history(path, **options))

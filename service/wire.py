@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.run import LogCall
 from runhistory.protos import runhistory_pb2 as pb
 
 
@@ -60,10 +61,15 @@ def row_from_proto(row: pb.Row) -> dict[str, Any]:
     }
 
 
+def chunk_rows(chunk: pb.HistoryChunk) -> list[dict[str, Any]]:
+    if chunk.rows_json:
+        return json.loads(chunk.rows_json)
+    return [row_from_proto(row) for row in chunk.rows]
+
+
 def rows_from_chunks(chunks: Iterable[pb.HistoryChunk]) -> Iterable[dict[str, Any]]:
     for chunk in chunks:
-        for row in chunk.rows:
-            yield row_from_proto(row)
+        yield from chunk_rows(chunk)
 
 
 def dumps(document: Any) -> str:
@@ -85,3 +91,33 @@ def loads_object(text: str, what: str) -> dict[str, Any]:
 
 def loads(text: str) -> Any:
     return json.loads(text)
+
+
+CALLS_JSON_FORMAT = "a JSON array of [data, timestamp, step or null, commit or null]"
+
+
+def calls_to_json(calls: Iterable[tuple[dict[str, Any], float, int | None, bool | None]]) -> bytes:
+    return json.dumps(calls, separators=(",", ":")).encode()
+
+
+def calls_from_json(payload: bytes) -> list[LogCall]:
+    """`LogBatch.calls_json` as log calls; the domain checks the values themselves."""
+    try:
+        calls = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidArgument(
+            f"calls_json is not valid JSON ({error}); expected {CALLS_JSON_FORMAT}"
+        ) from None
+    if not isinstance(calls, list):
+        raise InvalidArgument(f"calls_json must be {CALLS_JSON_FORMAT}")
+    made = []
+    for call in calls:
+        if not (isinstance(call, list) and len(call) == 4 and isinstance(call[1], int | float)):
+            raise InvalidArgument(
+                f"invalid call {str(call)[:80]} in calls_json: expected {CALLS_JSON_FORMAT}"
+            )
+        data, timestamp, step, commit = call
+        if commit is not None and not isinstance(commit, bool):
+            raise InvalidArgument(f"invalid commit {commit!r} in calls_json: true, false or null")
+        made.append(LogCall(data, float(timestamp), step, commit))
+    return made

@@ -368,3 +368,33 @@ def test_as_of_and_rebuild(stub) -> None:
         "artifacts",
     }
     assert [r["_step"] for r in history(stub, s.path)] == [0, 1]
+
+
+def test_json_forms_of_calls_and_rows_match_the_typed_ones(stub) -> None:
+    s = init(stub, "json")
+    payload = wire.calls_to_json(
+        [({"x": 1, "f": math.nan, "s": "a"}, T0, None, None), ({"x": 2}, T0, 7, True)]
+    )
+    ack = stub.Log(pb.LogBatch(path=s.path, writer=s.writer, calls_json=payload))
+    assert ack.rows == 2 and ack.next_step == 8
+    typed = history(stub, s.path)
+    as_json = history(stub, s.path, json=True)
+    assert [r["_step"] for r in as_json] == [0, 7]
+    assert math.isnan(as_json[0].pop("f")) and math.isnan(typed[0].pop("f"))
+    assert as_json == typed and isinstance(as_json[0]["x"], int)
+    assert history(stub, s.path, json=True, keys=["s"]) == [
+        {"_step": 0, "_timestamp": T0, "_runtime": typed[0]["_runtime"], "s": "a"}
+    ]
+    both = pb.LogBatch(path=s.path, calls=calls({"x": 3}), calls_json=payload)
+    refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, both, match="not both")
+    for bad, match in (
+        (b"{oops", "not valid JSON"),
+        (b'{"a": 1}', "JSON array"),
+        (b'[[{"x": 1}, "noon", null, null]]', "JSON array"),
+        (b'[[{"x": 1}, 1.0, null, "yes"]]', "commit"),
+        (b'[[{"x": [1]}, 1.0, null, null]]', "type list"),
+        (b'[[{"x": 1}, Infinity, null, null]]', "timestamp"),
+    ):
+        batch = pb.LogBatch(path=s.path, writer=s.writer, calls_json=bad)
+        refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, batch, match=match)
+    assert [r["_step"] for r in history(stub, s.path)] == [0, 7]
