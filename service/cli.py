@@ -422,9 +422,15 @@ def _safe_url(url: str) -> str:
 # ---- client commands ---------------------------------------------------------------------
 
 
+# A person at a terminal would rather hear that the server is down than wait the SDK's
+# 30 s of retries, which are there to ride out a server restart under a training job.
+CLI_RETRY_SECONDS = "3"
+
+
 def _api(args: argparse.Namespace) -> Any:
     """The command's one SDK reader; `main` closes it."""
     if getattr(args, "api", None) is None:
+        os.environ.setdefault("RUNHISTORY_RETRY_SECONDS", CLI_RETRY_SECONDS)
         args.api = runhistory.Api(address=args.address)
     return args.api
 
