@@ -43,9 +43,11 @@ from runhistory.service.runs import RunService
 
 ENTITY, PROJECT = "ent", "proj"
 MAX_COMMANDS = 25
-BULK_ROWS = (510, 530)  # one bulk request crosses the summary checkpoint interval (512 rows)
-BURST_REQUESTS = (100, 104)  # one burst crosses the aggregate snapshot interval (100 events)
-MEMORY_EXAMPLES = int(os.environ.get("RUNHISTORY_PROPERTY_EXAMPLES", "120"))
+# One bulk request crosses several summary checkpoints (every 128 rows); one burst crosses
+# several aggregate snapshots (every 20 events).
+BULK_ROWS = (510, 530)
+BURST_REQUESTS = (100, 104)
+MEMORY_EXAMPLES = int(os.environ.get("RUNHISTORY_PROPERTY_EXAMPLES", "100"))
 SQLITE_FILE_EXAMPLES = max(1, MEMORY_EXAMPLES // 5)
 
 
@@ -693,6 +695,16 @@ def expected_rows(rows: list[Row], own_of: str | None = None) -> list[tuple[int,
     return [(r.step, r.values) for r in rows if own_of is None or r.origin == own_of]
 
 
+def check_history_and_summary(service: RunService, run: RefRun, when: str) -> None:
+    path = path_of(run.run_id)
+    assert_same(
+        f"{when}: history of {run.run_id}",
+        rows_of(service.history(path)),
+        expected_rows(run.current.rows),
+    )
+    assert_same(f"{when}: summary of {run.run_id}", service.summary(path), summary_of(run.current))
+
+
 def check_all(service: RunService, ref: Reference, when: str) -> None:
     listed = [record["run_id"] for record in service.runs(ENTITY, PROJECT)]
     assert_same(f"{when}: the runs", sorted(listed), sorted(ref.runs))
@@ -841,7 +853,8 @@ KINDS = (
     + ["set_summary"] * 2
     + ["rewind"] * 3
     + ["fork"] * 3
-    + ["update_config", "finish", "resume", "create", "stale_log", "bad_log", "bulk_log"]
+    + ["resume"] * 2
+    + ["update_config", "finish", "create", "stale_log", "bad_log", "bulk_log"]
     + ["bad_rewind", "bad_fork", "burst_log"]
 )
 
@@ -925,7 +938,7 @@ def commands(draw: st.DrawFn, ref: Reference) -> Command:
     if kind == "update_config":
         return UpdateConfig(run_id, draw(configs))
     if kind == "resume":
-        if draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 5)) == 0:
             run_id = "absent"  # resume="must" of a run that does not exist
         return Resume(run_id, draw(st.none() | configs))
     if kind == "create":
@@ -964,6 +977,9 @@ def run_scenario(backend: str, data: st.DataObject) -> None:
             for i in range(1, count + 1):
                 command = data.draw(commands(ref), label=f"command {i}")
                 execute(command, service, ref)
+                touched = getattr(command, "run_id", None)
+                if touched in ref.runs:  # fail at the first command that diverges
+                    check_history_and_summary(service, ref.runs[touched], f"after command {i}")
                 if i == as_of_after:
                     as_of = (service.store.last_position(), copy.deepcopy(ref))
             check_all(service, ref, "after the commands")
