@@ -5,10 +5,13 @@ It is also the projections' `EventSource`: the log of every event, read by posit
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import Recording
 
 from runhistory.domain.run import Run
 
@@ -53,7 +56,43 @@ class RunEvents(Application):
             if saved and max(saved) // every > (min(saved) - 1) // every:
                 self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
 
+    recent_events = 64  # saved events kept for this process's projections
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self._recent: OrderedDict[int, Run.Event] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def _record(self, processing_event: ProcessingEvent[Any]) -> list[Recording[Any]]:
+        recordings = super()._record(processing_event)
+        # The state after the save is the aggregate in hand. The library caches it only
+        # without fast-forwarding; with it (needed when several processes write), the next
+        # `get` would read back and decode the batch of rows just written.
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                cache.put(aggregate_id, aggregate)
+        with self._recent_lock:
+            for recording in recordings:
+                self._recent[recording.notification.id] = recording.domain_event  # type: ignore[assignment]
+            while len(self._recent) > self.recent_events:
+                self._recent.popitem(last=False)
+        return recordings
+
     def read(self, after: int, limit: int) -> Sequence[tuple[int, Run.Event]]:
+        """Events after a position, in order. Those this process just saved come from
+        memory, as long as they follow `after` without a gap; the rest from the store."""
+        with self._recent_lock:
+            recent = self._recent
+            while recent and next(iter(recent)) <= after:
+                recent.popitem(last=False)  # applied already
+            found: list[tuple[int, Run.Event]] = []
+            position = after + 1
+            while len(found) < limit and position in recent:
+                found.append((position, recent[position]))
+                position += 1
+        if found:
+            return found
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, inclusive_of_start=False
         )
