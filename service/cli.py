@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import runhistory
-from runhistory.domain.errors import InvalidArgument, RunHistoryError
+from runhistory.domain.errors import InvalidArgument, NotFound, RunHistoryError
 from runhistory.domain.identity import RunPath, check_name
 
 # The server side (grpc_server, runs, settings and SQLAlchemy) is imported by the commands
@@ -514,11 +514,7 @@ def _version_record(run: Any, version: int) -> dict[str, Any]:
     for record in found:
         if record["version"] == version:
             return record
-    raise _NotFound(f"run {run.path} has no version {version}: its versions are 1..{len(found)}")
-
-
-class _NotFound(RunHistoryError):
-    code = "NOT_FOUND"
+    raise NotFound(f"run {run.path} has no version {version}: its versions are 1..{len(found)}")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -704,7 +700,7 @@ def _rebuild_offline(db: str, bar: _ProgressBar) -> dict[str, Any]:
     url = settings.db_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         # Opening would create an empty database and "rebuild" nothing: a typo, most likely.
-        raise _NotFound(f"there is no database file {url.removeprefix('sqlite:///')}")
+        raise NotFound(f"there is no database file {url.removeprefix('sqlite:///')}")
     with _opening(settings):
         service = RunService(settings)
     with service:
