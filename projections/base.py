@@ -53,9 +53,6 @@ def epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def to_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def from_json(text: str) -> Any:
-    return json.loads(text)
+# Bound once: these run for every history row written and read.
+to_json = json.JSONEncoder(separators=(",", ":")).encode
+from_json = json.JSONDecoder().decode

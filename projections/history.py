@@ -7,21 +7,17 @@ rewind one segment row: neither copies nor deletes history.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.run import Row, Run
-from runhistory.projections.base import Projection, on
+from runhistory.projections.base import Projection, from_json, on, to_json
 from runhistory.projections.schema import history, segments
-
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.JSONDecoder().decode
 
 
 class HistoryProjection(Projection):
@@ -82,7 +78,7 @@ def append_rows(conn: Connection, segment_id: int, rows: Sequence[Row]) -> None:
                 "step": step,
                 "timestamp": timestamp,
                 "runtime": runtime,
-                "data": _dumps(values),
+                "data": to_json(values),
             }
             for step, timestamp, runtime, values in rows
         ],
@@ -220,13 +216,13 @@ def read_rows(
                     system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
                     yield system + ("}" if data == "{}" else "," + data[1:])
                     continue
-                values = _loads(data)
+                values = from_json(data)
                 if wanted is not None:
                     values = {k: v for k, v in values.items() if k in wanted}
                     if not values:
                         continue
                 row = {"_step": step, "_timestamp": timestamp, "_runtime": runtime, **values}
-                yield _dumps(row) if as_json else row
+                yield to_json(row) if as_json else row
             if len(page) < page_size:
                 break
             low = page[-1][0]
@@ -240,8 +236,4 @@ def own_row_values(
     if after is not None:
         query = query.where(history.c.step > after)
     for (data,) in conn.execute(query.order_by(history.c.step)):
-        yield _loads(data)
-
-
-def segment_count(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(segments)).scalar_one()
+        yield from_json(data)

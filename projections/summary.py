@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy import Connection, select, update
 
@@ -22,7 +21,6 @@ from runhistory.projections.history import (
     current_segment,
     get_segment,
     own_row_values,
-    segment_of,
 )
 from runhistory.projections.schema import summaries, summary_checkpoints
 
@@ -101,8 +99,9 @@ def _fold_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
     checkpoints = []
     for step, _timestamp, _runtime, values in rows:
         state.fold(values)
-        for key in values:
-            overrides.pop(key, None)  # a logged key ends its explicit value
+        if overrides:  # a logged key ends its explicit value
+            for key in values:
+                overrides.pop(key, None)
         since += 1
         if since >= CHECKPOINT_EVERY:
             checkpoints.append(
@@ -156,8 +155,3 @@ def read_summary(conn: Connection, segment: Segment) -> dict[str, Any]:
 
 def visible_row_count(conn: Connection, segment: Segment) -> int:
     return from_json(_row(conn, segment.id).state)["rows"]
-
-
-def metric_definitions(conn: Connection, run_uuid: UUID | str, version: int | None) -> dict:
-    segment = segment_of(conn, run_uuid, version)
-    return from_json(_row(conn, segment.id).metrics)

@@ -517,24 +517,25 @@ def _version_record(run: Any, version: int) -> dict[str, Any]:
     raise NotFound(f"run {run.path} has no version {version}: its versions are 1..{len(found)}")
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def _print_document(args: argparse.Namespace, name: str, flatten: bool) -> int:
+    """The run's summary or config, live or of `--version`."""
     run = _run(args)
-    summary = run.summary if args.version is None else _version_record(run, args.version)["summary"]
+    document = (
+        getattr(run, name) if args.version is None else _version_record(run, args.version)[name]
+    )
     if args.json:
-        _print_json(summary)
+        _print_json(document)
     else:
-        _print_mapping(summary, "empty summary", flatten=False)
+        _print_mapping(document, f"empty {name}", flatten=flatten)
     return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    return _print_document(args, "summary", flatten=False)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    run = _run(args)
-    config = run.config if args.version is None else _version_record(run, args.version)["config"]
-    if args.json:
-        _print_json(config)
-    else:
-        _print_mapping(config, "empty config", flatten=True)
-    return 0
+    return _print_document(args, "config", flatten=True)
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
