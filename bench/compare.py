@@ -414,6 +414,7 @@ def start_runhistory(folder: Path, name: str) -> Server:
             "-m",
             "runhistory.service.cli",
             "serve",
+            "--no-auth",
             "--db",
             str(folder / f"{name}.db"),
             "--address",

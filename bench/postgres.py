@@ -205,7 +205,9 @@ class Processes:
     def serve(self, url: str, name: str) -> tuple[subprocess.Popen[Any], str]:
         port = free_port()
         address = f"127.0.0.1:{port}"
-        process = self.cli(name, "serve", "--db", url, "--address", address, "--no-projections")
+        process = self.cli(
+            name, "serve", "--no-auth", "--db", url, "--address", address, "--no-projections"
+        )
         with grpc.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 30

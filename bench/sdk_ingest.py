@@ -35,7 +35,9 @@ def main() -> int:
     steps = 10_000 if args.quick else 100_000
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Settings(db=str(Path(tmp) / "bench.db")), "127.0.0.1:0")
+        server = start_server(
+            Settings(db=str(Path(tmp) / "bench.db"), require_keys=False), "127.0.0.1:0"
+        )
         try:
             run = runhistory.init(project="bench", entity="sdk", address=server.address)
             rows = [{f"k{k}": float(step * KEYS + k) for k in range(KEYS)} for step in range(steps)]

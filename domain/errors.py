@@ -55,3 +55,15 @@ class ResourceExhausted(RunHistoryError):
 
 class DeadlineExceeded(RunHistoryError):
     code = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(RunHistoryError):
+    """No API key, or one that is unknown, malformed or revoked."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RunHistoryError):
+    """A valid key asked for something outside its entity or above its role."""
+
+    code = "PERMISSION_DENIED"

@@ -257,6 +257,11 @@ class Run(Aggregate):
         if not self._accepts(writer, seq):
             return LogOutcome(next_step=self.next_step, duplicate=True)
         self._check_running("log rows")
+        if len(calls) > limits.max_calls_per_batch:
+            raise ResourceExhausted(
+                f"the request holds {len(calls)} log calls; at most "
+                f"{limits.max_calls_per_batch} are allowed per request (max_calls_per_batch)"
+            )
         outcome = LogOutcome()
         step = self.next_step
         pending = _copy_pending(self.pending)

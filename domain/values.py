@@ -30,6 +30,8 @@ class Limits:
     max_keys_per_row: int = 10_000
     max_row_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 32
+    max_calls_per_batch: int = 10_000
 
 
 DEFAULT_LIMITS = Limits()
@@ -41,7 +43,7 @@ def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Valu
         kind = type(data).__name__
         raise InvalidArgument(f"logged data must be a dict of key to value, got {kind}")
     flat: Values = {}
-    _flatten_into(flat, "", data, limits.max_key_length)
+    _flatten_into(flat, "", data, limits, 1)
     if len(flat) > limits.max_keys_per_row:
         raise ResourceExhausted(
             f"a row has {len(flat)} keys; "
@@ -50,8 +52,16 @@ def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Valu
     return flat
 
 
-def _flatten_into(flat: Values, prefix: str, data: Mapping[str, object], max_key: int) -> None:
+def _flatten_into(
+    flat: Values, prefix: str, data: Mapping[str, object], limits: Limits, level: int
+) -> None:
     # This runs for every logged value: exact type checks first, the general ones after.
+    if level > limits.max_depth:
+        raise InvalidArgument(
+            f"logged data under {prefix[:40]!r} nests too deep: at most {limits.max_depth} "
+            "levels of dicts are allowed"
+        )
+    max_key = limits.max_key_length
     for key, value in data.items():
         if (type(key) is not str or not key) and (not isinstance(key, str) or not key):
             raise InvalidArgument(f"invalid key {key!r}: keys are non-empty strings")
@@ -70,7 +80,7 @@ def _flatten_into(flat: Values, prefix: str, data: Mapping[str, object], max_key
         if kind is float or kind is str or kind is bool:
             flat[full_key] = value  # type: ignore[assignment]
         elif kind is dict or isinstance(value, Mapping):
-            _flatten_into(flat, full_key + ".", value, max_key)  # type: ignore[arg-type]
+            _flatten_into(flat, full_key + ".", value, limits, level + 1)  # type: ignore[arg-type]
         else:
             flat[full_key] = check_value(full_key, value)
 
@@ -128,11 +138,17 @@ def same_value(a: object, b: object) -> bool:
 CONFIG_VALUES = "null, bool, int, float, str, lists and dicts of these"
 
 
+MAX_CONFIG_DEPTH = 32
+
+
 def check_config(config: Mapping[str, object]) -> dict[str, object]:
     """Config is a dict of JSON-like values; its top-level keys are merged by `update`."""
     if not isinstance(config, Mapping):
         raise InvalidArgument(f"config must be a dict, got {type(config).__name__}")
-    return {_config_key(key): _config_value(key, value) for key, value in config.items()}
+    return {
+        _config_key(key): _config_value(key, value, MAX_CONFIG_DEPTH - 1)
+        for key, value in config.items()
+    }
 
 
 def _config_key(key: object) -> str:
@@ -141,7 +157,7 @@ def _config_key(key: object) -> str:
     return key
 
 
-def _config_value(key: str, value: object) -> object:
+def _config_value(key: str, value: object, depth: int) -> object:
     if value is None or isinstance(value, bool | str | float):
         return value
     if isinstance(value, int):
@@ -150,10 +166,15 @@ def _config_value(key: str, value: object) -> object:
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    if isinstance(value, list | tuple | Mapping) and depth <= 0:
+        raise InvalidArgument(
+            f"config value of {key[:40]!r} nests too deep: at most {MAX_CONFIG_DEPTH} levels "
+            "of lists and dicts are allowed"
+        )
     if isinstance(value, list | tuple):
-        return [_config_value(key, item) for item in value]
+        return [_config_value(key, item, depth - 1) for item in value]
     if isinstance(value, Mapping):
-        return {_config_key(k): _config_value(f"{key}.{k}", v) for k, v in value.items()}
+        return {_config_key(k): _config_value(f"{key}.{k}", v, depth - 1) for k, v in value.items()}
     raise InvalidArgument(
         f"config value of {key!r} has type {type(value).__name__}; allowed: {CONFIG_VALUES}"
     )

@@ -11,12 +11,7 @@ rewound = wandb.init(project="mnist", resume_from=f"{run.id}?_step=0")
 __version__ = "0.1.0"
 
 from runhistory.api import Api, ApiRun
-from runhistory.client import (
-    Cancelled,
-    ConnectionFailed,
-    PermissionDenied,
-    Unauthenticated,
-)
+from runhistory.client import Cancelled, ConnectionFailed
 from runhistory.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -25,10 +20,12 @@ from runhistory.domain.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
     RunHistoryError,
     RunNotRunning,
     Superseded,
+    Unauthenticated,
 )
 from runhistory.run import Config, Run, Summary, init
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from runhistory.client import Connection, call, stream, written_position
+from runhistory.client import Connection, Credentials, call, stream, written_position
 from runhistory.domain.errors import InvalidArgument
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.service.wire import chunk_rows, loads, row_from_proto, rows_from_chunks
@@ -95,8 +95,21 @@ def _resume_events(request: pb.EventsRequest, last: pb.Event) -> pb.EventsReques
 class Api:
     """Read runs, their history, versions, lineage, artifacts and the event log."""
 
-    def __init__(self, address: str | None = None, timeout: float = READ_TIMEOUT) -> None:
-        self._connection = Connection(address)
+    def __init__(
+        self,
+        address: str | None = None,
+        timeout: float = READ_TIMEOUT,
+        *,
+        api_key: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """`api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
+        $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate."""
+        self._connection = Connection(
+            address, Credentials.resolve(api_key, tls_ca, tls_cert, tls_key)
+        )
         self.address = self._connection.address
         self.timeout = timeout
 

@@ -13,6 +13,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -41,14 +43,6 @@ class ConnectionFailed(RunHistoryError):
     code = "UNAVAILABLE"
 
 
-class Unauthenticated(RunHistoryError):
-    code = "UNAUTHENTICATED"
-
-
-class PermissionDenied(RunHistoryError):
-    code = "PERMISSION_DENIED"
-
-
 class Cancelled(RunHistoryError):
     code = "CANCELLED"
 
@@ -65,8 +59,8 @@ _ERRORS: dict[str, type[RunHistoryError]] = {
         errors.ResourceExhausted,
         errors.DeadlineExceeded,
         ConnectionFailed,
-        Unauthenticated,
-        PermissionDenied,
+        errors.Unauthenticated,
+        errors.PermissionDenied,
         Cancelled,
     )
 }
@@ -99,17 +93,116 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+@dataclass(frozen=True)
+class Credentials:
+    """What the SDK shows the server: an API key (sent as `authorization: Bearer KEY`) and,
+    for TLS, the CA to trust and optionally a client certificate, as PEM file paths."""
+
+    api_key: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        api_key: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+    ) -> Credentials:
+        """The arguments, else $RUNHISTORY_API_KEY, $RUNHISTORY_TLS_CA, $RUNHISTORY_TLS_CERT
+        and $RUNHISTORY_TLS_KEY."""
+
+        def pick(value: Any, variable: str) -> str | None:
+            chosen = value if value is not None else os.environ.get(variable)
+            return str(chosen) if chosen else None
+
+        made = cls(
+            api_key=pick(api_key, "RUNHISTORY_API_KEY"),
+            tls_ca=pick(tls_ca, "RUNHISTORY_TLS_CA"),
+            tls_cert=pick(tls_cert, "RUNHISTORY_TLS_CERT"),
+            tls_key=pick(tls_key, "RUNHISTORY_TLS_KEY"),
+        )
+        if (made.tls_cert is None) != (made.tls_key is None):
+            raise errors.InvalidArgument(
+                "a client certificate needs both tls_cert and tls_key (or RUNHISTORY_TLS_CERT "
+                "and RUNHISTORY_TLS_KEY)"
+            )
+        if made.tls_cert is not None and made.tls_ca is None:
+            raise errors.InvalidArgument(
+                "a client certificate is only sent over TLS: set tls_ca or RUNHISTORY_TLS_CA"
+            )
+        return made
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        if self.tls_ca is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read_pem(self.tls_ca, "tls_ca"),
+            private_key=_read_pem(self.tls_key, "tls_key") if self.tls_key else None,
+            certificate_chain=_read_pem(self.tls_cert, "tls_cert") if self.tls_cert else None,
+        )
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as error:
+        raise errors.InvalidArgument(f"cannot read {what} {path!r}: {error.strerror}") from None
+
+
+class _BearerKey(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the API key to every call's metadata, over plaintext and TLS alike."""
+
+    def __init__(self, api_key: str) -> None:
+        self.metadata = (("authorization", f"Bearer {api_key}"),)
+
+    def _with_key(self, details: Any) -> Any:
+        return details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+
+def open_channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
+    credentials = credentials or Credentials()
+    tls = credentials.channel_credentials()
+    if tls is None:
+        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    else:
+        channel = grpc.secure_channel(address, tls, options=CHANNEL_OPTIONS)
+    if credentials.api_key:
+        channel = grpc.intercept_channel(channel, _BearerKey(credentials.api_key))
+    return channel
 
 
 class Connection:
     """A channel and a RunHistory stub for one address."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, credentials: Credentials | None = None) -> None:
         self.address = resolve_address(address)
-        self.channel = open_channel(self.address)
+        self.credentials = credentials or Credentials.resolve()
+        self.channel = open_channel(self.address, self.credentials)
         self.stub = pb_grpc.RunHistoryStub(self.channel)
+
+    def reopen(self) -> Connection:
+        """A new connection to the same server with the same credentials."""
+        return Connection(self.address, self.credentials)
 
     def close(self) -> None:
         self.channel.close()

@@ -29,6 +29,7 @@ from runhistory.client import (
     CONNECTING,
     Connection,
     ConnectionFailed,
+    Credentials,
     call,
     error_from_rpc,
     is_transient,
@@ -81,12 +82,18 @@ def init(
     resume_from: str | None = None,
     fork_from: str | None = None,
     address: str | None = None,
+    api_key: str | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
 ) -> Run:
     """Start a run (or resume, rewind or fork one) and return it for logging.
 
     `resume_from="RUN_ID?_step=N"` rewinds RUN_ID to step N (the version before is archived);
     `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N;
     `id=RUN_ID, resume="must" | "allow"` continues a run after its last step.
+    `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
+    $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
     """
     entity = entity or _env_name("RUNHISTORY_ENTITY", "default")
     project = project or _env_name("RUNHISTORY_PROJECT", "uncategorized")
@@ -117,7 +124,7 @@ def init(
         branch=branch,
         started_at=time.time(),
     )
-    connection = Connection(address)
+    connection = Connection(address, Credentials.resolve(api_key, tls_ca, tls_cert, tls_key))
     try:
         # Init is not repeatable (a generated ID would create a second run), so it is
         # retried only while the server cannot be reached.
@@ -578,7 +585,7 @@ class Run:
         """The run's channel, or a new one after finish (for reads)."""
         if not self._closed:
             return self._connection
-        return Connection(self.address)
+        return self._connection.reopen()
 
 
 def _check_step(step: Any) -> int:

@@ -1,6 +1,7 @@
 """The `runhistory` command line.
 
-  serve      run the gRPC server until SIGINT or SIGTERM
+  serve      run the gRPC server until SIGINT or SIGTERM (API keys required unless --no-auth)
+  keys       create, list and revoke API keys, on the database directly
   demo       the W&B rewind-and-fork example, through the SDK, on an embedded server
   runs, history, summary, config, versions, lineage, events, as-of
              read a server through the SDK (`--address`, default $RUNHISTORY_ADDRESS or
@@ -120,6 +121,48 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave the read models to `runhistory project` workers",
     )
+    serve.add_argument(
+        "--no-auth",
+        dest="require_keys",
+        action="store_false",
+        help="serve without API keys (refused unless the address is a loopback one)",
+    )
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    serve.add_argument("--tls-key", metavar="PEM", help="the TLS certificate's private key")
+    serve.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (with --tls-cert)",
+    )
+
+    keys = command(
+        "keys",
+        "API keys: create (printed once), list, revoke; works on the database directly",
+        [common],
+        cmd_keys,
+    )
+    keys.add_argument(
+        "--db",
+        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser(
+        "create", help="a new key for an entity; its last line of output is the key"
+    )
+    create.add_argument("--entity", required=True, type=_entity_arg, help="the key's entity")
+    create.add_argument(
+        "--role",
+        choices=["reader", "writer", "admin"],
+        default="writer",
+        help="reader: read; writer: also log, rewind, fork; admin: also read the whole "
+        "event log and rebuild (default: writer)",
+    )
+    create.add_argument("--label", default="", help="a note on who or what uses the key")
+    listing = key_commands.add_parser("list", help="the keys, revoked ones included")
+    listing.add_argument("--entity", type=_entity_arg, help="only this entity's keys")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = key_commands.add_parser("revoke", help="revoke a key: refused at once everywhere")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's ID, as `keys list` shows it")
 
     project = command(
         "project",
@@ -247,6 +290,13 @@ def _run_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(error.message) from None
 
 
+def _entity_arg(text: str) -> str:
+    try:
+        return check_name("entity", text)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
 def _project_arg(text: str) -> str:
     parts = text.split("/")
     if len(parts) != 2:
@@ -328,7 +378,13 @@ def _until_signalled() -> Iterator[threading.Event]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from runhistory.service.grpc_server import start_server
 
-    settings = _settings(args.db)
+    settings = _settings(
+        args.db,
+        require_keys=args.require_keys,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+    )
     address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
     with _until_signalled() as stopping:
         try:
@@ -338,9 +394,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise _Unavailable(f"cannot serve on {address}: {error}") from error
         try:
             workers = "" if args.projections else "; read models left to projection workers"
+            keys = "API keys required" if settings.require_keys else "no API keys (--no-auth)"
+            tls = ", TLS" if settings.tls_cert else ""
             print(
-                f"{PROG}: serving on {running.address}, database {_safe_url(settings.db_url)}"
-                f"{workers} (stop with Ctrl-C or SIGTERM)",
+                f"{PROG}: serving on {running.address}{tls}, database "
+                f"{_safe_url(settings.db_url)}, {keys}{workers} (stop with Ctrl-C or SIGTERM)",
                 flush=True,
             )
             while not stopping.wait(0.5):
@@ -382,17 +440,77 @@ class _Unavailable(RunHistoryError):
     code = "UNAVAILABLE"
 
 
-def _settings(db: str | None) -> Any:
+def cmd_keys(args: argparse.Namespace) -> int:
+    from runhistory.projections.database import Database
+    from runhistory.service.auth import KeyStore, Role
+
+    settings = _settings(args.db)
+    with _opening(settings):
+        db = Database(settings.db_url)
+        try:
+            store = KeyStore(db)
+            if args.keys_command == "create":
+                record, key = store.create(args.entity, Role.parse(args.role), args.label)
+                print(
+                    f"created API key {record.key_id} for entity {record.entity!r} "
+                    f"({record.role.label}) in {_safe_url(settings.db_url)}; it is shown "
+                    "only this once:"
+                )
+                print(key)
+            elif args.keys_command == "list":
+                _print_keys(store.list(args.entity), args.json)
+            else:
+                record = store.revoke(args.key_id)
+                print(
+                    f"revoked API key {record.key_id} of entity {record.entity!r} "
+                    f"({record.role.label}): every server refuses it from now on"
+                )
+        finally:
+            db.dispose()
+    return 0
+
+
+def _print_keys(records: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            [
+                {
+                    "key_id": r.key_id,
+                    "entity": r.entity,
+                    "role": r.role.label,
+                    "label": r.label,
+                    "created_at": r.created_at,
+                    "revoked_at": r.revoked_at,
+                }
+                for r in records
+            ]
+        )
+        return
+    if not records:
+        print("no API keys; create one with `runhistory keys create --entity ENTITY`")
+        return
+    rows = [
+        [r.key_id, r.entity, r.role.label, r.label, _time(r.created_at), _time(r.revoked_at)]
+        for r in records
+    ]
+    _print_table(["key id", "entity", "role", "label", "created", "revoked"], rows)
+
+
+def _settings(db: str | None, **options: Any) -> Any:
     """Settings with the database given, else $RUNHISTORY_DB or runhistory.db."""
     from pydantic import ValidationError
 
     from runhistory.service.settings import Settings
 
+    given = {name: value for name, value in options.items() if value is not None}
     try:
-        return Settings(db=db) if db is not None else Settings()
+        return Settings(db=db, **given) if db is not None else Settings(**given)
     except ValidationError as error:
-        reason = error.errors()[0]["msg"].removeprefix("Value error, ")
-        raise InvalidArgument(f"invalid database {db!r}: {reason}") from None
+        problem = error.errors()[0]
+        reason = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"] == ("db",):
+            raise InvalidArgument(f"invalid database {db!r}: {reason}") from None
+        raise InvalidArgument(reason) from None
 
 
 @contextmanager
@@ -770,6 +888,7 @@ class _ProgressBar:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from runhistory.service.auth import KeyStore, Role
     from runhistory.service.grpc_server import start_server
 
     with tempfile.TemporaryDirectory(prefix="runhistory-demo-") as tmp:
@@ -777,15 +896,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with _opening(settings):
             running = start_server(settings, "127.0.0.1:0")
         try:
-            _demo(running.address)
+            # The demo server wants keys like any other: the demo makes its own.
+            _, key = KeyStore(running.service.db).create("demo", Role.WRITER, "runhistory demo")
+            _demo(running.address, key)
         finally:
             running.stop()
     return 0
 
 
-def _demo(address: str) -> None:
+def _demo(address: str, api_key: str) -> None:
     """The W&B "rewind a run" page's scripts, through the SDK and the server."""
-    run1 = runhistory.init(entity="demo", project="rewind", config={"lr": 0.01}, address=address)
+    connect = {"address": address, "api_key": api_key}
+    run1 = runhistory.init(entity="demo", project="rewind", config={"lr": 0.01}, **connect)
     for i in range(300):
         run1.log({"metric": i})
     run1.finish()
@@ -793,7 +915,7 @@ def _demo(address: str) -> None:
     print(f"run {path}: logged metric=i for steps 0..299 and finished")
 
     run2 = runhistory.init(
-        entity="demo", project="rewind", resume_from=f"{run1.id}?_step=200", address=address
+        entity="demo", project="rewind", resume_from=f"{run1.id}?_step=200", **connect
     )
     for i in range(200, 300):
         if i < 250:
@@ -803,7 +925,7 @@ def _demo(address: str) -> None:
         run2.log({"additional_metric": round(i * 1.1, 3), "step": i})
     run2.finish()
 
-    with runhistory.Api(address=address) as api:
+    with runhistory.Api(**connect) as api:
         rewound = api.run(path)
         print(
             f"rewound {path} to step 200 (now version {rewound.version}; version 1 is "
@@ -811,7 +933,7 @@ def _demo(address: str) -> None:
         )
 
         fork = runhistory.init(
-            entity="demo", project="rewind", fork_from=f"{run1.id}?_step=300", address=address
+            entity="demo", project="rewind", fork_from=f"{run1.id}?_step=300", **connect
         )
         for i in range(301, 311):
             fork.log({"metric": i * 3})

@@ -1,12 +1,17 @@
 """The gRPC adapter: RunHistory RPCs over the run service, plus health and reflection.
 
-Domain errors become the gRPC status of the same name with the domain's message; anything
-unexpected is logged here and reaches the client as INTERNAL with a one-line message.
+Every RPC first authenticates its caller's API key (unless the server runs without keys)
+and checks that the key may act on the runs the request names. Domain errors become the
+gRPC status of the same name with the domain's message; a request that is not even a valid
+message is INVALID_ARGUMENT; anything unexpected is logged here and reaches the client as
+INTERNAL with a one-line message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import logging
 import queue
 import threading
@@ -20,13 +25,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runhistory.domain.errors import InvalidArgument, RunHistoryError
-from runhistory.domain.identity import RunPath
+from runhistory.domain.errors import InvalidArgument, ResourceExhausted, RunHistoryError
+from runhistory.domain.identity import BranchPoint, RunPath, check_name
 from runhistory.domain.run import LogCall
 from runhistory.projections.runner import Progress
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service import wire
+from runhistory.service.auth import LOCAL_OPERATOR, KeyStore, Principal, Role, bearer_key
 from runhistory.service.runs import RunService, Session
 from runhistory.service.settings import Settings
 
@@ -44,8 +50,37 @@ def _status_of(error: RunHistoryError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL)
 
 
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A request whose bytes are not a valid message of its RPC's type."""
+
+    message_type: str
+    error: str
+
+
+def _tolerant(message: type[Any]) -> Callable[[bytes], Any]:
+    # grpc answers INTERNAL when a deserializer raises; a malformed request is the caller's
+    # error, so parsing failures travel to the handler, which refuses them properly.
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except Exception as error:
+            return Malformed(message.DESCRIPTOR.full_name, str(error) or type(error).__name__)
+
+    return parse
+
+
+def _well_formed(request: Any) -> Any:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(
+            f"the request is not a valid {request.message_type} message: {request.error}"
+        )
+    return request
+
+
 def refusals(method: F) -> F:
-    """Map domain errors to statuses, for unary and streaming handlers alike."""
+    """Authenticate the caller, refuse malformed requests, and map domain errors to
+    statuses, for unary and streaming handlers alike. The handler gets the caller."""
 
     def abort(context: grpc.ServicerContext, error: Exception) -> None:
         if isinstance(error, RunHistoryError):
@@ -58,7 +93,8 @@ def refusals(method: F) -> F:
         @functools.wraps(method)
         def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                yield from method(self, request, context)
+                caller = self.authenticate(context)
+                yield from method(self, _well_formed(request), context, caller)
             except Exception as error:
                 abort(context, error)
 
@@ -67,7 +103,8 @@ def refusals(method: F) -> F:
     @functools.wraps(method)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            caller = self.authenticate(context)
+            return method(self, _well_formed(request), context, caller)
         except Exception as error:
             abort(context, error)
 
@@ -83,6 +120,18 @@ def _path(text: str) -> RunPath:
     if not text:
         raise InvalidArgument("the request names no run: set path to 'entity/project/run_id'")
     return RunPath.parse(text)
+
+
+# What a request does to the runs it names: the role it needs and the verb for refusals.
+READ = (Role.READER, "read")
+WRITE = (Role.WRITER, "write to")
+
+
+def _allowed(caller: Principal, text: str, access: tuple[Role, str]) -> RunPath:
+    """The run a request names, once the caller may access it that way."""
+    path = _path(text)
+    caller.require(path.entity, *access)
+    return path
 
 
 def _version(value: int) -> int | None:
@@ -186,20 +235,50 @@ def _event(event: dict[str, Any]) -> pb.Event:
 
 
 class RunHistoryServicer(pb_grpc.RunHistoryServicer):
-    def __init__(self, service: RunService) -> None:
+    def __init__(self, service: RunService, keys: KeyStore | None) -> None:
+        """`keys=None`: a server without keys, where every caller is the local operator."""
         self.service = service
+        self.keys = keys
         # Set when the server stops: followers leave before the stores close under them.
         self.stopping = threading.Event()
+        self.open_streams = threading.BoundedSemaphore(service.settings.max_open_streams)
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal:
+        if self.keys is None:
+            return LOCAL_OPERATOR
+        metadata = dict(context.invocation_metadata())
+        return self.keys.authenticate(bearer_key(metadata.get("authorization")))
+
+    @contextlib.contextmanager
+    def _long_stream(self) -> Iterator[None]:
+        """Hold one of the slots for streams that stay open as long as the client likes."""
+        if not self.open_streams.acquire(blocking=False):
+            limit = self.service.settings.max_open_streams
+            raise ResourceExhausted(
+                f"this server already has {limit} open log or follow streams "
+                "(max_open_streams); close one or retry later"
+            )
+        try:
+            yield
+        finally:
+            self.open_streams.release()
 
     # ---- sessions and writes -----------------------------------------------------------
 
     @refusals
-    def Init(self, request: pb.InitRequest, context: grpc.ServicerContext) -> pb.Session:
+    def Init(
+        self, request: pb.InitRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.Session:
         branch = request.branch
         if branch.mode != pb.Branch.MODE_UNSPECIFIED and not branch.point:
             raise InvalidArgument("a branch needs a point: '<run_id>?_step=<N>'")
         if branch.point and branch.mode == pb.Branch.MODE_UNSPECIFIED:
             raise InvalidArgument("a branch needs a mode: REWIND or FORK")
+        caller.require(check_name("entity", request.entity), *WRITE)
+        if branch.point:
+            # A fork reads its source; a rewind rewrites the run it names.
+            source = BranchPoint.parse(branch.point, request.entity, request.project or "_")
+            caller.require(source.run.entity, *(READ if branch.mode == pb.Branch.FORK else WRITE))
         session = self.service.init(
             request.entity,
             request.project,
@@ -214,7 +293,8 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         )
         return _session(session)
 
-    def _log(self, batch: pb.LogBatch) -> pb.LogAck:
+    def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
+        path = _allowed(caller, batch.path, WRITE)
         if batch.calls and batch.calls_json:
             raise InvalidArgument("a batch carries calls or calls_json, not both")
         calls = (
@@ -230,9 +310,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
                 for call in batch.calls
             ]
         )
-        ack = self.service.log(
-            _path(batch.path), calls, writer=batch.writer or None, seq=_seq(batch.seq)
-        )
+        ack = self.service.log(path, calls, writer=batch.writer or None, seq=_seq(batch.seq))
         return pb.LogAck(
             seq=batch.seq,
             position=ack.position,
@@ -243,23 +321,38 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         )
 
     @refusals
-    def Log(self, request: pb.LogBatch, context: grpc.ServicerContext) -> pb.LogAck:
-        return self._log(request)
+    def Log(
+        self, request: pb.LogBatch, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.LogAck:
+        return self._log(request, caller)
 
     @refusals
     @streams
     def LogStream(
-        self, request_iterator: Iterator[pb.LogBatch], context: grpc.ServicerContext
+        self,
+        request_iterator: Iterator[pb.LogBatch],
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> Iterator[pb.LogAck]:
-        for batch in request_iterator:
-            yield self._log(batch)
+        limit = self.service.settings.max_stream_batches
+        with self._long_stream():
+            for count, batch in enumerate(request_iterator, 1):
+                if count > limit:
+                    raise ResourceExhausted(
+                        f"a log stream carries at most {limit} batches (max_stream_batches); "
+                        "the batches before were acknowledged: open a new stream for more"
+                    )
+                yield self._log(_well_formed(batch), caller)
 
     @refusals
     def UpdateConfig(
-        self, request: pb.UpdateConfigRequest, context: grpc.ServicerContext
+        self,
+        request: pb.UpdateConfigRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.Ack:
         ack = self.service.update_config(
-            _path(request.path),
+            _allowed(caller, request.path, WRITE),
             wire.loads_object(request.config_json, "config_json"),
             writer=request.writer or None,
             seq=_seq(request.seq),
@@ -267,9 +360,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         return pb.Ack(position=ack.position, applied=ack.applied)
 
     @refusals
-    def SetSummary(self, request: pb.SetSummaryRequest, context: grpc.ServicerContext) -> pb.Ack:
+    def SetSummary(
+        self, request: pb.SetSummaryRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.Ack:
         ack = self.service.set_summary(
-            _path(request.path),
+            _allowed(caller, request.path, WRITE),
             wire.from_values(request.values),
             writer=request.writer or None,
             seq=_seq(request.seq),
@@ -278,10 +373,13 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
 
     @refusals
     def DefineMetric(
-        self, request: pb.DefineMetricRequest, context: grpc.ServicerContext
+        self,
+        request: pb.DefineMetricRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.Ack:
         ack = self.service.define_metric(
-            _path(request.path),
+            _allowed(caller, request.path, WRITE),
             request.key,
             request.summary or "last",
             writer=request.writer or None,
@@ -291,10 +389,13 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
 
     @refusals
     def RecordArtifact(
-        self, request: pb.RecordArtifactRequest, context: grpc.ServicerContext
+        self,
+        request: pb.RecordArtifactRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.Ack:
         ack = self.service.record_artifact(
-            _path(request.path),
+            _allowed(caller, request.path, WRITE),
             request.direction,
             request.name,
             request.type,
@@ -307,9 +408,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         return pb.Ack(position=ack.position, applied=ack.applied)
 
     @refusals
-    def Finish(self, request: pb.FinishRequest, context: grpc.ServicerContext) -> pb.Ack:
+    def Finish(
+        self, request: pb.FinishRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.Ack:
         ack = self.service.finish(
-            _path(request.path),
+            _allowed(caller, request.path, WRITE),
             request.exit_code,
             writer=request.writer or None,
             seq=_seq(request.seq),
@@ -323,14 +426,22 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         return min_position or None
 
     @refusals
-    def GetRun(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunInfo:
-        record = self.service.run(_path(request.path), self._wait(request.min_position))
+    def GetRun(
+        self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.RunInfo:
+        record = self.service.run(
+            _allowed(caller, request.path, READ), self._wait(request.min_position)
+        )
         return _run_info(record)
 
     @refusals
     def ListRuns(
-        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+        self,
+        request: pb.ListRunsRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.ListRunsResponse:
+        caller.require(check_name("entity", request.entity), *READ)
         records = self.service.runs(
             request.entity, request.project, self._wait(request.min_position)
         )
@@ -339,10 +450,13 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     @refusals
     @streams
     def ReadHistory(
-        self, request: pb.HistoryRequest, context: grpc.ServicerContext
+        self,
+        request: pb.HistoryRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> Iterator[pb.HistoryChunk]:
         rows = self.service.scan_history(
-            _path(request.path),
+            _allowed(caller, request.path, READ),
             min_position=self._wait(request.min_position),
             as_json=request.json,
             **_history_options(request),
@@ -350,24 +464,37 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         yield from _json_chunks(rows) if request.json else _chunks(rows)
 
     @refusals
-    def GetSummary(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.JsonDocument:
+    def GetSummary(
+        self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.JsonDocument:
         summary = self.service.summary(
-            _path(request.path), _version(request.version), self._wait(request.min_position)
+            _allowed(caller, request.path, READ),
+            _version(request.version),
+            self._wait(request.min_position),
         )
         return pb.JsonDocument(json=wire.dumps(summary))
 
     @refusals
-    def GetConfig(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.JsonDocument:
+    def GetConfig(
+        self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.JsonDocument:
         config = self.service.config(
-            _path(request.path), _version(request.version), self._wait(request.min_position)
+            _allowed(caller, request.path, READ),
+            _version(request.version),
+            self._wait(request.min_position),
         )
         return pb.JsonDocument(json=wire.dumps(config))
 
     @refusals
     def ListVersions(
-        self, request: pb.RunRequest, context: grpc.ServicerContext
+        self,
+        request: pb.RunRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.VersionsResponse:
-        versions = self.service.versions(_path(request.path), self._wait(request.min_position))
+        versions = self.service.versions(
+            _allowed(caller, request.path, READ), self._wait(request.min_position)
+        )
         return pb.VersionsResponse(
             versions=[
                 pb.Version(
@@ -388,16 +515,25 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
 
     @refusals
     def ListArtifacts(
-        self, request: pb.RunRequest, context: grpc.ServicerContext
+        self,
+        request: pb.RunRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> pb.ArtifactsResponse:
         found = self.service.artifacts(
-            _path(request.path), _version(request.version), self._wait(request.min_position)
+            _allowed(caller, request.path, READ),
+            _version(request.version),
+            self._wait(request.min_position),
         )
         return pb.ArtifactsResponse(artifacts=[pb.Artifact(**a) for a in found])
 
     @refusals
-    def GetLineage(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.Lineage:
-        tree = self.service.lineage(_path(request.path), self._wait(request.min_position))
+    def GetLineage(
+        self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.Lineage:
+        tree = self.service.lineage(
+            _allowed(caller, request.path, READ), self._wait(request.min_position)
+        )
         return pb.Lineage(
             run=tree["run"],
             version=tree["version"],
@@ -409,11 +545,24 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     @refusals
     @streams
     def ReadEvents(
-        self, request: pb.EventsRequest, context: grpc.ServicerContext
+        self,
+        request: pb.EventsRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> Iterator[pb.Event]:
         if request.start < 0:
             raise InvalidArgument(f"invalid start {request.start}: positions are >= 0")
-        path = _path(request.path) if request.path else None
+        if request.path:
+            path: RunPath | None = _allowed(caller, request.path, READ)
+        else:
+            caller.require_role(Role.ADMIN, "read the whole event log")
+            path = None
+        with self._long_stream() if request.follow else contextlib.nullcontext():
+            yield from self._events(request, path, context)
+
+    def _events(
+        self, request: pb.EventsRequest, path: RunPath | None, context: grpc.ServicerContext
+    ) -> Iterator[pb.Event]:
         after = request.start
         while context.is_active() and not self.stopping.is_set():
             scanned = self.service.store.last_position()
@@ -430,12 +579,14 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             self.stopping.wait(FOLLOW_POLL_SECONDS)
 
     @refusals
-    def AsOf(self, request: pb.AsOfRequest, context: grpc.ServicerContext) -> pb.AsOfResponse:
+    def AsOf(
+        self, request: pb.AsOfRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.AsOfResponse:
         kind = request.WhichOneof("at")
         if kind is None:
             raise InvalidArgument("an as-of query needs a position or a time")
         snapshot = self.service.as_of(
-            _path(request.path),
+            _allowed(caller, request.path, READ),
             position=request.position if kind == "position" else None,
             at=request.time if kind == "time" else None,
         )
@@ -449,8 +600,12 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     @refusals
     @streams
     def Rebuild(
-        self, request: pb.RebuildRequest, context: grpc.ServicerContext
+        self,
+        request: pb.RebuildRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
     ) -> Iterator[pb.RebuildProgress]:
+        caller.require_role(Role.ADMIN, "rebuild the read models")
         before = self.service.checksums()
         updates: queue.Queue[Progress | BaseException | None] = queue.Queue()
 
@@ -511,9 +666,18 @@ def start_server(
     projections: bool = True,
 ) -> RunningServer:
     """Serve on `address` (port 0: any free port). `projections=False` leaves the read
-    models to `runhistory project` workers; reads still wait for the client's writes."""
+    models to `runhistory project` workers; reads still wait for the client's writes.
+    API keys are required unless `settings.require_keys` is off, which only a loopback
+    address allows; `settings.tls_cert` and `tls_key` turn on TLS."""
     settings = settings or Settings()
+    if not settings.require_keys and not is_loopback(address):
+        raise InvalidArgument(
+            f"refusing to serve without API keys on {address}: other machines could reach "
+            "it. Serve on 127.0.0.1, or create keys with `runhistory keys create`"
+        )
+    credentials = _server_credentials(settings)
     service = RunService(settings, background=True, projections=projections)
+    keys = KeyStore(service.db) if settings.require_keys else None
     limit = settings.max_request_bytes + 1024 * 1024  # headroom for the message's framing
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -523,9 +687,11 @@ def start_server(
             # Two servers on one port would silently split the clients between them.
             ("grpc.so_reuseport", 0),
         ],
+        # Beyond this many calls waiting for a thread, grpc answers RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs=max_workers * 16,
     )
-    servicer = RunHistoryServicer(service)
-    pb_grpc.add_RunHistoryServicer_to_server(servicer, server)
+    servicer = RunHistoryServicer(service, keys)
+    server.add_generic_rpc_handlers((_method_handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -537,7 +703,10 @@ def start_server(
         server,
     )
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -548,3 +717,50 @@ def start_server(
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     host = address.rsplit(":", 1)[0]
     return RunningServer(server, servicer, health_servicer, port, f"{host}:{port}")
+
+
+def _method_handlers(servicer: RunHistoryServicer) -> grpc.GenericRpcHandler:
+    """The RunHistory service's handlers, built from its descriptor like the generated
+    registration, but with deserializers that hand malformed requests to the handler."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    service = pb.DESCRIPTOR.services_by_name["RunHistory"]
+    handlers = {}
+    for method in service.methods:
+        request, response = (
+            getattr(pb, method.input_type.name),
+            getattr(pb, method.output_type.name),
+        )
+        kind = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(request),
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `host:port` listens on this machine only."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from runhistory.domain.values import Limits
 
@@ -24,6 +24,18 @@ class Settings(BaseModel):
     max_keys_per_row: int = Field(default=10_000, ge=1)
     max_row_bytes: int = Field(default=10 * 1024 * 1024, ge=64)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64)
+    max_depth: int = Field(default=32, ge=1)
+    max_calls_per_batch: int = Field(default=10_000, ge=1)
+    # Follow streams (ReadEvents with follow) and log streams hold a worker thread each for
+    # as long as the client keeps them open; a cap keeps threads free for everything else.
+    max_open_streams: int = Field(default=8, ge=1)
+    max_stream_batches: int = Field(default=100_000, ge=1)
+    # Every request needs an API key; turning this off is only allowed on loopback.
+    require_keys: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Set to require client certificates signed by this CA.
+    tls_client_ca: Path | None = None
 
     @field_validator("db")
     @classmethod
@@ -31,6 +43,18 @@ class Settings(BaseModel):
         if not value.strip():
             raise ValueError("the database is a SQLAlchemy URL, a SQLite file path or 'memory'")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its private key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("client certificates need the server's own TLS certificate too")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
+        return self
 
     @property
     def db_url(self) -> str:
@@ -47,4 +71,6 @@ class Settings(BaseModel):
             max_keys_per_row=self.max_keys_per_row,
             max_row_bytes=self.max_row_bytes,
             max_request_bytes=self.max_request_bytes,
+            max_depth=self.max_depth,
+            max_calls_per_batch=self.max_calls_per_batch,
         )

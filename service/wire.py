@@ -84,6 +84,8 @@ def loads_object(text: str, what: str) -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidArgument(f"{what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} nests too deep to be read") from None
     if not isinstance(document, dict):
         raise InvalidArgument(f"{what} must be a JSON object, got {type(document).__name__}")
     return document
@@ -107,6 +109,10 @@ def calls_from_json(payload: bytes) -> list[LogCall]:
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidArgument(
             f"calls_json is not valid JSON ({error}); expected {CALLS_JSON_FORMAT}"
+        ) from None
+    except RecursionError:
+        raise InvalidArgument(
+            f"calls_json nests too deep to be read: {CALLS_JSON_FORMAT}"
         ) from None
     if not isinstance(calls, list):
         raise InvalidArgument(f"calls_json must be {CALLS_JSON_FORMAT}")

@@ -107,7 +107,7 @@ def write_scenario(address: str) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     db = tmp_path_factory.mktemp("cli") / "rh.db"
-    running = start_server(Settings(db=str(db)), "127.0.0.1:0")
+    running = start_server(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
     try:
         write_scenario(running.address)
         yield running
@@ -418,7 +418,7 @@ def test_rebuild_through_the_server(address: str) -> None:
 
 def test_rebuild_offline_on_a_database_file(tmp_path: Path) -> None:
     db = tmp_path / "offline.db"
-    running = start_server(Settings(db=str(db)), "127.0.0.1:0")
+    running = start_server(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
     try:
         run = runhistory.init(entity="e", project="p", id="r", address=running.address)
         run.log({"x": 1})
@@ -459,7 +459,9 @@ def test_an_unknown_run_is_not_found(address: str) -> None:
 
 
 def test_an_unreachable_server(tmp_path: Path) -> None:
-    running = start_server(Settings(db=str(tmp_path / "gone.db")), "127.0.0.1:0")
+    running = start_server(
+        Settings(db=str(tmp_path / "gone.db"), require_keys=False), "127.0.0.1:0"
+    )
     gone = running.address
     running.stop()
     done = cli("runs", "a/b", "--address", gone, env=cli_env(RUNHISTORY_RETRY_SECONDS="0.5"))
@@ -519,7 +521,15 @@ def health_status(address: str) -> int | None:
 def test_serve_until_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "served.db"
     server = subprocess.Popen(
-        [sys.executable, "-m", "runhistory.service.cli", "serve", "--address", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "runhistory.service.cli",
+            "serve",
+            "--no-auth",
+            "--address",
+            "127.0.0.1:0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

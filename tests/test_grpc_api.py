@@ -30,7 +30,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def server(database: str) -> Iterator[RunningServer]:
     running = start_server(
-        Settings(db=database, max_row_bytes=1024, max_request_bytes=64 * 1024), "127.0.0.1:0"
+        Settings(db=database, max_row_bytes=1024, max_request_bytes=64 * 1024, require_keys=False),
+        "127.0.0.1:0",
     )
     yield running
     running.stop()

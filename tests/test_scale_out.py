@@ -49,7 +49,7 @@ def cli(*args: str) -> subprocess.Popen[str]:
 
 
 def serve(database: str, port: int, *flags: str) -> subprocess.Popen[str]:
-    process = cli("serve", "--db", database, "--address", f"127.0.0.1:{port}", *flags)
+    process = cli("serve", "--no-auth", "--db", database, "--address", f"127.0.0.1:{port}", *flags)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 20

@@ -28,7 +28,8 @@ PROJECT = "your_project_name"
 
 
 def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> RunningServer:
-    return start_server(Settings(db=str(tmp_path / "rh.db"), **settings), address)
+    options: dict[str, Any] = {"require_keys": False, **settings}
+    return start_server(Settings(db=str(tmp_path / "rh.db"), **options), address)
 
 
 @pytest.fixture(params=["sqlite-file", "postgres"])
@@ -38,7 +39,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    running = start_server(Settings(db=database), "127.0.0.1:0")
+    running = start_server(Settings(db=database, require_keys=False), "127.0.0.1:0")
     monkeypatch.setenv("RUNHISTORY_ADDRESS", running.address)
     monkeypatch.delenv("RUNHISTORY_ENTITY", raising=False)
     monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
@@ -275,7 +276,9 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_seq(
     fault = LoseFirstLogAck()
     plain = sdk_client.open_channel
     monkeypatch.setattr(
-        sdk_client, "open_channel", lambda address: grpc.intercept_channel(plain(address), fault)
+        sdk_client,
+        "open_channel",
+        lambda *args: grpc.intercept_channel(plain(*args), fault),
     )
     run = runhistory.init(project="retry")
     for i in range(5):
