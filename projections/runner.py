@@ -21,7 +21,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, select, update
 
-from runhistory.domain.errors import DeadlineExceeded
+from runhistory.domain.errors import DeadlineExceeded, OutOfRange
 from runhistory.domain.run import Run
 from runhistory.projections.archive import ArchiveProjection
 from runhistory.projections.artifacts import ArtifactsProjection
@@ -150,6 +150,13 @@ class ProjectionRunner:
         """Return once the read models include `position` (read your writes)."""
         if position <= self._applied:
             return
+        last = self.source.last_position()
+        if position > last:
+            # No write was ever acknowledged there: waiting could only time out.
+            raise OutOfRange(
+                f"position {position} is beyond the last event ({last}): wait only for "
+                "positions that writes were acknowledged at"
+            )
         deadline = time.monotonic() + timeout
         while True:
             if self.inline:
