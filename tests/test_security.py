@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from rpc_requests import calls_json, requests_for
 
 import runhistory
 from runhistory.protos import runhistory_pb2 as pb
@@ -30,7 +31,6 @@ from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service.auth import KeyStore, Role
 from runhistory.service.grpc_server import RunningServer, start_server
 from runhistory.service.settings import Settings
-from runhistory.service.wire import calls_to_json
 
 ALICE_RUN = "alice/p/r1"
 HIDDEN_RUN = "alice/p/no-such-run"
@@ -113,42 +113,6 @@ def status_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
     except grpc.RpcError as error:
         return error.code(), error.details()
     return grpc.StatusCode.OK, ""
-
-
-def _calls_json(datas: tuple[dict[str, Any], ...]) -> bytes:
-    return calls_to_json([(data, T0 + i, None, None) for i, data in enumerate(datas)])
-
-
-# Each RPC with a request aimed at `path` (a run of entity alice).
-def requests_for(path: str) -> dict[str, Any]:
-    log = pb.LogBatch(path=path, calls_json=_calls_json(({"x": 1},)))
-    return {
-        "Init": pb.InitRequest(
-            entity="alice",
-            project="p",
-            branch=pb.Branch(mode=pb.Branch.FORK, point=f"{path}?_step=1"),
-        ),
-        "Log": log,
-        "LogStream": log,
-        "UpdateConfig": pb.UpdateConfigRequest(path=path, config_json='{"lr": 1}'),
-        "SetSummary": pb.SetSummaryRequest(path=path, values={"best": pb.Value(int_value=1)}),
-        "DefineMetric": pb.DefineMetricRequest(path=path, key="loss", summary="min"),
-        "RecordArtifact": pb.RecordArtifactRequest(
-            path=path, direction="produced", name="model", type="model"
-        ),
-        "Finish": pb.FinishRequest(path=path, exit_code=0),
-        "GetRun": pb.RunRequest(path=path),
-        "ListRuns": pb.ListRunsRequest(entity="alice", project="p"),
-        "ReadHistory": pb.HistoryRequest(path=path),
-        "GetSummary": pb.RunRequest(path=path),
-        "GetConfig": pb.RunRequest(path=path),
-        "ListVersions": pb.RunRequest(path=path),
-        "ListArtifacts": pb.RunRequest(path=path),
-        "GetLineage": pb.RunRequest(path=path),
-        "ReadEvents": pb.EventsRequest(path=path),
-        "AsOf": pb.AsOfRequest(path=path, position=1),
-        "Rebuild": pb.RebuildRequest(),
-    }
 
 
 WRITES = {
@@ -541,13 +505,13 @@ def test_limits_name_themselves(open_server: RunningServer) -> None:
         for _ in range(5):
             nested = {"n": nested}
         code, details = status_of(
-            lambda: stub.Log(pb.LogBatch(path=session.path, calls_json=_calls_json((nested,))))
+            lambda: stub.Log(pb.LogBatch(path=session.path, calls_json=calls_json((nested,))))
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 4 levels" in details
         deep = b"[" * 100_000 + b"]" * 100_000
         code, details = status_of(lambda: stub.Log(pb.LogBatch(path=session.path, calls_json=deep)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "nests too deep" in details
-        eleven = _calls_json(tuple({"x": i} for i in range(11)))
+        eleven = calls_json(tuple({"x": i} for i in range(11)))
         code, details = status_of(
             lambda: stub.Log(pb.LogBatch(path=session.path, calls_json=eleven))
         )
