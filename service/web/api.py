@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +48,7 @@ MAX_KEYS = 50  # series per history request
 MAX_EVENTS = 1000
 SPARKLINE_POINTS = 60
 EVENT_ROWS_SHOWN = 3  # rows of a RowsLogged payload shown in the audit; history has them all
+HISTORY_CACHE_SIZE = 64
 RUN_FIELDS = (
     "path",
     "entity",
@@ -67,6 +70,11 @@ class WebApi:
     def __init__(self, service: RunService, access: Access | None = None) -> None:
         self.service = service
         self.access = access or Access()
+        # Downsampled histories by request and by the run's last event position: reading a
+        # long run costs seconds, and a finished run's charts are looked at again and again.
+        # A new event for the run moves its position, so a stale entry is never served.
+        self._histories: OrderedDict[tuple, dict] = OrderedDict()
+        self._histories_lock = threading.Lock()
 
     # ---- access: the one call site of `authorize` -----------------------------------------
 
@@ -182,6 +190,36 @@ class WebApi:
             )
         path = self._path(principal, entity, project, run_id)
         record = self.service.run(path)
+        cache_key = (
+            str(path),
+            record["updated_position"],
+            tuple(keys),
+            version,
+            max_points,
+            min_step,
+            max_step,
+        )
+        with self._histories_lock:
+            if cache_key in self._histories:
+                self._histories.move_to_end(cache_key)
+                return self._histories[cache_key]
+        document = self._history(path, record, keys, version, max_points, min_step, max_step)
+        with self._histories_lock:
+            self._histories[cache_key] = document
+            if len(self._histories) > HISTORY_CACHE_SIZE:
+                self._histories.popitem(last=False)
+        return document
+
+    def _history(
+        self,
+        path: RunPath,
+        record: dict[str, Any],
+        keys: list[str],
+        version: int | None,
+        max_points: int,
+        min_step: int | None,
+        max_step: int | None,
+    ) -> dict:
         tree = self.service.lineage(path)
         shown = version or record["version"]
         if shown > len(tree["versions"]):
