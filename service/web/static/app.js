@@ -250,14 +250,16 @@ function rewindShapes(history) {
   for (const r of history.rewinds || []) {
     shapes.push({ type: "line", xref: "x", yref: "paper", x0: r.step, x1: r.step, y0: 0, y1: 1,
       line: { color: "#9a6700", dash: "dash", width: 1.5 } });
-    annotations.push({ x: r.step, y: 1, xref: "x", yref: "paper", yanchor: "bottom",
-      showarrow: false, text: `rewind (v${r.version} archived)`, font: { size: 10, color: "#9a6700" } });
+    annotations.push({ x: r.step, y: 1, xref: "x", yref: "paper", yanchor: "top", xanchor: "left",
+      xshift: 3, showarrow: false, text: `rewind (v${r.version} archived)`,
+      font: { size: 10, color: "#9a6700" } });
   }
   if (history.inherited_until !== null && history.inherited_until !== undefined) {
     shapes.push({ type: "line", xref: "x", yref: "paper", x0: history.inherited_until,
       x1: history.inherited_until, y0: 0, y1: 1, line: { color: "#57606a", dash: "dot", width: 1 } });
     annotations.push({ x: history.inherited_until, y: 1, xref: "x", yref: "paper",
-      yanchor: "bottom", showarrow: false, text: "fork point", font: { size: 10, color: "#57606a" } });
+      yanchor: "top", xanchor: "right", xshift: -3, showarrow: false, text: "fork point",
+      font: { size: 10, color: "#57606a" } });
   }
   return { shapes, annotations };
 }
