@@ -53,6 +53,19 @@ api_keys = Table(
     Column("revoked_at", Float, nullable=True),
 )
 
+# Browser sessions of the web UI, each made by signing in with a key. The cookie holds a
+# random token; the table only its hash. A session is as good as its key, checked on every
+# request, so revoking the key ends its sessions on every server too.
+web_sessions = Table(
+    "rh_web_sessions",
+    keys_metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("key_id", String(12), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+SESSION_SECONDS = 12 * 3600
+
 
 class Role(IntEnum):
     READER = 1
@@ -184,9 +197,53 @@ class KeyStore:
             )
         if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
             raise Unauthenticated("the API key is not valid: no such key")
-        if row["revoked_at"] is not None:
-            raise Unauthenticated(f"the API key {key_id} was revoked")
-        return Principal(entity=row["entity"], role=Role.parse(row["role"]), key_id=key_id)
+        return _principal(row)
+
+    # ---- web UI sessions ------------------------------------------------------------------
+
+    def open_session(self, key: str) -> tuple[Principal, str]:
+        """Sign in with a key: the principal and a new session token for a cookie."""
+        principal = self.authenticate(key)
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute(
+                web_sessions.insert().values(
+                    token_sha256=_digest(token),
+                    key_id=principal.key_id,
+                    created_at=now,
+                    expires_at=now + SESSION_SECONDS,
+                )
+            )
+        return principal, token
+
+    def session(self, token: str) -> Principal:
+        """The principal of a live session, its key checked again (revocation ends it)."""
+        query = (
+            select(api_keys)
+            .join(web_sessions, web_sessions.c.key_id == api_keys.c.key_id)
+            .where(web_sessions.c.token_sha256 == _digest(token))
+            .where(web_sessions.c.expires_at > time.time())
+        )
+        with self.db.read() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise Unauthenticated("the session has ended: sign in again")
+        return _principal(row)
+
+    def close_session(self, token: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(web_sessions)
+                .where(web_sessions.c.token_sha256 == _digest(token))
+                .values(expires_at=time.time())
+            )
+
+
+def _principal(row: Mapping[str, Any]) -> Principal:
+    if row["revoked_at"] is not None:
+        raise Unauthenticated(f"the API key {row['key_id']} was revoked")
+    return Principal(entity=row["entity"], role=Role.parse(row["role"]), key_id=row["key_id"])
 
 
 def bearer_key(authorization: str | None) -> str | None:

@@ -1,8 +1,10 @@
 """The `runhistory` command line.
 
-  serve      run the gRPC server until SIGINT or SIGTERM (API keys required unless --no-auth)
+  serve      run the gRPC server (and with --http the web UI) until SIGINT or SIGTERM;
+             API keys required unless --no-auth
   keys       create, list and revoke API keys, on the database directly
-  demo       the W&B rewind-and-fork example, through the SDK, on an embedded server
+  demo       the W&B rewind-and-fork example, through the SDK, on an embedded server,
+             with the web UI on 127.0.0.1:8080 (--keep serves it until Ctrl-C)
   runs, history, summary, config, versions, lineage, events, as-of
              read a server through the SDK (`--address`, default $RUNHISTORY_ADDRESS or
              127.0.0.1:50051); human-readable tables, or `--json`
@@ -38,6 +40,7 @@ from runhistory.domain.identity import RunPath, check_name
 
 PROG = "runhistory"
 DEFAULT_ADDRESS = "127.0.0.1:50051"  # the SDK's and the server's default
+DEMO_HTTP = "127.0.0.1:8080"
 
 
 # ---- entry point -------------------------------------------------------------------------
@@ -122,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
         help="leave the read models to `runhistory project` workers",
     )
     serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_http_arg,
+        help="also serve the web UI and its JSON API there, e.g. 127.0.0.1:8080",
+    )
+    serve.add_argument(
         "--no-auth",
         dest="require_keys",
         action="store_false",
@@ -188,6 +197,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd_demo,
     )
     demo.add_argument("--db", help="the embedded server's database (default: a temporary file)")
+    demo.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_http_arg,
+        default=DEMO_HTTP,
+        help=f"serve the web UI there (default {DEMO_HTTP}; a free port if that one is taken)",
+    )
+    demo.add_argument("--no-http", dest="http", action="store_const", const=None, help="no web UI")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep serving (gRPC and the web UI) after the demo until Ctrl-C",
+    )
 
     runs = command("runs", "list the runs of a project", [client], cmd_runs)
     runs.add_argument("project", metavar="ENTITY/PROJECT", type=_project_arg)
@@ -336,6 +358,16 @@ def _keys_arg(text: str) -> list[str]:
     return keys
 
 
+def _http_arg(text: str) -> str:
+    from runhistory.service.web.server import parse_http_address
+
+    try:
+        parse_http_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _time_arg(text: str) -> float:
     try:
         value = float(text)
@@ -392,7 +424,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 running = start_server(settings, address, projections=args.projections)
         except (OSError, RuntimeError) as error:  # grpc: RuntimeError("Failed to bind ...")
             raise _Unavailable(f"cannot serve on {address}: {error}") from error
+        web = None
         try:
+            if args.http:
+                web = _start_web(running.service, settings, args.http, fallback=False)
             workers = "" if args.projections else "; read models left to projection workers"
             keys = "API keys required" if settings.require_keys else "no API keys (--no-auth)"
             tls = ", TLS" if settings.tls_cert else ""
@@ -401,6 +436,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"{_safe_url(settings.db_url)}, {keys}{workers} (stop with Ctrl-C or SIGTERM)",
                 flush=True,
             )
+            if web is not None:
+                print(f"{PROG}: web UI on {web.url}/", flush=True)
             while not stopping.wait(0.5):
                 pass
             print(
@@ -409,6 +446,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         finally:
+            if web is not None:
+                web.stop()
             running.stop()
     print(f"{PROG}: stopped", file=sys.stderr)
     return 0
@@ -494,6 +533,24 @@ def _print_keys(records: Sequence[Any], as_json: bool) -> None:
         for r in records
     ]
     _print_table(["key id", "entity", "role", "label", "created", "revoked"], rows)
+
+
+def _start_web(service: Any, settings: Any, address: str, fallback: bool) -> Any:
+    """The web UI over the server's own RunService, with its keys and TLS; with `fallback`,
+    a free port on the same host when `address` is taken (the demo runs if 8080 is busy)."""
+    from runhistory.service.web.server import parse_http_address, start_web, web_access
+
+    access, tls = web_access(service, settings)
+    try:
+        return start_web(service, address, access, tls)
+    except OSError as error:
+        if not fallback:
+            raise _Unavailable(f"cannot serve the web UI on {address}: {error}") from error
+        host, _port = parse_http_address(address)
+        try:
+            return start_web(service, f"{host}:0", access, tls)
+        except OSError as again:
+            raise _Unavailable(f"cannot serve the web UI on {host}: {again}") from again
 
 
 def _settings(db: str | None, **options: Any) -> Any:
@@ -895,17 +952,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = _settings(args.db or str(Path(tmp) / "demo.db"))
         with _opening(settings):
             running = start_server(settings, "127.0.0.1:0")
+        web = None
         try:
             # The demo server wants keys like any other: the demo makes its own.
-            _, key = KeyStore(running.service.db).create("demo", Role.WRITER, "runhistory demo")
-            _demo(running.address, key)
+            keys = KeyStore(running.service.db)
+            _, key = keys.create("demo", Role.WRITER, "runhistory demo")
+            if args.http:
+                web = _start_web(running.service, settings, args.http, fallback=True)
+            paths = _demo(running.address, key)
+            if web is not None:
+                _, web_key = keys.create("demo", Role.READER, "runhistory demo: web UI")
+                print(f"\nweb UI: {web.url}/demo/rewind  (sign in with the key {web_key})")
+                for label, path in paths.items():
+                    entity, project, run_id = path.split("/")
+                    print(f"  {label:<8} {web.url}/{entity}/{project}/runs/{run_id}")
+            if web is not None and not args.keep:
+                print(f"(the demo stops now; `{PROG} demo --keep` keeps it serving)")
+            if args.keep:
+                print(f"{PROG}: serving until Ctrl-C (gRPC on {running.address})", flush=True)
+                with _until_signalled() as stopping:
+                    while not stopping.wait(0.5):
+                        pass
         finally:
+            if web is not None:
+                web.stop()
             running.stop()
     return 0
 
 
-def _demo(address: str, api_key: str) -> None:
-    """The W&B "rewind a run" page's scripts, through the SDK and the server."""
+def _demo(address: str, api_key: str) -> dict[str, str]:
+    """The W&B "rewind a run" page's scripts, through the SDK and the server. Returns the
+    paths of the runs it made."""
     connect = {"address": address, "api_key": api_key}
     run1 = runhistory.init(entity="demo", project="rewind", config={"lr": 0.01}, **connect)
     for i in range(300):
@@ -941,6 +1018,7 @@ def _demo(address: str, api_key: str) -> None:
         forked = api.run(f"demo/rewind/{fork.id}")
         print(f"forked {forked.path} from {path}?_step=300 and logged 10 rows\n")
         _demo_show(rewound, forked)
+    return {"rewound": path, "fork": str(forked.path)}
 
 
 def _demo_show(rewound: Any, forked: Any) -> None:

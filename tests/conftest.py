@@ -7,12 +7,19 @@ when no server answers there.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -87,3 +94,64 @@ def make_service(backend: str, tmp_path: Path, **settings: object) -> RunService
     """A service on the in-memory store or a SQLite file in `tmp_path`."""
     db = "memory" if backend == "memory" else str(tmp_path / "runhistory.db")
     return RunService(Settings(db=db, **settings))
+
+
+# ---- TLS: a certificate authority made by the test --------------------------------------
+
+
+def _certificate(
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, Any] | None,
+    is_ca: bool = False,
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, issuer_key = issuer if issuer else (subject, key)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if not is_ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(folder: Path, name: str, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by the test."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("runhistory test CA", ca_key, None, is_ca=True)
+    ca_path, _ = _write(folder, "ca", ca, ca_key)
+    made = {"ca": ca_path}
+    for name in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        made[name], made[f"{name}_key"] = _write(
+            folder, name, _certificate(name, key, (ca.subject, ca_key)), key
+        )
+    return made

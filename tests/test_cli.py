@@ -600,3 +600,137 @@ def test_a_database_that_cannot_be_opened(args: list[str], message: str, tmp_pat
     assert done.stderr.startswith(f"runhistory: {message}"), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert not absent.exists()
+
+
+# ---- the web UI from the command line ------------------------------------------------------
+
+
+def http_get(url: str, key: str | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=10
+        ) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_demo_prints_the_web_pages_and_stops() -> None:
+    port = free_port()
+    text = ok("demo", "--http", f"127.0.0.1:{port}")
+    assert f"web UI: http://127.0.0.1:{port}/demo/rewind" in text
+    assert re.search(rf"rewound  http://127\.0\.0\.1:{port}/demo/rewind/runs/\w+", text)
+    assert re.search(rf"fork     http://127\.0\.0\.1:{port}/demo/rewind/runs/\w+", text)
+    assert "web UI" not in ok("demo", "--no-http")
+
+
+def test_demo_takes_a_free_port_when_its_own_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = ok("demo", "--http", f"127.0.0.1:{port}")
+    found = re.search(r"web UI: http://127\.0\.0\.1:(\d+)/demo/rewind", text)
+    assert found and int(found[1]) != port
+
+
+def test_demo_keep_serves_the_pages_until_interrupted() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "runhistory.service.cli", "demo", "--keep", "--http", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        while not any("serving until Ctrl-C" in line for line in lines):
+            line = demo.stdout.readline()
+            assert line, (lines, demo.stderr.read() if demo.stderr else "")
+            lines.append(line)
+        fork_url = next(line.split()[1] for line in lines if line.startswith("  fork "))
+        key = re.search(r"sign in with the key (rh_\S+)\)", "".join(lines))
+        assert key, lines
+        status, page = http_get(fork_url, key[1])
+        assert status == 200 and b"/static/app.js" in page
+        api_url = fork_url.replace("/demo/rewind/", "/api/demo/rewind/")
+        assert http_get(api_url)[0] == 401  # the demo's UI wants its key too
+        status, body = http_get(api_url, key[1])
+        assert status == 200
+        assert json.loads(body)["forked_from"]["step"] == 300
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=TIMEOUT) == 0
+        assert demo.stderr is not None
+        assert "Traceback" not in demo.stderr.read()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def test_serve_with_http(tmp_path: Path) -> None:
+    created = ok("keys", "--db", str(tmp_path / "web.db"), "create", "--entity", "e")
+    key = created.strip().splitlines()[-1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runhistory.service.cli",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            str(tmp_path / "web.db"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert server.stdout is not None
+        found = re.search(r"serving on (127\.0\.0\.1:\d+)", server.stdout.readline())
+        assert found
+        web = re.search(r"web UI on (http://127\.0\.0\.1:\d+)/", server.stdout.readline())
+        assert web, "no web UI line"
+        run = runhistory.init(entity="e", project="served", id="r", address=found[1], api_key=key)
+        run.log({"x": 1.5})
+        run.finish()
+        assert http_get(f"{web[1]}/api/e/served/runs")[0] == 401
+        status, body = http_get(f"{web[1]}/api/e/served/runs", key)
+        assert status == 200
+        assert [r["run_id"] for r in json.loads(body)["runs"]] == ["r"]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=TIMEOUT) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_serve_refuses_a_bad_http_address(tmp_path: Path) -> None:
+    done = cli("serve", "--http", "nonsense")
+    assert done.returncode == 2
+    assert "invalid HTTP address 'nonsense': use HOST:PORT" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        db = str(tmp_path / "unused.db")
+        done = cli("serve", "--address", "127.0.0.1:0", "--http", address, "--db", db)
+    assert done.returncode == 1
+    assert f"UNAVAILABLE: cannot serve the web UI on {address}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,515 @@
+"""The JSON endpoints behind the web pages, over the run service's query layer.
+
+Each public method takes the caller's principal, plain path parts and the query string's
+parameters, and returns a JSON-ready document; refusals are domain errors (`InvalidArgument`
+for a bad parameter, `NotFound` for an unknown run), which the server maps to statuses in
+one place. No HTTP here, so the handlers are tested by calling them.
+
+Non-finite floats (NaN, +/-Infinity), which runhistory keeps exactly, are not JSON: `encode`
+writes them as the strings "NaN", "Infinity" and "-Infinity".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runhistory.domain.errors import InvalidArgument, NotFound
+from runhistory.domain.identity import RunPath, check_name
+from runhistory.service.runs import RunService
+from runhistory.service.web.access import Access, Principal
+from runhistory.service.web.downsample import (
+    DEFAULT_POINTS,
+    MAX_POINTS,
+    MIN_POINTS,
+    MinMaxReducer,
+    numeric,
+)
+
+Query = Mapping[str, Sequence[str]]
+
+# The event types of a run, in the order a run usually meets them.
+EVENT_TYPES = (
+    "Created",
+    "RowsLogged",
+    "ConfigUpdated",
+    "SummarySet",
+    "MetricDefined",
+    "ArtifactRecorded",
+    "Finished",
+    "Resumed",
+    "Rewound",
+)
+MAX_KEYS = 50  # series per history request
+MAX_EVENTS = 1000
+SPARKLINE_POINTS = 60
+EVENT_ROWS_SHOWN = 3  # rows of a RowsLogged payload shown in the audit; history has them all
+HISTORY_CACHE_SIZE = 64
+RUN_FIELDS = (
+    "path",
+    "entity",
+    "project",
+    "run_id",
+    "name",
+    "tags",
+    "state",
+    "exit_code",
+    "version",
+    "last_step",
+    "created_at",
+    "updated_at",
+    "forked_from",
+)
+
+
+class WebApi:
+    def __init__(self, service: RunService, access: Access | None = None) -> None:
+        self.service = service
+        self.access = access or Access()
+        # Downsampled histories by request and by the run's last event position: reading a
+        # long run costs seconds, and a finished run's charts are looked at again and again.
+        # A new event for the run moves its position, so a stale entry is never served.
+        self._histories: OrderedDict[tuple, dict] = OrderedDict()
+        self._histories_lock = threading.Lock()
+
+    # ---- access: the one call site of `authorize` -----------------------------------------
+
+    def _entity(self, principal: Principal, entity: str) -> None:
+        check_name("entity", entity)
+        self.access.authorize(principal, entity)
+
+    def _path(self, principal: Principal, entity: str, project: str, run_id: str) -> RunPath:
+        self._entity(principal, entity)
+        return RunPath(entity, project, run_id)
+
+    # ---- project ---------------------------------------------------------------------
+
+    def runs(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
+        """The project's runs, oldest first, with their summaries; `sparkline=KEY` adds a
+        downsampled series of KEY to each (`points`, default 60)."""
+        params = Params(query, {"sparkline", "points"})
+        key = params.text("sparkline")
+        points = params.integer("points", SPARKLINE_POINTS, MIN_POINTS, 1000)
+        self._entity(principal, entity)
+        check_name("project", project)
+        records = self.service.runs(entity, project)
+        found = []
+        metrics: set[str] = set()
+        for record in records:
+            path = RunPath(entity, project, record["run_id"])
+            run = _run_fields(record)
+            run["summary"] = self.service.summary(path)
+            metrics.update(k for k, v in run["summary"].items() if _chartable(v))
+            if key:
+                reducer = MinMaxReducer(max_points=points)
+                for row in self.service.scan_history(path, keys=[key]):
+                    value = numeric(row.get(key))
+                    if value is not None:
+                        reducer.add(row["_step"], value)
+                steps, values = reducer.points()
+                run["sparkline"] = {"key": key, "steps": steps, "values": values}
+            found.append(run)
+        return {"entity": entity, "project": project, "metrics": sorted(metrics), "runs": found}
+
+    # ---- one run ---------------------------------------------------------------------
+
+    def run(
+        self, principal: Principal, entity: str, project: str, run_id: str, query: Query
+    ) -> dict:
+        """The overview: the run, its config and summary, artifacts, where it was forked
+        from (or which archived version its last rewind replaced), its versions and forks."""
+        Params(query, set())
+        path = self._path(principal, entity, project, run_id)
+        record = self.service.run(path)
+        overview = _run_fields(record)
+        overview["config"] = self.service.config(path)
+        overview["summary"] = self.service.summary(path)
+        overview["metrics"] = sorted(k for k, v in overview["summary"].items() if _chartable(v))
+        versions = [_version_fields(v) for v in self.service.versions(path)]
+        overview["versions"] = versions
+        archived = [v for v in versions if v["archived"]]
+        overview["rewound_from"] = (
+            {"version": archived[-1]["version"], "step": archived[-1]["rewound_to_step"]}
+            if archived
+            else None
+        )
+        tree = self.service.lineage(path)
+        overview["forks"] = [
+            {"run": d["run"], "source_version": d["source_version"], "step": d["step"]}
+            for d in tree["descendants"]
+        ]
+        overview["artifacts"] = _artifacts(self.service.artifacts(path))
+        return overview
+
+    def version(
+        self,
+        principal: Principal,
+        entity: str,
+        project: str,
+        run_id: str,
+        version: str,
+        query: Query,
+    ) -> dict:
+        """One version (archived or live) as it was: state, rows, summary, config, artifacts."""
+        Params(query, set())
+        number = _parse_int("version", version, 1, None)
+        path = self._path(principal, entity, project, run_id)
+        record = self.service.run(path)
+        versions = self.service.versions(path)
+        if number > len(versions):
+            raise _no_version(path, number, len(versions))
+        found = _version_fields(versions[number - 1])
+        found["summary"] = versions[number - 1]["summary"]
+        found["config"] = versions[number - 1]["config"]
+        found["metrics"] = sorted(k for k, v in found["summary"].items() if _chartable(v))
+        found["run"] = _run_fields(record)
+        found["artifacts"] = _artifacts(self.service.artifacts(path, version=number))
+        found["replaced_by"] = number + 1 if found["archived"] else None
+        return found
+
+    def history(
+        self, principal: Principal, entity: str, project: str, run_id: str, query: Query
+    ) -> dict:
+        """Each key's series over `_step`, downsampled server-side to at most `max_points`
+        points per part by keeping each bucket's min and max. A fork's series come in two
+        parts, `inherited` (rows up to the fork step, from its source) and `own`; the rewind
+        points of the version shown are listed so charts can mark them."""
+        params = Params(query, {"keys", "version", "max_points", "min_step", "max_step"})
+        keys = params.keys()
+        version = params.integer("version", None, 1, None)
+        max_points = params.integer("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
+        min_step = params.integer("min_step", None, 0, None)
+        max_step = params.integer("max_step", None, 0, None)
+        if min_step is not None and max_step is not None and min_step > max_step:
+            raise InvalidArgument(
+                f"min_step {min_step} is above max_step {max_step}: give min_step <= max_step"
+            )
+        path = self._path(principal, entity, project, run_id)
+        record = self.service.run(path)
+        cache_key = (
+            str(path),
+            record["updated_position"],
+            tuple(keys),
+            version,
+            max_points,
+            min_step,
+            max_step,
+        )
+        with self._histories_lock:
+            if cache_key in self._histories:
+                self._histories.move_to_end(cache_key)
+                return self._histories[cache_key]
+        document = self._history(path, record, keys, version, max_points, min_step, max_step)
+        with self._histories_lock:
+            self._histories[cache_key] = document
+            if len(self._histories) > HISTORY_CACHE_SIZE:
+                self._histories.popitem(last=False)
+        return document
+
+    def _history(
+        self,
+        path: RunPath,
+        record: dict[str, Any],
+        keys: list[str],
+        version: int | None,
+        max_points: int,
+        min_step: int | None,
+        max_step: int | None,
+    ) -> dict:
+        tree = self.service.lineage(path)
+        shown = version or record["version"]
+        if shown > len(tree["versions"]):
+            raise _no_version(path, shown, len(tree["versions"]))
+        if not keys:
+            summary = self.service.summary(path, version=version)
+            keys = sorted(k for k, v in summary.items() if _chartable(v))[:MAX_KEYS]
+
+        # Rewinds before the version shown cut its history at their steps; the rows of a
+        # fork up to its fork step (or an earlier rewind below it) come from its source.
+        rewinds = [
+            {"version": v["version"], "step": v["rewound_to_step"]}
+            for v in tree["versions"][: shown - 1]
+        ]
+        inherited_until = None
+        if record["forked_from"] is not None:
+            inherited_until = min([record["forked_from"]["step"], *(r["step"] for r in rewinds)])
+
+        origin = min_step or 0
+        parts = {
+            key: {
+                "inherited": MinMaxReducer(max_points=max_points, origin=origin),
+                "own": MinMaxReducer(max_points=max_points, origin=origin),
+            }
+            for key in keys
+        }
+        skipped = dict.fromkeys(keys, 0)
+        rows = 0
+        for row in self.service.scan_history(
+            path, keys=keys, min_step=min_step, max_step=max_step, version=version
+        ):
+            rows += 1
+            step = row["_step"]
+            part = "inherited" if inherited_until is not None and step <= inherited_until else "own"
+            for key, value in row.items():
+                if key[0] == "_":
+                    continue
+                number = numeric(value)
+                if number is None or not math.isfinite(number):
+                    skipped[key] += 1
+                else:
+                    parts[key][part].add(step, number)
+
+        series = {}
+        for key, reducers in parts.items():
+            series[key] = {"skipped": skipped[key]}
+            for part, reducer in reducers.items():
+                steps, values = reducer.points()
+                series[key][part] = {
+                    "steps": steps,
+                    "values": values,
+                    "rows": reducer.count,
+                    "downsampled": len(steps) < reducer.count,
+                }
+        return {
+            "run": record["path"],
+            "state": record["state"],
+            "version": shown,
+            "live": shown == record["version"],
+            "last_step": record["last_step"],
+            "forked_from": record["forked_from"],
+            "inherited_until": inherited_until,
+            "rewinds": rewinds,
+            "max_points": max_points,
+            "rows": rows,
+            "keys": keys,
+            "series": series,
+        }
+
+    def lineage(
+        self, principal: Principal, entity: str, project: str, run_id: str, query: Query
+    ) -> dict:
+        """Ancestors (nearest first), versions and the tree of descendants."""
+        Params(query, set())
+        path = self._path(principal, entity, project, run_id)
+        tree = self.service.lineage(path)
+        record = self.service.run(path)
+        tree["state"] = record["state"]
+        tree["forked_from"] = record["forked_from"]
+        return tree
+
+    def events(
+        self, principal: Principal, entity: str, project: str, run_id: str, query: Query
+    ) -> dict:
+        """The run's events in order from position `after` (exclusive), of one `type` if
+        given, at most `limit`. `next_after` continues the listing."""
+        params = Params(query, {"type", "after", "limit"})
+        kind = params.text("type")
+        if kind and kind not in EVENT_TYPES:
+            raise InvalidArgument(f"unknown event type {kind!r}: allowed {', '.join(EVENT_TYPES)}")
+        after = params.integer("after", 0, 0, None)
+        limit = params.integer("limit", 200, 1, MAX_EVENTS)
+        path = self._path(principal, entity, project, run_id)
+        self.service.run(path)  # NotFound for an unknown run
+        found: list[dict[str, Any]] = []
+        cursor = after
+        while len(found) < limit:
+            page = self.service.events(cursor, path, limit=500)
+            if not page:
+                break
+            for event in page:
+                cursor = event["position"]
+                if not kind or event["type"] == kind:
+                    found.append(_event(event))
+                    if len(found) == limit:
+                        break
+        return {
+            "run": str(path),
+            "type": kind or None,
+            "types": list(EVENT_TYPES),
+            "after": after,
+            "events": found,
+            "next_after": cursor if len(found) == limit else None,
+        }
+
+    def as_of(
+        self, principal: Principal, entity: str, project: str, run_id: str, query: Query
+    ) -> dict:
+        """The run as it stood at event `position` (or time `at`, seconds since the epoch):
+        its summary, config, row count and downsampled charts."""
+        params = Params(query, {"position", "at", "max_points"})
+        position = params.integer("position", None, 1, None)
+        at = params.number("at")
+        max_points = params.integer("max_points", 400, MIN_POINTS, MAX_POINTS)
+        if (position is None) == (at is None):
+            raise InvalidArgument("give exactly one of position (an event position) and at")
+        path = self._path(principal, entity, project, run_id)
+        snapshot = self.service.as_of(path, position=position, at=at)
+        summary = snapshot.summary()
+        keys = sorted(k for k, v in summary.items() if _chartable(v))[:MAX_KEYS]
+        reducers = {key: MinMaxReducer(max_points=max_points) for key in keys}
+        rows = snapshot.history(keys=keys or None)
+        for row in rows:
+            for key, value in row.items():
+                number = numeric(value) if key in reducers else None
+                if number is not None:
+                    reducers[key].add(row["_step"], number)
+        series = {}
+        for key, reducer in reducers.items():
+            steps, values = reducer.points()
+            series[key] = {"steps": steps, "values": values, "rows": reducer.count}
+        return {
+            "run": str(path),
+            "position": position,
+            "at": at,
+            "rows": len(rows),
+            "last_step": rows[-1]["_step"] if rows else None,
+            "summary": summary,
+            "config": snapshot.config(),
+            "series": series,
+        }
+
+
+# ---- parameters ------------------------------------------------------------------------
+
+
+class Params:
+    """Query-string parameters; an unknown or repeated parameter is refused, not ignored,
+    so a typo does not silently give the wrong data."""
+
+    def __init__(self, query: Query, allowed: set[str]) -> None:
+        for name, values in query.items():
+            if name not in allowed:
+                listed = ", ".join(sorted(allowed)) or "none"
+                raise InvalidArgument(f"unknown parameter {name!r}: allowed {listed}")
+            if len(values) > 1:
+                raise InvalidArgument(f"parameter {name!r} is given {len(values)} times: once")
+        self.query = query
+
+    def text(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values and values[0] != "" else None
+
+    def integer(self, name: str, default: Any, low: int, high: int | None) -> Any:
+        text = self.text(name)
+        return default if text is None else _parse_int(name, text, low, high)
+
+    def number(self, name: str) -> float | None:
+        text = self.text(name)
+        if text is None:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise InvalidArgument(f"invalid {name} {text!r}: a finite number")
+        return value
+
+    def keys(self) -> list[str]:
+        """`keys=a,b` (comma-separated metric keys), or an empty list for all of them."""
+        text = self.text("keys")
+        if text is None:
+            return []
+        keys = list(dict.fromkeys(k.strip() for k in text.split(",")))
+        if any(not k or k.startswith("_") for k in keys):
+            raise InvalidArgument(
+                f"invalid keys {text!r}: comma-separated metric keys, none empty and none of "
+                "the system keys starting with '_' (every point has _step)"
+            )
+        if len(keys) > MAX_KEYS:
+            raise InvalidArgument(f"{len(keys)} keys asked for: at most {MAX_KEYS} per request")
+        return keys
+
+
+def _parse_int(name: str, text: str, low: int, high: int | None) -> int:
+    allowed = f"an integer >= {low}" + ("" if high is None else f" and <= {high}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid {name} {text!r}: {allowed}") from None
+    if value < low or (high is not None and value > high):
+        raise InvalidArgument(f"invalid {name} {value}: {allowed}")
+    return value
+
+
+def _no_version(path: RunPath, version: int, count: int) -> NotFound:
+    return NotFound(f"run {path} has no version {version}: it has versions 1..{count}")
+
+
+# ---- documents -------------------------------------------------------------------------
+
+
+def _run_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: record.get(name) for name in RUN_FIELDS}
+
+
+def _version_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: record.get(name)
+        for name in (
+            "version",
+            "archived",
+            "state",
+            "rows",
+            "last_step",
+            "rewound_to_step",
+            "started_at",
+            "archived_at",
+        )
+    }
+
+
+def _artifacts(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    fields = ("name", "type", "digest", "size", "uri", "version", "recorded_at")
+    split: dict[str, list[dict[str, Any]]] = {"produced": [], "used": []}
+    for record in records:
+        split.setdefault(record["direction"], []).append({f: record[f] for f in fields})
+    return split
+
+
+def _chartable(value: object) -> bool:
+    """Summary values that stand for a numeric series: numbers and define_metric dicts."""
+    return isinstance(value, int | float) or (
+        isinstance(value, dict) and any(isinstance(v, int | float) for v in value.values())
+    )
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    """An event for the audit page; a RowsLogged payload's rows are cut to the first few
+    (with their count and step range): the history endpoint serves rows."""
+    payload = dict(event["payload"])
+    rows = payload.get("rows")
+    if isinstance(rows, list):
+        payload["row_count"] = len(rows)
+        payload["steps"] = [rows[0][0], rows[-1][0]] if rows else None
+        payload["rows"] = [
+            {"_step": r[0], "_timestamp": r[1], "_runtime": r[2], **r[3]}
+            for r in rows[:EVENT_ROWS_SHOWN]
+        ]
+    return {**event, "payload": payload}
+
+
+# ---- JSON --------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def encode(document: Any) -> bytes:
+    """Strict JSON (browsers' JSON.parse refuses NaN); non-finite floats become strings."""
+    try:
+        text = json.dumps(document, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(document), separators=(",", ":"), default=str)
+    return text.encode()

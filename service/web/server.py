@@ -1,0 +1,402 @@
+"""The web UI's HTTP server: pages, JSON endpoints and static files, standard library only.
+
+`WebApp.handle` turns (method, target, headers, body) into a `Response` without sockets;
+the `ThreadingHTTPServer` adapter only moves bytes. Every request but the sign-in page and
+the static files goes through `Access.authenticate` first (see `access.py`: the auth seam);
+a browser without a session is sent to `/login`, a script gets 401.
+
+Page addresses follow W&B's: `/<entity>/<project>` and `/<entity>/<project>/runs/<run_id>`,
+with `/charts`, `/lineage`, `/audit` and `/versions/<n>` below a run. Every page is the same
+HTML shell; `static/app.js` reads the page's kind from it and fills it from `/api/...`, so
+the pages show exactly what the JSON endpoints serve.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import mimetypes
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from runhistory.domain.errors import InvalidArgument, RunHistoryError, Unauthenticated
+from runhistory.service.auth import Principal
+from runhistory.service.grpc_server import is_loopback
+from runhistory.service.runs import RunService
+from runhistory.service.settings import Settings
+from runhistory.service.web.access import Access
+from runhistory.service.web.api import WebApi, encode
+
+log = logging.getLogger(__name__)
+
+STATIC = resources.files("runhistory.service.web") / "static"
+
+# Domain error codes (domain/errors.py and the auth errors) as HTTP statuses: the only place.
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "FAILED_PRECONDITION": 409,
+    "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+PAGE_KINDS = ("overview", "charts", "lineage", "audit")
+MAX_FORM_BYTES = 16 * 1024
+
+
+@dataclass
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    return Response(status, "application/json", encode(document), {"Cache-Control": "no-store"})
+
+
+def error_response(code: str, message: str, status: int | None = None) -> Response:
+    status = status or HTTP_STATUS.get(code, 500)
+    return json_response({"error": {"code": code, "status": status, "message": message}}, status)
+
+
+def plotly_js() -> Path | None:
+    """plotly.js as shipped inside the installed `plotly` package (no CDN, nothing copied)."""
+    try:
+        bundled = resources.files("plotly") / "package_data" / "plotly.min.js"
+    except ModuleNotFoundError:
+        return None
+    path = Path(str(bundled))
+    return path if path.is_file() else None
+
+
+class WebApp:
+    def __init__(self, service: RunService, access: Access | None = None) -> None:
+        self.access = access or Access()
+        self.api = WebApi(service, self.access)
+        self._static_cache: dict[str, bytes] = {}
+
+    # ---- dispatch ----------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Response:
+        split = urlsplit(target)
+        parts = [unquote(p) for p in split.path.split("/") if p]
+        query = parse_qs(split.query, keep_blank_values=True)
+        try:
+            if parts in (["login"], ["logout"]):
+                return self._session(method, parts[0], query, headers, body)
+            if method not in ("GET", "HEAD"):
+                response = error_response(
+                    "INVALID_ARGUMENT",
+                    f"method {method} is not allowed: the web UI is read-only",
+                    405,
+                )
+                response.headers["Allow"] = "GET, HEAD"
+                return response
+            if parts[:1] == ["static"]:
+                return self._static(parts[1:])  # public: no run data in there
+            is_api = parts[:1] == ["api"]
+            try:
+                principal = self.access.authenticate(headers)
+            except Unauthenticated as error:
+                if is_api:
+                    raise
+                return _to_login(split.path, error.message)
+            if principal is None:
+                if is_api:
+                    raise Unauthenticated(
+                        "sign in at /login, or send 'Authorization: Bearer KEY' with an API key"
+                    )
+                return _to_login(split.path)
+            if is_api:
+                return self._api(principal, parts[1:], query)
+            return self._page(parts)
+        except RunHistoryError as error:
+            return error_response(error.code, error.message)
+        except Exception:
+            # The details go to the server's log, never to the user.
+            log.exception("unexpected error serving %s", target)
+            return error_response("INTERNAL", "internal error; the server's log has the details")
+
+    # ---- signing in and out ------------------------------------------------------------
+
+    def _session(
+        self,
+        method: str,
+        action: str,
+        query: Mapping[str, list[str]],
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Response:
+        next_page = _local_target(query.get("next", ["/"])[-1])
+        if method in ("GET", "HEAD"):
+            if action == "logout" or self.access.open:
+                return _redirect(next_page)
+            reason = query.get("reason", [""])[-1]
+            return _login_page(next_page, reason[:200], 200)
+        if method != "POST":
+            raise InvalidArgument(f"method {method} is not allowed on /{action}: GET or POST")
+        _same_origin(headers)
+        if action == "logout":
+            response = _redirect("/login")
+            response.headers["Set-Cookie"] = self.access.sign_out(headers)
+            return response
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        next_page = _local_target(form.get("next", [next_page])[-1])
+        try:
+            principal, cookie = self.access.sign_in(form.get("key", [""])[-1])
+        except Unauthenticated as error:
+            return _login_page(next_page, error.message, 401)
+        response = _redirect(next_page)
+        response.headers["Set-Cookie"] = cookie
+        log.info("web sign-in with key %s of entity %s", principal.key_id, principal.entity)
+        return response
+
+    def _api(self, principal: Principal, parts: list[str], query: Any) -> Response:
+        api = self.api
+        routes: dict[tuple[int, str | None], Callable[..., dict]] = {
+            (3, None): api.runs,
+            (4, None): api.run,
+            (5, "history"): api.history,
+            (5, "lineage"): api.lineage,
+            (5, "events"): api.events,
+            (5, "as-of"): api.as_of,
+        }
+        if len(parts) >= 3 and parts[2] == "runs":
+            entity, project = parts[0], parts[1]
+            if len(parts) == 6 and parts[4] == "versions":
+                return json_response(
+                    api.version(principal, entity, project, parts[3], parts[5], query)
+                )
+            handler = routes.get((len(parts), parts[4] if len(parts) == 5 else None))
+            if handler is not None:
+                return json_response(handler(principal, entity, project, *parts[3:4], query))
+        return error_response(
+            "NOT_FOUND",
+            "no such endpoint: use /api/ENTITY/PROJECT/runs[/RUN_ID[/history|/lineage|/events|"
+            "/as-of|/versions/N]]",
+        )
+
+    def _static(self, parts: list[str]) -> Response:
+        name = "/".join(parts)
+        if name == "vendor/plotly.min.js":
+            path = plotly_js()
+            if path is None:
+                return error_response("NOT_FOUND", "plotly is not installed: pip install plotly")
+            body = self._static_cache.get(name) or path.read_bytes()
+        else:
+            if not parts or any(p in ("", ".", "..") or "\\" in p for p in parts):
+                return error_response("NOT_FOUND", f"no static file {name!r}")
+            resource = STATIC.joinpath(*parts)
+            if not resource.is_file():
+                return error_response("NOT_FOUND", f"no static file {name!r}")
+            body = self._static_cache.get(name) or resource.read_bytes()
+        self._static_cache[name] = body
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind.endswith("javascript"):
+            kind += "; charset=utf-8"
+        return Response(200, kind, body, {"Cache-Control": "public, max-age=3600"})
+
+    def _page(self, parts: list[str]) -> Response:
+        page: dict[str, Any] | None = None
+        if not parts:
+            page = {"kind": "home"}
+        elif len(parts) == 2:
+            page = {"kind": "project", "entity": parts[0], "project": parts[1]}
+        elif len(parts) >= 4 and parts[2] == "runs":
+            run = {"entity": parts[0], "project": parts[1], "run_id": parts[3]}
+            if len(parts) == 4:
+                page = {"kind": "overview", **run}
+            elif len(parts) == 5 and parts[4] in PAGE_KINDS:
+                page = {"kind": parts[4], **run}
+            elif len(parts) == 6 and parts[4] == "versions" and parts[5].isdigit():
+                page = {"kind": "version", "version": int(parts[5]), **run}
+        if page is None:
+            return Response(404, "text/html; charset=utf-8", _shell({"kind": "missing"}))
+        return Response(
+            200, "text/html; charset=utf-8", _shell(page), {"Cache-Control": "no-store"}
+        )
+
+
+def _redirect(target: str) -> Response:
+    return Response(303, "text/plain; charset=utf-8", b"", {"Location": target})
+
+
+def _to_login(path: str, reason: str = "") -> Response:
+    query = f"next={quote(path)}" + (f"&reason={quote(reason)}" if reason else "")
+    return _redirect(f"/login?{query}")
+
+
+def _local_target(target: str) -> str:
+    """Where to go after signing in: only a path on this server (no open redirects)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _same_origin(headers: Mapping[str, str]) -> None:
+    """Refuse a form posted from another site's page (SameSite cookies aside, sign-in
+    itself must not be triggerable cross-site)."""
+    origin = next((v for k, v in headers.items() if k.lower() == "origin"), None)
+    host = next((v for k, v in headers.items() if k.lower() == "host"), None)
+    if origin is not None and origin != "null" and urlsplit(origin).netloc != host:
+        raise InvalidArgument(f"a form from {origin} may not post to this server")
+
+
+def _login_page(next_page: str, message: str, status: int) -> Response:
+    template = STATIC.joinpath("login.html").read_text(encoding="utf-8")
+    note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
+    body = template.replace("{{NEXT}}", html.escape(next_page, quote=True)).replace(
+        "{{MESSAGE}}", note
+    )
+    return Response(
+        status, "text/html; charset=utf-8", body.encode(), {"Cache-Control": "no-store"}
+    )
+
+
+def _shell(page: Mapping[str, Any]) -> bytes:
+    template = STATIC.joinpath("page.html").read_text(encoding="utf-8")
+    return template.replace("{{PAGE}}", html.escape(json.dumps(page), quote=True)).encode()
+
+
+# ---- the HTTP adapter ---------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "runhistory"
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_FORM_BYTES:
+            self.close_connection = True
+            response = error_response(
+                "RESOURCE_EXHAUSTED", f"a request body is at most {MAX_FORM_BYTES} bytes", 413
+            )
+        else:
+            body = self.rfile.read(length) if length > 0 else b""
+            response = self.server.app.handle(
+                self.command, self.path, dict(self.headers.items()), body
+            )
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    scheme = "http"
+
+    def __init__(self, address: tuple[str, int], app: WebApp) -> None:
+        self.app = app
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+
+@dataclass
+class RunningWeb:
+    server: _Server
+    thread: threading.Thread
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.server.scheme}://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def parse_http_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (port 0: any free port); raises ValueError with what is allowed."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid HTTP address {text!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def start_web(
+    service: RunService,
+    address: str = "127.0.0.1:8080",
+    access: Access | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> RunningWeb:
+    """Serve the web UI over `service` on `address` in a background thread. `access=None`
+    serves it without keys, which only a loopback address allows. Raises OSError when the
+    address cannot be bound."""
+    host, port = parse_http_address(address)
+    access = access or Access()
+    if access.open and not is_loopback(f"{host}:{port}"):
+        raise InvalidArgument(
+            f"refusing to serve the web UI without API keys on {address}: other machines "
+            "could reach it"
+        )
+    server = _Server((host, port), WebApp(service, access))
+    if tls is not None:
+        # The handshake happens in the request's own thread, not in the accepting one.
+        server.socket = tls.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        server.scheme = "https"
+    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
+    thread.start()
+    return RunningWeb(server, thread, host, server.server_address[1])
+
+
+def web_access(service: RunService, settings: Settings) -> tuple[Access, ssl.SSLContext | None]:
+    """The web UI's access rules and TLS context, from the same settings as the gRPC server:
+    the same keys (unless `require_keys` is off) and the same certificate."""
+    from runhistory.service.auth import KeyStore
+
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca is not None:
+            tls.verify_mode = ssl.CERT_REQUIRED
+            tls.load_verify_locations(settings.tls_client_ca)
+    keys = KeyStore(service.db) if settings.require_keys else None
+    return Access(keys, secure_cookies=tls is not None), tls
