@@ -105,8 +105,9 @@ class Principal:
     def require_role(self, role: Role, action: str) -> None:
         if self.role < role:
             allowed = " or ".join(r.label for r in Role if r >= role)
+            article = "an" if allowed[0] in "aeiou" else "a"
             raise PermissionDenied(
-                f"a {self.role.label} key may not {action}; that needs a {allowed} key"
+                f"a {self.role.label} key may not {action}; that needs {article} {allowed} key"
             )
 
 

@@ -172,7 +172,7 @@ def test_a_reader_key_may_not_write_and_a_writer_may_not_administer(
     assert "a reader key may not" in details
     if rpc in ADMIN_ONLY:
         code, details = status_of(lambda: invoke(stub, rpc, request, bearer(keys.writer)))
-        assert code == grpc.StatusCode.PERMISSION_DENIED and "needs a admin key" in details
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "needs an admin key" in details
     assert server.service.store.last_position() == before
 
 
