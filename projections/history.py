@@ -8,7 +8,7 @@ rewind one segment row: neither copies nor deletes history.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -223,8 +223,7 @@ def read_rows(
             )
             return
     wanted_set = set(wanted) if wanted is not None else None
-    columns = (history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
-    for page in _pages(conn, spans, columns, min_step, max_step, page_size):
+    for page in _pages(conn, spans, min_step, max_step, page_size):
         for step, timestamp, runtime, data in page:
             if as_json and wanted_set is None:
                 system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
@@ -242,13 +241,16 @@ def read_rows(
 def _pages(
     conn: Connection,
     spans: Sequence[Span],
-    columns: Sequence[ColumnElement[Any]],
     min_step: int | None,
     max_step: int | None,
     page_size: int,
+    derive: Callable[[Any], Sequence[ColumnElement[Any]]] | None = None,
 ) -> Iterator[Sequence[Any]]:
     """The rows of the spans within [min_step, max_step] in step order, `page_size` at a
-    time, each a tuple of `columns`; the first column must be the step."""
+    time, each `(step, timestamp, runtime, data)`, or with `derive` the columns it makes
+    of a page's columns (the first must be the step). Derived columns are computed in an
+    outer query over the page: PostgreSQL may sort before it limits (a top-N heapsort over
+    every row after the page's start), and would compute them for all those rows."""
     for span in spans:
         low = span.after
         if min_step is not None and (low is None or low < min_step - 1):
@@ -257,12 +259,17 @@ def _pages(
         if max_step is not None and (high is None or high > max_step):
             high = max_step
         while True:
-            query = select(*columns).where(history.c.segment_id == span.segment_id)
+            query = select(history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
+            query = query.where(history.c.segment_id == span.segment_id)
             if low is not None:
                 query = query.where(history.c.step > low)
             if high is not None:
                 query = query.where(history.c.step <= high)
-            page = conn.execute(query.order_by(history.c.step).limit(page_size)).all()
+            query = query.order_by(history.c.step).limit(page_size)
+            if derive is not None:
+                rows = query.subquery()
+                query = select(*derive(rows.c)).order_by(rows.c.step)
+            page = conn.execute(query).all()
             if page:
                 yield page
             if len(page) < page_size:
@@ -296,42 +303,54 @@ class _Selected:
     stored: ColumnElement[Any]
 
 
-def _selected_values(conn: Connection, keys: Sequence[str]) -> _Selected | None:
-    """The columns for `keys` on this database, or None where it cannot pick them out."""
-    data = history.c.data
+def _selected_values(
+    conn: Connection, keys: Sequence[str]
+) -> Callable[[ColumnElement[Any]], _Selected] | None:
+    """What makes the columns for `keys` of a row text column on this database, or None
+    where the database cannot pick them out."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
         # `->` (JSON text of a value) needs 3.38; the keys must be nameable in a path.
         version = conn.dialect.server_version_info or (0,)
         if version < (3, 38) or not all(key and to_json(key) == f'"{key}"' for key in keys):
             return None
-        parses: ColumnElement[Any] = func.json_valid(data) == 1
 
-        def value(key: str) -> ColumnElement[Any]:
+        def parses(data: ColumnElement[Any]) -> ColumnElement[Any]:
+            return func.json_valid(data) == 1
+
+        def value(data: ColumnElement[Any], key: str) -> ColumnElement[Any]:
             return type_coerce(data.op("->")(f'$."{key}"'), Text)
 
     elif dialect == "postgresql":
         # json (not jsonb) keeps each value's text as written. No json_valid before
         # PostgreSQL 16: rows with the words NaN or Infinity anywhere (also inside a string,
         # harmlessly) are left to Python, and every other row Python wrote is valid JSON.
-        parses = and_(~data.contains("NaN"), ~data.contains("Infinity"))
+        def parses(data: ColumnElement[Any]) -> ColumnElement[Any]:
+            return and_(~data.contains("NaN"), ~data.contains("Infinity"))
 
-        def value(key: str) -> ColumnElement[Any]:
+        def value(data: ColumnElement[Any], key: str) -> ColumnElement[Any]:
             return cast(cast(data, JSON).op("->")(key), Text)
 
     else:
         return None
-    parts = [func.coalesce(literal(f",{to_json(key)}:", Text) + value(key), "") for key in keys]
-    fragment = reduce(operator.add, parts)
-    return _Selected(
-        fragment=case((parses, fragment), else_=null()), stored=case((parses, null()), else_=data)
-    )
+
+    def selected(data: ColumnElement[Any]) -> _Selected:
+        parts = [
+            func.coalesce(literal(f",{to_json(key)}:", Text) + value(data, key), "") for key in keys
+        ]
+        valid = parses(data)
+        return _Selected(
+            fragment=case((valid, reduce(operator.add, parts)), else_=null()),
+            stored=case((valid, null()), else_=data),
+        )
+
+    return selected
 
 
 def _selected_rows(
     conn: Connection,
     spans: Sequence[Span],
-    selected: _Selected,
+    selected: Callable[[ColumnElement[Any]], _Selected],
     keys: Sequence[str],
     min_step: int | None,
     max_step: int | None,
@@ -340,14 +359,12 @@ def _selected_rows(
 ) -> Iterator[Any]:
     """`read_rows` with a key filter, the values picked out by the database."""
     wanted = set(keys)
-    columns = (
-        history.c.step,
-        history.c.timestamp,
-        history.c.runtime,
-        selected.fragment,
-        selected.stored,
-    )
-    for page in _pages(conn, spans, columns, min_step, max_step, page_size):
+
+    def columns(row: Any) -> tuple[ColumnElement[Any], ...]:
+        values = selected(row.data)
+        return (row.step, row.timestamp, row.runtime, values.fragment, values.stored)
+
+    for page in _pages(conn, spans, min_step, max_step, page_size, columns):
         for step, timestamp, runtime, fragment, stored in page:
             if fragment and as_json:
                 # repr: the shortest text that reads back as the same float.
