@@ -1,0 +1,238 @@
+"""Reading selected keys as JSON: the database picks the values out of the stored rows
+(SQLite's `->`, PostgreSQL's json `->`), Python decodes the rows the database cannot parse
+(NaN, +/-Infinity) and the keys SQLite cannot name. Every read here must equal the
+Python-decoded whole history filtered in Python, value for value and type for type."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+import runhistory
+from runhistory.domain.identity import RunPath
+from runhistory.domain.run import LogCall
+from runhistory.projections import history
+from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.runs import RunService
+from runhistory.service.settings import Settings
+from runhistory.service.wire import SYSTEM_KEYS
+
+T0 = 1_700_000_000.123456789
+QUOTE = 'q"uote'
+BACKSLASH = "back\\slash"
+UNICODE = "lösung.é"
+WEIRD_STRING = 'tab\t"quoted" \\ é ünï 😀 \u2028 {"k":1}, ,"f":2'
+
+ROWS: list[dict[str, Any]] = [
+    {
+        "f": 1.5,
+        "i": 3,
+        "b": True,
+        "s": "1.5",
+        "n": {"x": 2, "y": {"z": "deep"}},
+        QUOTE: 1,
+        BACKSLASH: 2.0,
+        "dot.ted": 0.1,
+        UNICODE: "ü",
+        "big": 2**62 + 1,
+    },
+    {"f": math.nan, "i": 0, "b": False, "s": "NaN"},  # not standard JSON: Python decodes it
+    {"f": math.inf, "s": "Infinity", QUOTE: 3},
+    {"f": -math.inf, "i": -(2**63)},
+    {"i": 7, "s": "7"},  # no "f"
+    {"s": WEIRD_STRING, "f": -0.0, "b": True},
+    {"f": 1e-300, "n": {"x": 1.0}},
+    {"f": 1e100, "s": "NaN", UNICODE: 4},  # valid JSON with "NaN" inside a string
+    {"other": 1},  # none of the keys read below
+    {"f": 0.30000000000000004, "i": 1, "b": False, "s": ""},
+]
+
+KEY_SETS: list[list[str]] = [
+    ["f"],
+    ["i"],
+    ["b"],
+    ["s"],
+    ["big"],
+    ["n.x"],
+    ["n.y.z"],
+    ["n"],  # flattened away: no row holds "n" itself
+    ["dot.ted"],
+    [QUOTE],
+    [BACKSLASH],
+    [UNICODE],
+    ["missing"],
+    ["f", "s", "missing"],
+    ["s", "f", "s"],  # repeated keys count once
+    ["i", QUOTE],  # one key SQLite cannot name: the whole read takes the generic path
+    ["_step"],  # system keys are not stored values: no rows, as before
+]
+
+
+def exact(value: Any) -> Any:
+    """A value with its type: 1, 1.0 and True differ; NaN equals NaN; -0.0 differs from 0.0."""
+    if isinstance(value, dict):
+        return {key: exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [exact(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+def expected(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The whole history, decoded by Python, filtered to `keys` in Python."""
+    wanted = set(keys) - set(SYSTEM_KEYS)  # not stored values
+    picked = []
+    for row in rows:
+        values = {k: v for k, v in row.items() if k in wanted}
+        if values:
+            picked.append({k: row[k] for k in SYSTEM_KEYS} | values)
+    return picked
+
+
+def read_json(service: RunService, path: RunPath, keys: Sequence[str], **options: Any) -> list:
+    return [json.loads(text) for text in service.scan_history(path, keys, as_json=True, **options)]
+
+
+def log_rows(service: RunService, path: RunPath, writer: Any, rows: list, first: int) -> None:
+    calls = [
+        LogCall(row, timestamp=T0 + (first + i) / 3, step=first + i) for i, row in enumerate(rows)
+    ]
+    service.log(path, calls, writer=writer)
+
+
+@pytest.fixture
+def run(service: RunService) -> RunPath:
+    session = service.init("ent", "proj", "keys", started_at=T0)
+    log_rows(service, session.path, session.writer, ROWS, 0)
+    service.finish(session.path, writer=session.writer)
+    return session.path
+
+
+def test_the_database_picks_keys_out_where_it_can(service: RunService, backend: str) -> None:
+    # Guards the tests below: on SQLite and PostgreSQL they must exercise the fast path.
+    with service.db.read() as conn:
+        assert history._selected_values(conn, ["f", "n.y.z", "dot.ted"]) is not None
+        # SQLite 3.40 cannot name keys whose JSON text has escapes; PostgreSQL can.
+        assert (history._selected_values(conn, [UNICODE]) is not None) == (backend == "postgres")
+        assert (history._selected_values(conn, [QUOTE]) is not None) == (backend == "postgres")
+
+
+@pytest.mark.parametrize("keys", KEY_SETS, ids=lambda keys: ",".join(keys))
+def test_selected_keys_as_json_equal_the_decoded_history(
+    service: RunService, run: RunPath, keys: list[str]
+) -> None:
+    whole = service.history(run)
+    assert exact(read_json(service, run, keys)) == exact(expected(whole, keys))
+    # ... and the dict rows of the same read, which Python decodes.
+    assert exact(service.history(run, keys=keys)) == exact(expected(whole, keys))
+
+
+def test_values_come_back_as_logged(service: RunService, run: RunPath) -> None:
+    rows = {row["_step"]: row for row in read_json(service, run, ["f", "i", "b", "s", "big"])}
+    assert exact(rows[0]) == exact(
+        {
+            "_step": 0,
+            "_timestamp": T0,
+            "_runtime": rows[0]["_runtime"],
+            "f": 1.5,
+            "i": 3,
+            "b": True,
+            "s": "1.5",
+            "big": 2**62 + 1,
+        }
+    )
+    assert math.isnan(rows[1]["f"]) and rows[1]["s"] == "NaN" and rows[1]["b"] is False
+    assert rows[2]["f"] == math.inf and rows[3]["f"] == -math.inf
+    assert rows[3]["i"] == -(2**63) and type(rows[3]["i"]) is int
+    assert "f" not in rows[4] and rows[4]["s"] == "7"
+    assert rows[5]["s"] == WEIRD_STRING and math.copysign(1, rows[5]["f"]) == -1
+    assert rows[6]["f"] == 1e-300 and rows[7]["f"] == 1e100 and rows[7]["s"] == "NaN"
+    assert 8 not in rows
+    assert rows[9]["f"] == 0.30000000000000004 and rows[9]["s"] == ""
+    assert [row["_timestamp"] for row in rows.values()] == [
+        T0 + step / 3 for step in (0, 1, 2, 3, 4, 5, 6, 7, 9)
+    ]
+    nested = read_json(service, run, ["n.x", "n.y.z", UNICODE, QUOTE])
+    assert exact([{k: v for k, v in row.items() if k[0] != "_"} for row in nested]) == exact(
+        [
+            {"n.x": 2, "n.y.z": "deep", UNICODE: "ü", QUOTE: 1},
+            {QUOTE: 3},
+            {"n.x": 1.0},
+            {UNICODE: 4},
+        ]
+    )
+
+
+def test_step_bounds(service: RunService, run: RunPath) -> None:
+    whole = service.history(run, min_step=2, max_step=7)
+    for keys in (["f"], ["s", "i"]):
+        read = read_json(service, run, keys, min_step=2, max_step=7)
+        assert exact(read) == exact(expected(whole, keys))
+        assert read[0]["_step"] >= 2
+
+
+def test_pages(service: RunService, run: RunPath) -> None:
+    """Rows split over many pages, each page holding NaN rows and rows without the key."""
+    with service._reading(None) as conn:
+        segment = RunService._segment(conn, run, None)
+        paged = list(history.read_rows(conn, segment, ["f", "s"], page_size=2, as_json=True))
+    assert exact([json.loads(text) for text in paged]) == exact(
+        expected(service.history(run), ["f", "s"])
+    )
+
+
+def test_rewinds_and_forks(service: RunService, run: RunPath) -> None:
+    # Rewind to step 4: the old rows 5.. are archived and must not come back.
+    rewound = service.init("ent", "proj", resume_from=f"{run.run_id}?_step=4", started_at=T0)
+    replaced = [{"f": 100.0 + i, "s": f"new {i}"} for i in range(3)] + [{"f": math.nan}]
+    log_rows(service, run, rewound.writer, replaced, 5)
+    service.finish(run, writer=rewound.writer)
+    # Fork the rewound run at step 6: inherits 0..6 (old 0..4 and new 5, 6).
+    fork = service.init("ent", "proj", "fork", fork_from=f"{run.run_id}?_step=6", started_at=T0)
+    log_rows(service, fork.path, fork.writer, [{"f": -1.0, "i": 5}, {"s": "fork"}], 7)
+    service.finish(fork.path, writer=fork.writer)
+
+    for keys in (["f"], ["s"], ["f", "s", "i"], [QUOTE]):
+        for path, options in (
+            (run, {}),
+            (run, {"version": 1}),  # the archived version, as it was
+            (fork.path, {}),
+            (fork.path, {"own_only": True}),
+            (fork.path, {"min_step": 3, "max_step": 7}),
+        ):
+            whole = service.history(path, **options)
+            assert exact(read_json(service, path, keys, **options)) == exact(
+                expected(whole, keys)
+            ), (keys, path, options)
+
+    fs = [(row["_step"], row["f"]) for row in read_json(service, run, ["f"])]
+    assert fs[4:7] == [(5, 100.0), (6, 101.0), (7, 102.0)] and math.isnan(fs[7][1])
+    assert len(fs) == 8
+    fork_fs = [(row["_step"], row["f"]) for row in read_json(service, fork.path, ["f"])]
+    assert fork_fs[-3:] == [(5, 100.0), (6, 101.0), (7, -1.0)]
+
+
+# ---- end to end: the SDK over gRPC ----------------------------------------------------
+
+
+@pytest.fixture
+def server(database: str) -> Iterator[RunningServer]:
+    running = start_server(Settings(db=database), "127.0.0.1:0")
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"], indirect=True)
+def test_sdk_reads_the_same_values(server: RunningServer, database: str) -> None:
+    run = runhistory.init(entity="ent", project="proj", id="sdk", address=server.address)
+    for row in ROWS:
+        run.log(row)
+    run.finish()
+    with runhistory.Api(address=server.address) as api:
+        read = api.run(run.path)
+        whole = read.history()
+        for keys in KEY_SETS:
+            assert exact(read.history(keys=keys)) == exact(expected(whole, keys)), keys
