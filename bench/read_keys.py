@@ -37,7 +37,10 @@ def free_port() -> int:
 def serve(db: str) -> tuple[subprocess.Popen[bytes], str]:
     address = f"127.0.0.1:{free_port()}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "runhistory.service.cli", "serve", "--db", db, "--address", address],
+        [
+            *(sys.executable, "-m", "runhistory.service.cli", "serve", "--no-auth"),
+            *("--db", db, "--address", address),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=REPO,

@@ -220,7 +220,7 @@ def test_rewinds_and_forks(service: RunService, run: RunPath) -> None:
 
 @pytest.fixture
 def server(database: str) -> Iterator[RunningServer]:
-    running = start_server(Settings(db=database), "127.0.0.1:0")
+    running = start_server(Settings(db=database, require_keys=False), "127.0.0.1:0")
     yield running
     running.stop()
 
