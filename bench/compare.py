@@ -155,7 +155,10 @@ def worker_rh_ingest(args: dict[str, Any]) -> None:
 
     steps, address = args["steps"], args["address"]
     prebuild, time_calls = args["prebuild"], args["time_calls"]
-    run = runhistory.init(entity="bench", project="compare", id=args["run_id"], address=address)
+    key = args["api_key"]
+    run = runhistory.init(
+        entity="bench", project="compare", id=args["run_id"], address=address, api_key=key
+    )
     rows = (
         [dict(zip(KEY_NAMES, row_values(s), strict=True)) for s in range(steps)]
         if prebuild
@@ -181,7 +184,11 @@ def worker_rh_ingest(args: dict[str, Any]) -> None:
     logged = time.perf_counter()
     run.finish()
     acknowledged = time.perf_counter()
-    last = runhistory.Api(address=address).run(run.path).history(keys=["k0"], min_step=steps - 1)
+    last = (
+        runhistory.Api(address=address, api_key=key)
+        .run(run.path)
+        .history(keys=["k0"], min_step=steps - 1)
+    )
     visible = time.perf_counter()
     assert len(last) == 1 and last[0]["_step"] == steps - 1, f"last row read back: {last}"
     result: dict[str, Any] = {
@@ -206,7 +213,7 @@ def worker_rh_read(args: dict[str, Any]) -> None:
     import runhistory
 
     steps = args["steps"]
-    run = runhistory.Api(address=args["address"]).run(args["path"])
+    run = runhistory.Api(address=args["address"], api_key=args["api_key"]).run(args["path"])
     one_key = []
     for i in range(args["repeats"]):
         started = time.perf_counter()
@@ -403,28 +410,28 @@ class Server:
     process: subprocess.Popen
     address: str  # host:port for runhistory, http://host:port for MLflow
     log: Path
+    api_key: str = ""  # runhistory: a writer key of entity "bench"
 
 
 def start_runhistory(folder: Path, name: str) -> Server:
+    """The runhistory server as deployed: API keys required, checked on every request."""
     port = free_port()
     log = folder / f"{name}.log"
+    db = str(folder / f"{name}.db")
+    cli = [sys.executable, "-m", "runhistory.service.cli"]
+    created = subprocess.run(
+        [*cli, "keys", "--db", db, "create", "--entity", "bench"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     process = spawn(
-        [
-            sys.executable,
-            "-m",
-            "runhistory.service.cli",
-            "serve",
-            "--no-auth",
-            "--db",
-            str(folder / f"{name}.db"),
-            "--address",
-            f"127.0.0.1:{port}",
-        ],
+        [*cli, "serve", "--db", db, "--address", f"127.0.0.1:{port}"],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         cwd=folder,
     )
-    return Server(process, f"127.0.0.1:{port}", log)
+    return Server(process, f"127.0.0.1:{port}", log, created.stdout.strip().splitlines()[-1])
 
 
 def start_mlflow(folder: Path, defaults: bool) -> Server:
@@ -654,6 +661,7 @@ def compare(
         "rh-ingest",
         {
             "address": ours.address,
+            "api_key": ours.api_key,
             "steps": sizes.steps,
             "run_id": "ingest",
             "prebuild": True,
@@ -672,6 +680,7 @@ def compare(
         "rh-read",
         {
             "address": ours.address,
+            "api_key": ours.api_key,
             "path": rh_in["path"],
             "steps": sizes.steps,
             "repeats": sizes.read_repeats,
@@ -708,6 +717,7 @@ def compare(
             "rh-ingest",
             {
                 "address": fresh.address,
+                "api_key": fresh.api_key,
                 "steps": sizes.memory_steps,
                 "run_id": "memory",
                 "prebuild": False,
