@@ -226,16 +226,28 @@ def read_rows(
     for page in _pages(conn, spans, min_step, max_step, page_size):
         for step, timestamp, runtime, data in page:
             if as_json and wanted_set is None:
+                # `_system_json` inlined: this is the loop of every whole-history read.
                 system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
                 yield system + ("}" if data == "{}" else "," + data[1:])
                 continue
             values = from_json(data)
             if wanted_set is not None:
                 values = {k: v for k, v in values.items() if k in wanted_set}
-                if not values:
-                    continue
-            row = {"_step": step, "_timestamp": timestamp, "_runtime": runtime, **values}
-            yield to_json(row) if as_json else row
+            if values or wanted_set is None:
+                yield _row(step, timestamp, runtime, values, as_json)
+
+
+def _system_json(step: int, timestamp: float, runtime: float) -> str:
+    """A JSON row's opening with its system keys, for the values' text to follow.
+    repr: the shortest text that reads back as the same float."""
+    return f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
+
+
+def _row(
+    step: int, timestamp: float, runtime: float, values: dict[str, Any], as_json: bool
+) -> dict[str, Any] | str:
+    row = {"_step": step, "_timestamp": timestamp, "_runtime": runtime, **values}
+    return to_json(row) if as_json else row
 
 
 def _pages(
@@ -367,9 +379,7 @@ def _selected_rows(
     for page in _pages(conn, spans, min_step, max_step, page_size, columns):
         for step, timestamp, runtime, fragment, stored in page:
             if fragment and as_json:
-                # repr: the shortest text that reads back as the same float.
-                system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
-                yield f"{system}{fragment}}}"
+                yield f"{_system_json(step, timestamp, runtime)}{fragment}}}"
                 continue
             if fragment:
                 values = from_json("{" + fragment[1:] + "}")
@@ -378,8 +388,7 @@ def _selected_rows(
             else:
                 continue  # the row holds none of the keys
             if values:
-                row = {"_step": step, "_timestamp": timestamp, "_runtime": runtime, **values}
-                yield to_json(row) if as_json else row
+                yield _row(step, timestamp, runtime, values, as_json)
 
 
 def own_row_values(

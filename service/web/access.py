@@ -43,7 +43,7 @@ class Access:
         A key or session that is offered but not valid raises Unauthenticated."""
         if self.keys is None:
             return LOCAL_OPERATOR
-        key = bearer_key(_header(headers, "authorization"))
+        key = bearer_key(header(headers, "authorization"))
         if key is not None:
             return self.keys.authenticate(key)
         token = session_token(headers)
@@ -82,7 +82,7 @@ class Access:
 
 
 def session_token(headers: Mapping[str, str]) -> str | None:
-    raw = _header(headers, "cookie")
+    raw = header(headers, "cookie")
     if not raw:
         return None
     try:
@@ -93,7 +93,8 @@ def session_token(headers: Mapping[str, str]) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, whatever the case of its name."""
     for key, value in headers.items():
         if key.lower() == name:
             return value

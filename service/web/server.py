@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError, Unauthenticated
-from runhistory.service.auth import Principal
+from runhistory.service.auth import KeyStore, Principal
 from runhistory.service.grpc_server import is_loopback
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
-from runhistory.service.web.access import Access
+from runhistory.service.web.access import Access, header
 from runhistory.service.web.api import WebApi, encode
 
 log = logging.getLogger(__name__)
@@ -255,8 +255,7 @@ def _local_target(target: str) -> str:
 def _same_origin(headers: Mapping[str, str]) -> None:
     """Refuse a form posted from another site's page (SameSite cookies aside, sign-in
     itself must not be triggerable cross-site)."""
-    origin = next((v for k, v in headers.items() if k.lower() == "origin"), None)
-    host = next((v for k, v in headers.items() if k.lower() == "host"), None)
+    origin, host = header(headers, "origin"), header(headers, "host")
     if origin is not None and origin != "null" and urlsplit(origin).netloc != host:
         raise InvalidArgument(f"a form from {origin} may not post to this server")
 
@@ -389,8 +388,6 @@ def start_web(
 def web_access(service: RunService, settings: Settings) -> tuple[Access, ssl.SSLContext | None]:
     """The web UI's access rules and TLS context, from the same settings as the gRPC server:
     the same keys (unless `require_keys` is off) and the same certificate."""
-    from runhistory.service.auth import KeyStore
-
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
