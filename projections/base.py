@@ -23,6 +23,10 @@ class Projection:
     """
 
     name: ClassVar[str]
+    # Raised when what the tables hold changes: a database whose read model was made by an
+    # earlier revision has no tracking row for this one, so the runner drops the tables and
+    # replays the log into them.
+    revision: ClassVar[int] = 1
     tables: ClassVar[tuple[Table, ...]]
     handlers: ClassVar[dict[type, Handler]]
     depends_on: ClassVar[tuple[str, ...]] = ()
@@ -34,6 +38,11 @@ class Projection:
             for attribute in vars(klass).values():
                 for event_class in getattr(attribute, "_handles", ()):
                     cls.handlers[event_class] = attribute
+
+    @classmethod
+    def tracking_key(cls) -> str:
+        """The projection's row in the tracking table."""
+        return cls.name if cls.revision == 1 else f"{cls.name}@{cls.revision}"
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
         handler = self.handlers.get(type(event))

@@ -7,38 +7,41 @@ rewind one segment row: neither copies nor deletes history.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Connection,
-    Text,
     and_,
-    case,
-    cast,
     func,
-    literal,
-    null,
     select,
-    type_coerce,
     update,
 )
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.run import Row, Run
+from runhistory.domain.series import (
+    TIMES,
+    TIMESTAMP,
+    RowTuple,
+    Series,
+    concat,
+    rows_of_series,
+    series_of_rows,
+    steps_between,
+    with_rows_holding_keys,
+)
 from runhistory.projections.base import Projection, from_json, on, to_json
-from runhistory.projections.schema import history, segments
+from runhistory.projections.schema import history, history_blocks, segments
 
 
 class HistoryProjection(Projection):
     name = "history"
-    tables = (segments, history)
+    revision = 2  # 2: rows also sealed into blocks by key
+    tables = (segments, history, history_blocks)
 
     @on(Run.Created)
     def _created(self, conn: Connection, event: Any, position: int) -> None:
@@ -52,13 +55,13 @@ class HistoryProjection(Projection):
     @on(Run.RowsLogged, Run.Finished, Run.Resumed)
     def _rows(self, conn: Connection, event: Any, position: int) -> None:
         if event.rows:
-            append_rows(conn, current_segment(conn, event.originator_id).id, event.rows)
+            append_rows(conn, current_segment(conn, event.originator_id), event.rows)
 
     @on(Run.Rewound)
     def _rewound(self, conn: Connection, event: Any, position: int) -> None:
         archived = current_segment(conn, event.originator_id)
         if event.rows:
-            append_rows(conn, archived.id, event.rows)
+            append_rows(conn, archived, event.rows)
         _start_segment(
             conn, position, event.originator_id, event.archived_version + 1, archived.id, event.step
         )
@@ -81,16 +84,27 @@ def _start_segment(
             parent_step=parent_step,
             own_rows=0,
             last_step=None,
+            sealed_rows=0,
+            sealed_step=None,
         )
     )
 
 
-def append_rows(conn: Connection, segment_id: int, rows: Sequence[Row]) -> None:
+# Rows are sealed into blocks once this many have gathered: a batch from the SDK is sealed
+# as it comes, rows logged one by one are sealed 256 at a time. Reads take the unsealed rest
+# (fewer than this) from the rows.
+SEAL_ROWS = 256
+
+
+def append_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
+    unsealed = segment.own_rows - segment.sealed_rows
+    sealing = unsealed + len(rows) >= SEAL_ROWS
+    earlier = _unsealed_rows(conn, segment.id, segment.sealed_step) if sealing and unsealed else []
     conn.execute(
         history.insert(),
         [
             {
-                "segment_id": segment_id,
+                "segment_id": segment.id,
                 "step": step,
                 "timestamp": timestamp,
                 "runtime": runtime,
@@ -99,10 +113,46 @@ def append_rows(conn: Connection, segment_id: int, rows: Sequence[Row]) -> None:
             for step, timestamp, runtime, values in rows
         ],
     )
+    own_rows = segment.own_rows + len(rows)
+    changes: dict[str, Any] = {"own_rows": own_rows, "last_step": rows[-1][0]}
+    if sealing:
+        _seal(conn, segment.id, [*earlier, *rows])
+        changes.update(sealed_rows=own_rows, sealed_step=rows[-1][0])
+    conn.execute(update(segments).where(segments.c.segment_id == segment.id).values(**changes))
+
+
+def _unsealed_rows(
+    conn: Connection, segment_id: int, after: int | None, upto: int | None = None
+) -> list[RowTuple]:
+    """A segment's rows with `after < step <= upto`, decoded: the rows not yet sealed, so
+    fewer than SEAL_ROWS."""
+    query = select(history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
+    query = query.where(history.c.segment_id == segment_id)
+    if after is not None:
+        query = query.where(history.c.step > after)
+    if upto is not None:
+        query = query.where(history.c.step <= upto)
+    return [
+        (step, timestamp, runtime, from_json(data))
+        for step, timestamp, runtime, data in conn.execute(query.order_by(history.c.step))
+    ]
+
+
+def _seal(conn: Connection, segment_id: int, rows: Sequence[RowTuple]) -> None:
     conn.execute(
-        update(segments)
-        .where(segments.c.segment_id == segment_id)
-        .values(own_rows=segments.c.own_rows + len(rows), last_step=rows[-1][0])
+        history_blocks.insert(),
+        [
+            {
+                "segment_id": segment_id,
+                "key": series.key,
+                "first_step": series.first_step,
+                "last_step": series.last_step,
+                "kind": series.kind,
+                "steps": series.steps,
+                "data": series.values,
+            }
+            for series in series_of_rows(rows)
+        ],
     )
 
 
@@ -118,6 +168,8 @@ class Segment:
     parent_step: int | None
     own_rows: int
     last_step: int | None
+    sealed_rows: int
+    sealed_step: int | None
 
 
 def _segment(row: Any) -> Segment:
@@ -132,6 +184,8 @@ _SEGMENT_COLUMNS = (
     segments.c.parent_step,
     segments.c.own_rows,
     segments.c.last_step,
+    segments.c.sealed_rows,
+    segments.c.sealed_step,
 )
 
 
@@ -172,6 +226,7 @@ class Span:
     segment_id: int
     after: int | None
     upto: int | None
+    sealed_step: int | None = None  # the segment's rows up to here are also in blocks
 
 
 def visible_spans(conn: Connection, segment: Segment, own_only: bool = False) -> list[Span]:
@@ -182,7 +237,7 @@ def visible_spans(conn: Connection, segment: Segment, own_only: bool = False) ->
     bound: int | None = None
     current = segment
     while True:
-        spans.append(Span(current.id, current.parent_step, bound))
+        spans.append(Span(current.id, current.parent_step, bound, current.sealed_step))
         if current.parent_segment is None:
             break
         parent = get_segment(conn, current.parent_segment)
@@ -207,47 +262,42 @@ def read_rows(
 ) -> Iterator[Any]:
     """Visible rows in step order, each `{"_step", "_timestamp", "_runtime", **values}`.
 
-    With `keys`, only rows holding at least one of them are returned, with only those keys.
-    With `as_json`, each row is its JSON text; without a key filter the stored text is
-    passed through undecoded, which makes reading whole histories several times faster.
-    With a key filter the database picks the keys out of the stored text where it can
-    (see `_selected_values`), so Python does not decode whole rows.
+    With `keys`, only rows holding at least one of them are returned, with only those keys;
+    they are read from the blocks by key (`read_series`). With `as_json`, each row is its
+    JSON text; without a key filter the stored text is passed through undecoded, which makes
+    reading whole histories several times faster.
     """
-    spans = visible_spans(conn, segment, own_only)
-    wanted = list(dict.fromkeys(keys)) if keys else None
-    if wanted is not None:
-        selected = _selected_values(conn, wanted)
-        if selected is not None:
-            yield from _selected_rows(
-                conn, spans, selected, wanted, min_step, max_step, page_size, as_json
-            )
-            return
-    wanted_set = set(wanted) if wanted is not None else None
-    for page in _pages(conn, spans, min_step, max_step, page_size):
+    if keys:
+        for page in read_series(conn, segment, keys, min_step, max_step, own_only):
+            for row in rows_of_series(page.series):
+                yield to_json(row) if as_json else row
+        return
+    for page in _pages(conn, visible_spans(conn, segment, own_only), min_step, max_step, page_size):
         for step, timestamp, runtime, data in page:
-            if as_json and wanted_set is None:
-                # `_system_json` inlined: this is the loop of every whole-history read.
+            if as_json:
+                # The stored text passed through: this is the loop of every whole-history read.
                 system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
                 yield system + ("}" if data == "{}" else "," + data[1:])
-                continue
-            values = from_json(data)
-            if wanted_set is not None:
-                values = {k: v for k, v in values.items() if k in wanted_set}
-            if values or wanted_set is None:
-                yield _row(step, timestamp, runtime, values, as_json)
+            else:
+                yield {
+                    "_step": step,
+                    "_timestamp": timestamp,
+                    "_runtime": runtime,
+                    **from_json(data),
+                }
 
 
-def _system_json(step: int, timestamp: float, runtime: float) -> str:
-    """A JSON row's opening with its system keys, for the values' text to follow.
-    repr: the shortest text that reads back as the same float."""
-    return f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
-
-
-def _row(
-    step: int, timestamp: float, runtime: float, values: dict[str, Any], as_json: bool
-) -> dict[str, Any] | str:
-    row = {"_step": step, "_timestamp": timestamp, "_runtime": runtime, **values}
-    return to_json(row) if as_json else row
+def _clipped(
+    span: Span, min_step: int | None, max_step: int | None
+) -> tuple[int | None, int | None]:
+    """The span's steps within [min_step, max_step], as `after < step <= upto`."""
+    low = span.after
+    if min_step is not None and (low is None or low < min_step - 1):
+        low = min_step - 1
+    high = span.upto
+    if max_step is not None and (high is None or high > max_step):
+        high = max_step
+    return low, high
 
 
 def _pages(
@@ -264,12 +314,7 @@ def _pages(
     outer query over the page: PostgreSQL may sort before it limits (a top-N heapsort over
     every row after the page's start), and would compute them for all those rows."""
     for span in spans:
-        low = span.after
-        if min_step is not None and (low is None or low < min_step - 1):
-            low = min_step - 1
-        high = span.upto
-        if max_step is not None and (high is None or high > max_step):
-            high = max_step
+        low, high = _clipped(span, min_step, max_step)
         while True:
             query = select(history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
             query = query.where(history.c.segment_id == span.segment_id)
@@ -289,106 +334,110 @@ def _pages(
             low = page[-1][0]
 
 
-# ---- selected keys, picked out by the database -----------------------------------------
-#
-# Reading one key of rows that hold ten would otherwise decode all ten in Python, keep one
-# and encode it again (75% of the server's time reading one key of a 100k-step run). The
-# database's JSON operators return a value's text exactly as stored, so for JSON rows the
-# server only glues the step, timestamp and runtime to it, and for dict rows Python decodes
-# only the picked values. Two cases stay with Python's decoder of whole rows:
-#
-# - rows that are not standard JSON: Python writes NaN and +/-Infinity as bare words, which
-#   SQLite before 3.42 (JSON5) and PostgreSQL refuse. Such rows come back undecoded and
-#   are filtered in Python, as on the generic path.
-# - on SQLite, keys whose JSON text is not the key itself between quotes (quotes,
-#   backslashes, control or non-ASCII characters): SQLite 3.40 compares a path's key with
-#   the stored key's escaped text and has no escapes in paths, so such a key could not be
-#   named reliably. A request with one reads through the generic path.
+# ---- by key: the sealed blocks and the unsealed rest -----------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class _Selected:
-    """Columns that give, per row, either `fragment`: `,"key":value` for each wanted key the
-    row holds ('' for none), or, for a row the database cannot parse, `stored`: its text."""
+class SeriesPage:
+    """Some keys' points with steps in a run of a read, and the two time series."""
 
-    fragment: ColumnElement[Any]
-    stored: ColumnElement[Any]
-
-
-def _selected_values(
-    conn: Connection, keys: Sequence[str]
-) -> Callable[[ColumnElement[Any]], _Selected] | None:
-    """What makes the columns for `keys` of a row text column on this database, or None
-    where the database cannot pick them out."""
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        # `->` (JSON text of a value) needs 3.38; the keys must be nameable in a path.
-        version = conn.dialect.server_version_info or (0,)
-        if version < (3, 38) or not all(key and to_json(key) == f'"{key}"' for key in keys):
-            return None
-
-        def parses(data: ColumnElement[Any]) -> ColumnElement[Any]:
-            return func.json_valid(data) == 1
-
-        def value(data: ColumnElement[Any], key: str) -> ColumnElement[Any]:
-            return type_coerce(data.op("->")(f'$."{key}"'), Text)
-
-    elif dialect == "postgresql":
-        # json (not jsonb) keeps each value's text as written. No json_valid before
-        # PostgreSQL 16: rows with the words NaN or Infinity anywhere (also inside a string,
-        # harmlessly) are left to Python, and every other row Python wrote is valid JSON.
-        def parses(data: ColumnElement[Any]) -> ColumnElement[Any]:
-            return and_(~data.contains("NaN"), ~data.contains("Infinity"))
-
-        def value(data: ColumnElement[Any], key: str) -> ColumnElement[Any]:
-            return cast(cast(data, JSON).op("->")(key), Text)
-
-    else:
-        return None
-
-    def selected(data: ColumnElement[Any]) -> _Selected:
-        parts = [
-            func.coalesce(literal(f",{to_json(key)}:", Text) + value(data, key), "") for key in keys
-        ]
-        valid = parses(data)
-        return _Selected(
-            fragment=case((valid, reduce(operator.add, parts)), else_=null()),
-            stored=case((valid, null()), else_=data),
-        )
-
-    return selected
+    upto: int  # the page holds every point of its keys up to this step
+    series: list[Series]
 
 
-def _selected_rows(
+def read_series(
     conn: Connection,
-    spans: Sequence[Span],
-    selected: Callable[[ColumnElement[Any]], _Selected],
-    keys: Sequence[str],
-    min_step: int | None,
-    max_step: int | None,
-    page_size: int,
-    as_json: bool,
-) -> Iterator[Any]:
-    """`read_rows` with a key filter, the values picked out by the database."""
-    wanted = set(keys)
+    segment: Segment,
+    keys: Sequence[str] | None = None,
+    min_step: int | None = None,
+    max_step: int | None = None,
+    own_only: bool = False,
+    page_points: int = 1_000_000,
+) -> Iterator[SeriesPage]:
+    """The visible history as in `read_rows`, key by key in pages of about `page_points`
+    points, in step order: the `_timestamp` and `_runtime` series with a point per row and
+    one series per key (only `keys`, if given) with a point per row that holds the key."""
+    wanted = list(dict.fromkeys(keys)) if keys else None
+    for span in visible_spans(conn, segment, own_only):
+        low, high = _clipped(span, min_step, max_step)
+        sealed = span.sealed_step
+        if sealed is not None and (low is None or low < sealed):
+            upto = sealed if high is None else min(high, sealed)
+            yield from _sealed_pages(conn, span.segment_id, wanted, low, upto, page_points)
+            low = sealed if low is None else max(low, sealed)
+        if high is not None and low is not None and low >= high:
+            continue
+        rows = _unsealed_rows(conn, span.segment_id, low, high)
+        if rows:
+            yield _page(rows[-1][0], series_of_rows(rows, wanted), wanted)
 
-    def columns(row: Any) -> tuple[ColumnElement[Any], ...]:
-        values = selected(row.data)
-        return (row.step, row.timestamp, row.runtime, values.fragment, values.stored)
 
-    for page in _pages(conn, spans, min_step, max_step, page_size, columns):
-        for step, timestamp, runtime, fragment, stored in page:
-            if fragment and as_json:
-                yield f"{_system_json(step, timestamp, runtime)}{fragment}}}"
-                continue
-            if fragment:
-                values = from_json("{" + fragment[1:] + "}")
-            elif stored is not None:
-                values = {k: v for k, v in from_json(stored).items() if k in wanted}
-            else:
-                continue  # the row holds none of the keys
-            if values:
-                yield _row(step, timestamp, runtime, values, as_json)
+def _sealed_pages(
+    conn: Connection,
+    segment_id: int,
+    wanted: Sequence[str] | None,
+    low: int | None,
+    high: int,
+    page_points: int,
+) -> Iterator[SeriesPage]:
+    blocks = history_blocks.c
+    in_segment = blocks.segment_id == segment_id
+    if wanted is None:
+        width = conn.execute(
+            select(func.count(blocks.key.distinct())).where(in_segment)
+        ).scalar_one()
+        keys = None
+    else:
+        width = len(wanted) + len(TIMES)
+        keys = [*TIMES, *wanted]
+    page_rows = max(1, page_points // max(width, 1))
+    while low is None or low < high:
+        upto = _page_end(conn, segment_id, low, high, page_rows)
+        if upto is None:
+            return
+        query = select(blocks.key, blocks.kind, blocks.steps, blocks.data).where(
+            in_segment, blocks.first_step <= upto
+        )
+        if low is not None:
+            query = query.where(blocks.last_step > low)
+        if keys is not None:
+            query = query.where(blocks.key.in_(keys))
+        parts: dict[str, list[Series]] = {}
+        for key, kind, steps, values in conn.execute(query.order_by(blocks.key, blocks.last_step)):
+            parts.setdefault(key, []).append(Series(key, bytes(steps), kind, bytes(values)))
+        order = keys if keys is not None else sorted(parts, key=lambda k: (k not in TIMES, k))
+        series = [concat(parts[key]).between(low, upto) for key in order if key in parts]
+        yield _page(upto, [s for s in series if len(s)], wanted)
+        low = upto
+
+
+def _page(upto: int, series: list[Series], wanted: Sequence[str] | None) -> SeriesPage:
+    return SeriesPage(upto, series if wanted is None else with_rows_holding_keys(series))
+
+
+def _page_end(
+    conn: Connection, segment_id: int, low: int | None, high: int, rows: int
+) -> int | None:
+    """The step of the `rows`-th row after `low`, or of the last row up to `high` if there
+    are fewer; None if there is none."""
+    blocks = history_blocks.c
+    query = select(blocks.steps).where(
+        blocks.segment_id == segment_id, blocks.key == TIMESTAMP, blocks.first_step <= high
+    )
+    if low is not None:
+        query = query.where(blocks.last_step > low)
+    end = None
+    result = conn.execute(query.order_by(blocks.last_step))
+    try:
+        for packed in result.scalars():
+            steps = steps_between(bytes(packed), low, high)
+            if len(steps) >= rows:
+                return steps[rows - 1]
+            if steps:
+                end, rows = steps[-1], rows - len(steps)
+    finally:
+        result.close()
+    return end
 
 
 def own_row_values(

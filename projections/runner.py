@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from runhistory.domain.errors import DeadlineExceeded, OutOfRange
 from runhistory.domain.run import Run
@@ -85,11 +85,28 @@ class ProjectionRunner:
         self._ensure_tracking_rows()
 
     def _ensure_tracking_rows(self) -> None:
+        """A projection without a tracking row starts from the beginning of the log: it is
+        new, or its revision is, and its tables (if an earlier revision made them) are
+        made anew. Only that projection replays; the others keep their positions."""
         with self.db.write() as conn:
             known = set(conn.execute(select(tracking.c.projection)).scalars())
-            missing = [p.name for p in self.projections if p.name not in known]
-            if missing:
-                conn.execute(tracking.insert(), [{"projection": n, "position": 0} for n in missing])
+            missing = [p for p in self.projections if p.tracking_key() not in known]
+            if not missing:
+                return
+            for p in missing:
+                log.info(
+                    "the %s read model is new at revision %d: replaying the log", p.name, p.revision
+                )
+            tables = [table for p in missing for table in p.tables]
+            metadata.drop_all(conn, tables=tables)
+            metadata.create_all(conn, tables=tables)
+            names = [p.name for p in missing]
+            earlier = [k for k in known if k.partition("@")[0] in names]
+            conn.execute(delete(tracking).where(tracking.c.projection.in_(earlier)))
+            conn.execute(
+                tracking.insert(),
+                [{"projection": p.tracking_key(), "position": 0} for p in missing],
+            )
 
     # ---- applying events ---------------------------------------------------------------
 
@@ -101,7 +118,7 @@ class ProjectionRunner:
 
     def _positions(self, conn: Connection, lock: bool = False) -> dict[str, int]:
         query = select(tracking.c.projection, tracking.c.position).where(
-            tracking.c.projection.in_([p.name for p in self.projections])
+            tracking.c.projection.in_([p.tracking_key() for p in self.projections])
         )
         if lock and not self.db.is_sqlite:
             query = query.with_for_update()
@@ -131,7 +148,7 @@ class ProjectionRunner:
                         break
                     for position, event in page:
                         for projection in self.projections:
-                            if position > positions[projection.name]:
+                            if position > positions[projection.tracking_key()]:
                                 projection.process(conn, event, position)
                     last = page[-1][0]
                     conn.execute(

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -45,6 +46,9 @@ segments = Table(
     Column("parent_step", BigInteger),
     Column("own_rows", BigInteger, nullable=False),
     Column("last_step", BigInteger),
+    # Own rows up to `sealed_step` are also in rh_history_blocks; the rest only in rows.
+    Column("sealed_rows", BigInteger, nullable=False),
+    Column("sealed_step", BigInteger),
     UniqueConstraint("run_uuid", "version", name="rh_segments_run_version"),
 )
 
@@ -56,6 +60,27 @@ history = Table(
     Column("timestamp", Float, nullable=False),
     Column("runtime", Float, nullable=False),
     Column("data", Text, nullable=False),
+)
+
+# The same rows key by key, for reads of some keys and for the column-wise ReadHistory: a
+# block is one key's points in a run of a segment's rows, packed as in domain/series.py.
+# `_timestamp` and `_runtime` are blocks too, with a point for every row.
+history_blocks = Table(
+    "rh_history_blocks",
+    metadata,
+    Column("segment_id", BigInteger, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("first_step", BigInteger, primary_key=True),
+    Column("last_step", BigInteger, nullable=False),
+    Column("kind", String(1), nullable=False),
+    Column("steps", LargeBinary, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # the values, packed as `kind` says
+)
+Index(
+    "rh_history_blocks_end",
+    history_blocks.c.segment_id,
+    history_blocks.c.key,
+    history_blocks.c.last_step,
 )
 
 # ---- summaries -------------------------------------------------------------------------

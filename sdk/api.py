@@ -75,15 +75,17 @@ def _history_request(
         own_only=bool(own_only),
         version=version or 0,
         min_position=min_position,
-        json=True,  # several times faster to decode than typed rows
+        series=True,  # packed key by key: the fastest to send and to decode
+        json=True,  # what a server from before `series` sends instead of typed rows
     )
 
 
 def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest:
     resumed = pb.HistoryRequest()
     resumed.CopyFrom(request)
-    rows = chunk_rows(last)
-    if rows:
+    if last.series:
+        resumed.min_step = last.upto_step + 1
+    elif rows := chunk_rows(last):
         resumed.min_step = rows[-1]["_step"] + 1
     return resumed
 

@@ -455,11 +455,20 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> Iterator[pb.HistoryChunk]:
+        path = _allowed(caller, request.path, READ)
+        min_position = self._wait(request.min_position)
+        if request.series:
+            pages = self.service.scan_series(
+                path, min_position=min_position, **_history_options(request)
+            )
+            for page in pages:
+                if page.series:
+                    yield pb.HistoryChunk(
+                        series=[wire.series_to_proto(s) for s in page.series], upto_step=page.upto
+                    )
+            return
         rows = self.service.scan_history(
-            _allowed(caller, request.path, READ),
-            min_position=self._wait(request.min_position),
-            as_json=request.json,
-            **_history_options(request),
+            path, min_position=min_position, as_json=request.json, **_history_options(request)
         )
         yield from _json_chunks(rows) if request.json else _chunks(rows)
 

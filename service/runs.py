@@ -79,7 +79,9 @@ class RunService:
         self.runner = ProjectionRunner(self.store, self.db, inline=projections)
         self._locks: defaultdict[UUID, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
-        self._written = 0
+        # Reads wait for what was acknowledged before this process started, too: after a
+        # restart or an upgrade that replays a read model, they never see less than that.
+        self._written = self.store.last_position()
         if background and projections:
             self.runner.start()
 
@@ -398,6 +400,21 @@ class RunService:
 
     def history(self, path: RunPath, **options: Any) -> list[dict[str, Any]]:
         return list(self.scan_history(path, **options))
+
+    def scan_series(
+        self,
+        path: RunPath,
+        keys: Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+        version: int | None = None,
+        min_position: int | None = None,
+    ) -> Iterator[history.SeriesPage]:
+        """The rows of `scan_history` key by key, in pages of packed series."""
+        with self._reading(min_position) as conn:
+            segment = self._segment(conn, path, version)
+            yield from history.read_series(conn, segment, keys, min_step, max_step, own_only)
 
     def summary(
         self, path: RunPath, version: int | None = None, min_position: int | None = None

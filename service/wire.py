@@ -8,6 +8,7 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
 from runhistory.domain.run import LogCall
+from runhistory.domain.series import FLOATS, INTS, JSON, Series, rows_of_series
 from runhistory.protos import runhistory_pb2 as pb
 
 
@@ -61,7 +62,29 @@ def row_from_proto(row: pb.Row) -> dict[str, Any]:
     }
 
 
+_SERIES_FIELDS = {FLOATS: "floats", INTS: "ints", JSON: "json"}
+_SERIES_KINDS = {field: kind for kind, field in _SERIES_FIELDS.items()}
+
+
+def series_to_proto(series: Series) -> pb.Series:
+    return pb.Series(
+        key=series.key, steps=series.steps, **{_SERIES_FIELDS[series.kind]: series.values}
+    )
+
+
+def series_from_proto(message: pb.Series) -> Series:
+    field = message.WhichOneof("values")
+    if field is None or len(message.steps) % 8:
+        raise InvalidArgument(
+            f"series {message.key!r} is malformed: steps must be int64s, values set"
+        )
+    return Series(message.key, message.steps, _SERIES_KINDS[field], getattr(message, field))
+
+
 def chunk_rows(chunk: pb.HistoryChunk) -> list[dict[str, Any]]:
+    """The rows of a chunk in any of its forms."""
+    if chunk.series:
+        return rows_of_series([series_from_proto(s) for s in chunk.series])
     if chunk.rows_json:
         return json.loads(chunk.rows_json)
     return [row_from_proto(row) for row in chunk.rows]

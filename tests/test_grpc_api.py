@@ -308,6 +308,33 @@ def test_history_filters(stub) -> None:
     assert len(chunks) == 3 and sum(len(c.rows) for c in chunks) == 3000
 
 
+def test_series_form_matches_the_json_rows(stub) -> None:
+    s = init(stub, "series")
+    rows = [
+        {"a": i, "f": i / 7, "s": f"#{i}"} | ({"eval": i % 2 == 0} if i % 100 == 0 else {})
+        for i in range(3000)
+    ]
+    log(stub, s, *rows[:2500])  # sealed into blocks by key
+    log(stub, s, *rows[2500:])  # and these sealed too, but for the last few
+    log(stub, s, *rows[:5])  # steps 3000..3004: not sealed yet
+    for fields in (
+        {},
+        {"keys": ["f"]},
+        {"keys": ["eval", "s"]},
+        {"keys": ["eval"], "min_step": 150, "max_step": 2950},
+        {"keys": ["missing"]},
+        {"min_step": 2990},
+    ):
+        as_series = history(stub, s.path, series=True, **fields)
+        assert as_series == history(stub, s.path, json=True, **fields), fields
+    chunks = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, series=True, keys=["a"])))
+    assert {series.key for series in chunks[0].series} == {"_timestamp", "_runtime", "a"}
+    assert chunks[-1].upto_step == 3004
+    sparse = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, series=True, keys=["eval"])))
+    # Times only for the rows that hold the key (every 100th and step 3000), not for all.
+    assert sum(len(c.series[0].steps) // 8 for c in sparse) == 31
+
+
 def test_events_follow_streams_new_events(stub) -> None:
     s = init(stub, "tail")
     stream = stub.ReadEvents(pb.EventsRequest(start=0, path=s.path, follow=True))
@@ -380,9 +407,11 @@ def test_json_forms_of_calls_and_rows_match_the_typed_ones(stub) -> None:
     assert ack.rows == 2 and ack.next_step == 8
     typed = history(stub, s.path)
     as_json = history(stub, s.path, json=True)
+    as_series = history(stub, s.path, series=True, json=True)  # series wins
     assert [r["_step"] for r in as_json] == [0, 7]
     assert math.isnan(as_json[0].pop("f")) and math.isnan(typed[0].pop("f"))
-    assert as_json == typed and isinstance(as_json[0]["x"], int)
+    assert math.isnan(as_series[0].pop("f"))
+    assert as_json == typed == as_series and isinstance(as_json[0]["x"], int)
     assert history(stub, s.path, json=True, keys=["s"]) == [
         {"_step": 0, "_timestamp": T0, "_runtime": typed[0]["_runtime"], "s": "a"}
     ]

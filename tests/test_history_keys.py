@@ -1,7 +1,8 @@
-"""Reading selected keys as JSON: the database picks the values out of the stored rows
-(SQLite's `->`, PostgreSQL's json `->`), Python decodes the rows the database cannot parse
-(NaN, +/-Infinity) and the keys SQLite cannot name. Every read here must equal the
-Python-decoded whole history filtered in Python, value for value and type for type."""
+"""Reading selected keys: rows are sealed into blocks by key (domain/series.py) once enough
+have gathered, and reads of some keys take the sealed rows from the blocks and the rest
+from the rows. Every read here must equal the Python-decoded whole history filtered in
+Python, value for value and type for type, whether its rows are sealed or not.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 import runhistory
 from runhistory.domain.identity import RunPath
 from runhistory.domain.run import LogCall
-from runhistory.projections import history
+from runhistory.domain.series import rows_of_series
+from runhistory.projections import history, schema
 from runhistory.service.grpc_server import RunningServer, start_server
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
@@ -103,21 +106,45 @@ def log_rows(service: RunService, path: RunPath, writer: Any, rows: list, first:
     service.log(path, calls, writer=writer)
 
 
-@pytest.fixture
-def run(service: RunService) -> RunPath:
+# How the rows reach the read model: ROWS are always steps 0..9, then repeated.
+LAYOUTS = {
+    "rows": (1, 1),  # ten rows in one batch: too few to seal, read from the rows
+    "blocks": (30, 1),  # 300 rows in one batch: sealed as they come
+    "gathered": (30, 30),  # 30 batches of ten: the first 260 sealed together, 40 left as rows
+}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def run(service: RunService, request: pytest.FixtureRequest) -> RunPath:
+    repeats, batches = LAYOUTS[request.param]
     session = service.init("ent", "proj", "keys", started_at=T0)
-    log_rows(service, session.path, session.writer, ROWS, 0)
+    rows = ROWS * repeats
+    size = len(rows) // batches
+    for first in range(0, len(rows), size):
+        log_rows(service, session.path, session.writer, rows[first : first + size], first)
     service.finish(session.path, writer=session.writer)
     return session.path
 
 
-def test_the_database_picks_keys_out_where_it_can(service: RunService, backend: str) -> None:
-    # Guards the tests below: on SQLite and PostgreSQL they must exercise the fast path.
-    with service.db.read() as conn:
-        assert history._selected_values(conn, ["f", "n.y.z", "dot.ted"]) is not None
-        # SQLite 3.40 cannot name keys whose JSON text has escapes; PostgreSQL can.
-        assert (history._selected_values(conn, [UNICODE]) is not None) == (backend == "postgres")
-        assert (history._selected_values(conn, [QUOTE]) is not None) == (backend == "postgres")
+def test_sealed_rows_are_read_from_the_blocks(service: RunService) -> None:
+    session = service.init("ent", "proj", "sealed", started_at=T0)
+    log_rows(service, session.path, session.writer, ROWS * 30, 0)
+    log_rows(service, session.path, session.writer, ROWS, 300)  # the unsealed rest
+    before = read_json(service, session.path, ["f", "s"])
+    with service.db.write() as conn:
+        segment = RunService._segment(conn, session.path, None)
+        # The last row of a batch waits for the next step (W&B's rule), so 299 rows.
+        assert (segment.sealed_rows, segment.sealed_step) == (299, 298)
+        # Take the sealed rows out of the row table: keyed reads must not need them.
+        conn.execute(
+            delete(schema.history).where(
+                schema.history.c.segment_id == segment.id, schema.history.c.step <= 298
+            )
+        )
+    assert service.history(session.path, max_step=298) == []
+    assert exact(read_json(service, session.path, ["f", "s"])) == exact(before)
+    # Unsealed: 299..308, of which 308 holds neither key.
+    assert [row["_step"] for row in before if row["_step"] > 298] == list(range(299, 308))
 
 
 @pytest.mark.parametrize("keys", KEY_SETS, ids=lambda keys: ",".join(keys))
@@ -131,7 +158,8 @@ def test_selected_keys_as_json_equal_the_decoded_history(
 
 
 def test_values_come_back_as_logged(service: RunService, run: RunPath) -> None:
-    rows = {row["_step"]: row for row in read_json(service, run, ["f", "i", "b", "s", "big"])}
+    keys = ["f", "i", "b", "s", "big"]
+    rows = {row["_step"]: row for row in read_json(service, run, keys, max_step=9)}
     assert exact(rows[0]) == exact(
         {
             "_step": 0,
@@ -155,7 +183,7 @@ def test_values_come_back_as_logged(service: RunService, run: RunPath) -> None:
     assert [row["_timestamp"] for row in rows.values()] == [
         T0 + step / 3 for step in (0, 1, 2, 3, 4, 5, 6, 7, 9)
     ]
-    nested = read_json(service, run, ["n.x", "n.y.z", UNICODE, QUOTE])
+    nested = read_json(service, run, ["n.x", "n.y.z", UNICODE, QUOTE], max_step=9)
     assert exact([{k: v for k, v in row.items() if k[0] != "_"} for row in nested]) == exact(
         [
             {"n.x": 2, "n.y.z": "deep", UNICODE: "ü", QUOTE: 1},
@@ -174,14 +202,17 @@ def test_step_bounds(service: RunService, run: RunPath) -> None:
         assert read[0]["_step"] >= 2
 
 
-def test_pages(service: RunService, run: RunPath) -> None:
-    """Rows split over many pages, each page holding NaN rows and rows without the key."""
+@pytest.mark.parametrize("page_points", [1, 7, 50])
+def test_pages(service: RunService, run: RunPath, page_points: int) -> None:
+    """Series split over many pages, cut inside blocks, with NaN rows and rows without the
+    key in them."""
     with service._reading(None) as conn:
         segment = RunService._segment(conn, run, None)
-        paged = list(history.read_rows(conn, segment, ["f", "s"], page_size=2, as_json=True))
-    assert exact([json.loads(text) for text in paged]) == exact(
-        expected(service.history(run), ["f", "s"])
-    )
+        pages = list(history.read_series(conn, segment, ["f", "s"], page_points=page_points))
+    assert len(pages) > 1 or segment.sealed_step is None
+    assert [page.upto for page in pages] == sorted({page.upto for page in pages})
+    rows = [row for page in pages for row in rows_of_series(page.series)]
+    assert exact(rows) == exact(expected(service.history(run), ["f", "s"]))
 
 
 def test_rewinds_and_forks(service: RunService, run: RunPath) -> None:
@@ -228,7 +259,7 @@ def server(database: str) -> Iterator[RunningServer]:
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgres"], indirect=True)
 def test_sdk_reads_the_same_values(server: RunningServer, database: str) -> None:
     run = runhistory.init(entity="ent", project="proj", id="sdk", address=server.address)
-    for row in ROWS:
+    for row in ROWS * 30:
         run.log(row)
     run.finish()
     with runhistory.Api(address=server.address) as api:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from runhistory.domain.run import LogCall, Run
 from runhistory.projections.database import Database
 from runhistory.projections.runner import ALL_PROJECTIONS, ProjectionRunner
+from runhistory.projections.schema import tracking
 from runhistory.projections.summary import SummaryProjection
 from runhistory.service.application import RunEvents, event_store_env
 from runhistory.service.runs import RunService
@@ -131,3 +134,29 @@ def test_sigkill_mid_catch_up_resumes_equal_to_rebuild(tmp_path: Path) -> None:
     store.close()
     assert 0 < start < total, "the worker should have been killed part way through"
     assert resumed == rebuilt_checksums(db_file)
+
+
+def test_a_new_revision_replays_its_projection_alone(tmp_path: Path) -> None:
+    """A database whose history read model an earlier revision made (no blocks by key, a
+    tracking row named `history`) is brought up to date on opening: that read model is made
+    anew from the log, the others keep their positions."""
+    db_file = tmp_path / "rh.db"
+    write_events(db_file)
+    store, runner = open_runner(db_file)
+    runner.catch_up()
+    current = runner.checksums()
+    last = store.last_position()
+    store.close()
+    with sqlite3.connect(db_file) as conn:  # what revision 1 left behind
+        conn.execute("DROP TABLE rh_history_blocks")
+        conn.execute("DELETE FROM rh_history WHERE step > 10")
+        conn.execute("UPDATE rh_tracking SET projection = 'history' WHERE projection = 'history@2'")
+
+    store, runner = open_runner(db_file)
+    with runner.db.read() as conn:
+        positions = dict(conn.execute(select(tracking.c.projection, tracking.c.position)).all())
+    assert positions.pop("history@2") == 0 and "history" not in positions
+    assert set(positions.values()) == {last}  # nothing else replays
+    runner.catch_up()
+    assert runner.checksums() == current
+    store.close()
