@@ -1,25 +1,22 @@
-"""The history read model: run versions as segments, and their rows.
+"""The history read model: run versions as segments, and their rows key by key.
 
 Reading a run's history walks its chain of segments from the root down, taking from each
 the rows between its parent's bound and its own bound. A fork costs one segment row, a
 rewind one segment row: neither copies nor deletes history.
+
+A segment's rows are kept as blocks by key (see `schema.history_blocks`), sealed a batch at
+a time; rows logged one by one wait in a short tail of JSON rows until SEAL_ROWS of them
+can be sealed together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    and_,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.run import Row, Run
@@ -35,13 +32,13 @@ from runhistory.domain.series import (
     with_rows_holding_keys,
 )
 from runhistory.projections.base import Projection, from_json, on, to_json
-from runhistory.projections.schema import history, history_blocks, segments
+from runhistory.projections.schema import history_blocks, history_tail, segments
 
 
 class HistoryProjection(Projection):
     name = "history"
-    revision = 2  # 2: rows also sealed into blocks by key
-    tables = (segments, history, history_blocks)
+    revision = 2  # 2: rows kept as blocks by key
+    tables = (segments, history_blocks, history_tail)
 
     @on(Run.Created)
     def _created(self, conn: Connection, event: Any, position: int) -> None:
@@ -91,50 +88,51 @@ def _start_segment(
 
 
 # Rows are sealed into blocks once this many have gathered: a batch from the SDK is sealed
-# as it comes, rows logged one by one are sealed 256 at a time. Reads take the unsealed rest
-# (fewer than this) from the rows.
+# as it comes, rows logged one by one wait in the tail and are sealed 256 at a time.
 SEAL_ROWS = 256
 
 
 def append_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
-    unsealed = segment.own_rows - segment.sealed_rows
-    sealing = unsealed + len(rows) >= SEAL_ROWS
-    earlier = _unsealed_rows(conn, segment.id, segment.sealed_step) if sealing and unsealed else []
-    conn.execute(
-        history.insert(),
-        [
-            {
-                "segment_id": segment.id,
-                "step": step,
-                "timestamp": timestamp,
-                "runtime": runtime,
-                "data": to_json(values),
-            }
-            for step, timestamp, runtime, values in rows
-        ],
-    )
+    waiting = segment.own_rows - segment.sealed_rows
     own_rows = segment.own_rows + len(rows)
     changes: dict[str, Any] = {"own_rows": own_rows, "last_step": rows[-1][0]}
-    if sealing:
-        _seal(conn, segment.id, [*earlier, *rows])
+    if waiting + len(rows) < SEAL_ROWS:
+        conn.execute(
+            history_tail.insert(),
+            [
+                {
+                    "segment_id": segment.id,
+                    "step": step,
+                    "timestamp": timestamp,
+                    "runtime": runtime,
+                    "data": to_json(values),
+                }
+                for step, timestamp, runtime, values in rows
+            ],
+        )
+    else:
+        tail = _tail_rows(conn, segment.id, segment.sealed_step) if waiting else []
+        _seal(conn, segment.id, [*tail, *rows])
+        if waiting:
+            conn.execute(delete(history_tail).where(history_tail.c.segment_id == segment.id))
         changes.update(sealed_rows=own_rows, sealed_step=rows[-1][0])
     conn.execute(update(segments).where(segments.c.segment_id == segment.id).values(**changes))
 
 
-def _unsealed_rows(
+def _tail_rows(
     conn: Connection, segment_id: int, after: int | None, upto: int | None = None
 ) -> list[RowTuple]:
-    """A segment's rows with `after < step <= upto`, decoded: the rows not yet sealed, so
-    fewer than SEAL_ROWS."""
-    query = select(history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
-    query = query.where(history.c.segment_id == segment_id)
+    """A segment's rows in the tail with `after < step <= upto`, decoded."""
+    tail = history_tail.c
+    query = select(tail.step, tail.timestamp, tail.runtime, tail.data)
+    query = query.where(tail.segment_id == segment_id)
     if after is not None:
-        query = query.where(history.c.step > after)
+        query = query.where(tail.step > after)
     if upto is not None:
-        query = query.where(history.c.step <= upto)
+        query = query.where(tail.step <= upto)
     return [
         (step, timestamp, runtime, from_json(data))
-        for step, timestamp, runtime, data in conn.execute(query.order_by(history.c.step))
+        for step, timestamp, runtime, data in conn.execute(query.order_by(tail.step))
     ]
 
 
@@ -257,34 +255,14 @@ def read_rows(
     min_step: int | None = None,
     max_step: int | None = None,
     own_only: bool = False,
-    page_size: int = 10_000,
     as_json: bool = False,
 ) -> Iterator[Any]:
-    """Visible rows in step order, each `{"_step", "_timestamp", "_runtime", **values}`.
-
-    With `keys`, only rows holding at least one of them are returned, with only those keys;
-    they are read from the blocks by key (`read_series`). With `as_json`, each row is its
-    JSON text; without a key filter the stored text is passed through undecoded, which makes
-    reading whole histories several times faster.
-    """
-    if keys:
-        for page in read_series(conn, segment, keys, min_step, max_step, own_only):
-            for row in rows_of_series(page.series):
-                yield to_json(row) if as_json else row
-        return
-    for page in _pages(conn, visible_spans(conn, segment, own_only), min_step, max_step, page_size):
-        for step, timestamp, runtime, data in page:
-            if as_json:
-                # The stored text passed through: this is the loop of every whole-history read.
-                system = f'{{"_step":{step},"_timestamp":{timestamp!r},"_runtime":{runtime!r}'
-                yield system + ("}" if data == "{}" else "," + data[1:])
-            else:
-                yield {
-                    "_step": step,
-                    "_timestamp": timestamp,
-                    "_runtime": runtime,
-                    **from_json(data),
-                }
+    """Visible rows in step order, each `{"_step", "_timestamp", "_runtime", **values}`, or
+    with `as_json` its JSON text. With `keys`, only rows holding at least one of them, with
+    only those keys."""
+    for page in read_series(conn, segment, keys, min_step, max_step, own_only):
+        rows = rows_of_series(page.series)
+        yield from map(to_json, rows) if as_json else rows
 
 
 def _clipped(
@@ -300,41 +278,7 @@ def _clipped(
     return low, high
 
 
-def _pages(
-    conn: Connection,
-    spans: Sequence[Span],
-    min_step: int | None,
-    max_step: int | None,
-    page_size: int,
-    derive: Callable[[Any], Sequence[ColumnElement[Any]]] | None = None,
-) -> Iterator[Sequence[Any]]:
-    """The rows of the spans within [min_step, max_step] in step order, `page_size` at a
-    time, each `(step, timestamp, runtime, data)`, or with `derive` the columns it makes
-    of a page's columns (the first must be the step). Derived columns are computed in an
-    outer query over the page: PostgreSQL may sort before it limits (a top-N heapsort over
-    every row after the page's start), and would compute them for all those rows."""
-    for span in spans:
-        low, high = _clipped(span, min_step, max_step)
-        while True:
-            query = select(history.c.step, history.c.timestamp, history.c.runtime, history.c.data)
-            query = query.where(history.c.segment_id == span.segment_id)
-            if low is not None:
-                query = query.where(history.c.step > low)
-            if high is not None:
-                query = query.where(history.c.step <= high)
-            query = query.order_by(history.c.step).limit(page_size)
-            if derive is not None:
-                rows = query.subquery()
-                query = select(*derive(rows.c)).order_by(rows.c.step)
-            page = conn.execute(query).all()
-            if page:
-                yield page
-            if len(page) < page_size:
-                break
-            low = page[-1][0]
-
-
-# ---- by key: the sealed blocks and the unsealed rest -----------------------------------
+# ---- by key: the sealed blocks and the tail -------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +289,9 @@ class SeriesPage:
     series: list[Series]
 
 
+DEFAULT_PAGE_POINTS = 1_000_000
+
+
 def read_series(
     conn: Connection,
     segment: Segment,
@@ -352,7 +299,7 @@ def read_series(
     min_step: int | None = None,
     max_step: int | None = None,
     own_only: bool = False,
-    page_points: int = 1_000_000,
+    page_points: int = DEFAULT_PAGE_POINTS,
 ) -> Iterator[SeriesPage]:
     """The visible history as in `read_rows`, key by key in pages of about `page_points`
     points, in step order: the `_timestamp` and `_runtime` series with a point per row and
@@ -360,16 +307,28 @@ def read_series(
     wanted = list(dict.fromkeys(keys)) if keys else None
     for span in visible_spans(conn, segment, own_only):
         low, high = _clipped(span, min_step, max_step)
-        sealed = span.sealed_step
-        if sealed is not None and (low is None or low < sealed):
-            upto = sealed if high is None else min(high, sealed)
-            yield from _sealed_pages(conn, span.segment_id, wanted, low, upto, page_points)
-            low = sealed if low is None else max(low, sealed)
-        if high is not None and low is not None and low >= high:
-            continue
-        rows = _unsealed_rows(conn, span.segment_id, low, high)
-        if rows:
-            yield _page(rows[-1][0], series_of_rows(rows, wanted), wanted)
+        yield from _span_pages(conn, span, wanted, low, high, page_points)
+
+
+def _span_pages(
+    conn: Connection,
+    span: Span,
+    wanted: Sequence[str] | None,
+    low: int | None,
+    high: int | None,
+    page_points: int,
+) -> Iterator[SeriesPage]:
+    """A span's points with `low < step <= high`: from its blocks, then from its tail."""
+    sealed = span.sealed_step
+    if sealed is not None and (low is None or low < sealed):
+        upto = sealed if high is None else min(high, sealed)
+        yield from _sealed_pages(conn, span.segment_id, wanted, low, upto, page_points)
+        low = sealed if low is None else max(low, sealed)
+    if high is not None and low is not None and low >= high:
+        return
+    rows = _tail_rows(conn, span.segment_id, low, high)
+    if rows:
+        yield _page(rows[-1][0], series_of_rows(rows, wanted), wanted)
 
 
 def _sealed_pages(
@@ -444,8 +403,8 @@ def own_row_values(
     conn: Connection, segment_id: int, after: int | None, upto: int
 ) -> Iterator[dict[str, Any]]:
     """The values of a segment's own rows with `after < step <= upto`, in step order."""
-    query = select(history.c.data).where(history.c.segment_id == segment_id, history.c.step <= upto)
-    if after is not None:
-        query = query.where(history.c.step > after)
-    for (data,) in conn.execute(query.order_by(history.c.step)):
-        yield from_json(data)
+    segment = get_segment(conn, segment_id)
+    span = Span(segment.id, after, upto, segment.sealed_step)
+    for page in _span_pages(conn, span, None, after, upto, DEFAULT_PAGE_POINTS):
+        for row in rows_of_series(page.series):
+            yield {key: value for key, value in row.items() if key[0] != "_"}

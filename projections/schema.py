@@ -46,25 +46,15 @@ segments = Table(
     Column("parent_step", BigInteger),
     Column("own_rows", BigInteger, nullable=False),
     Column("last_step", BigInteger),
-    # Own rows up to `sealed_step` are also in rh_history_blocks; the rest only in rows.
+    # Own rows up to `sealed_step` are in rh_history_blocks, the rest in rh_history_tail.
     Column("sealed_rows", BigInteger, nullable=False),
     Column("sealed_step", BigInteger),
     UniqueConstraint("run_uuid", "version", name="rh_segments_run_version"),
 )
 
-history = Table(
-    "rh_history",
-    metadata,
-    Column("segment_id", BigInteger, primary_key=True),
-    Column("step", BigInteger, primary_key=True),
-    Column("timestamp", Float, nullable=False),
-    Column("runtime", Float, nullable=False),
-    Column("data", Text, nullable=False),
-)
-
-# The same rows key by key, for reads of some keys and for the column-wise ReadHistory: a
-# block is one key's points in a run of a segment's rows, packed as in domain/series.py.
-# `_timestamp` and `_runtime` are blocks too, with a point for every row.
+# A segment's history, key by key: a block is one key's points in a run of the segment's
+# rows, packed as in domain/series.py; `_timestamp` and `_runtime` are blocks too, with a
+# point for every row. Rows are sealed into blocks a batch (or SEAL_ROWS rows) at a time.
 history_blocks = Table(
     "rh_history_blocks",
     metadata,
@@ -75,6 +65,17 @@ history_blocks = Table(
     Column("kind", String(1), nullable=False),
     Column("steps", LargeBinary, nullable=False),
     Column("data", LargeBinary, nullable=False),  # the values, packed as `kind` says
+)
+
+# The rows not sealed yet, fewer than SEAL_ROWS per segment: deleted when they are sealed.
+history_tail = Table(
+    "rh_history_tail",
+    metadata,
+    Column("segment_id", BigInteger, primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("timestamp", Float, nullable=False),
+    Column("runtime", Float, nullable=False),
+    Column("data", Text, nullable=False),
 )
 Index(
     "rh_history_blocks_end",

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import select
 
 import runhistory
 from runhistory.domain.identity import RunPath
@@ -126,25 +126,29 @@ def run(service: RunService, request: pytest.FixtureRequest) -> RunPath:
     return session.path
 
 
-def test_sealed_rows_are_read_from_the_blocks(service: RunService) -> None:
+def test_rows_wait_in_the_tail_until_they_are_sealed(service: RunService) -> None:
     session = service.init("ent", "proj", "sealed", started_at=T0)
-    log_rows(service, session.path, session.writer, ROWS * 30, 0)
-    log_rows(service, session.path, session.writer, ROWS, 300)  # the unsealed rest
-    before = read_json(service, session.path, ["f", "s"])
-    with service.db.write() as conn:
-        segment = RunService._segment(conn, session.path, None)
-        # The last row of a batch waits for the next step (W&B's rule), so 299 rows.
-        assert (segment.sealed_rows, segment.sealed_step) == (299, 298)
-        # Take the sealed rows out of the row table: keyed reads must not need them.
-        conn.execute(
-            delete(schema.history).where(
-                schema.history.c.segment_id == segment.id, schema.history.c.step <= 298
+
+    def stored() -> tuple[int, int, list[int]]:
+        with service._reading(None) as conn:
+            segment = RunService._segment(conn, session.path, None)
+            tail = schema.history_tail.c
+            steps = conn.execute(
+                select(tail.step).where(tail.segment_id == segment.id).order_by(tail.step)
             )
-        )
-    assert service.history(session.path, max_step=298) == []
-    assert exact(read_json(service, session.path, ["f", "s"])) == exact(before)
-    # Unsealed: 299..308, of which 308 holds neither key.
-    assert [row["_step"] for row in before if row["_step"] > 298] == list(range(299, 308))
+            return segment.sealed_rows, segment.sealed_step, list(steps.scalars())
+
+    log_rows(service, session.path, session.writer, ROWS * 30, 0)
+    # The last row of a batch waits for the next step (W&B's rule): 299 rows, sealed.
+    assert stored() == (299, 298, [])
+    for first in range(300, 500, 10):
+        log_rows(service, session.path, session.writer, ROWS, first)
+    assert stored() == (299, 298, list(range(299, 499)))  # 200 rows: too few to seal
+    log_rows(service, session.path, session.writer, ROWS * 6, 500)
+    assert stored() == (299 + 200 + 60, 558, [])  # sealed together with the tail
+    whole = service.history(session.path)
+    assert [row["_step"] for row in whole] == list(range(559))
+    assert exact(read_json(service, session.path, ["f", "s"])) == exact(expected(whole, ["f", "s"]))
 
 
 @pytest.mark.parametrize("keys", KEY_SETS, ids=lambda keys: ",".join(keys))

@@ -147,9 +147,10 @@ def test_a_new_revision_replays_its_projection_alone(tmp_path: Path) -> None:
     current = runner.checksums()
     last = store.last_position()
     store.close()
-    with sqlite3.connect(db_file) as conn:  # what revision 1 left behind
-        conn.execute("DROP TABLE rh_history_blocks")
-        conn.execute("DELETE FROM rh_history WHERE step > 10")
+    with sqlite3.connect(db_file) as conn:  # what revision 1 left behind, roughly
+        conn.execute("DROP TABLE rh_history_tail")
+        conn.execute("CREATE TABLE rh_history (segment_id, step, data)")
+        conn.execute("DELETE FROM rh_history_blocks WHERE first_step > 10")
         conn.execute("UPDATE rh_tracking SET projection = 'history' WHERE projection = 'history@2'")
 
     store, runner = open_runner(db_file)
