@@ -97,17 +97,24 @@ def _fold_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
     overrides = from_json(record.overrides)
     since = record.rows_since_checkpoint
     checkpoints = []
-    for step, _timestamp, _runtime, values in rows:
-        state.fold(values)
+    start = 0
+    while start < len(rows):
+        # Up to the next checkpoint, or the end of the batch.
+        end = min(len(rows), start + CHECKPOINT_EVERY - since)
+        chunk = [values for _step, _timestamp, _runtime, values in rows[start:end]]
+        state.fold_all(chunk)
         if overrides:  # a logged key ends its explicit value
-            for key in values:
-                overrides.pop(key, None)
-        since += 1
+            for values in chunk:
+                for key in values:
+                    overrides.pop(key, None)
+        since += end - start
         if since >= CHECKPOINT_EVERY:
+            step = rows[end - 1][0]
             checkpoints.append(
                 {"segment_id": segment.id, "step": step, "state": to_json(state.to_json())}
             )
             since = 0
+        start = end
     if checkpoints:
         conn.execute(summary_checkpoints.insert(), checkpoints)
     _update(
