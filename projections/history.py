@@ -289,7 +289,8 @@ class SeriesPage:
     series: list[Series]
 
 
-DEFAULT_PAGE_POINTS = 1_000_000
+# Pages small enough that the client decodes one while the server reads the next.
+DEFAULT_PAGE_POINTS = 100_000
 
 
 def read_series(
@@ -377,26 +378,43 @@ def _page(upto: int, series: list[Series], wanted: Sequence[str] | None) -> Seri
 def _page_end(
     conn: Connection, segment_id: int, low: int | None, high: int, rows: int
 ) -> int | None:
-    """The step of the `rows`-th row after `low`, or of the last row up to `high` if there
-    are fewer; None if there is none."""
+    """Where a page of about `rows` rows after `low` ends: the end of the block that
+    reaches `rows`, or within the first block if that alone holds more; at most `high`.
+    None if there is no row."""
     blocks = history_blocks.c
-    query = select(blocks.steps).where(
+    query = select(blocks.first_step, blocks.last_step, func.length(blocks.steps)).where(
         blocks.segment_id == segment_id, blocks.key == TIMESTAMP, blocks.first_step <= high
     )
     if low is not None:
         query = query.where(blocks.last_step > low)
-    end = None
+    end, counted = None, 0
     result = conn.execute(query.order_by(blocks.last_step))
     try:
-        for packed in result.scalars():
-            steps = steps_between(bytes(packed), low, high)
-            if len(steps) >= rows:
-                return steps[rows - 1]
-            if steps:
-                end, rows = steps[-1], rows - len(steps)
+        for first_step, last_step, size in result:
+            if end is None and size // 8 > rows:
+                # A block larger than a page (a very wide batch): cut inside it.
+                steps = _time_steps(conn, segment_id, first_step)
+                inside = steps_between(steps, low, high)
+                return inside[min(rows, len(inside)) - 1] if inside else None
+            end, counted = min(last_step, high), counted + size // 8
+            if counted >= rows:
+                break
     finally:
         result.close()
     return end
+
+
+def _time_steps(conn: Connection, segment_id: int, first_step: int) -> bytes:
+    blocks = history_blocks.c
+    return bytes(
+        conn.execute(
+            select(blocks.steps).where(
+                blocks.segment_id == segment_id,
+                blocks.key == TIMESTAMP,
+                blocks.first_step == first_step,
+            )
+        ).scalar_one()
+    )
 
 
 def own_row_values(

@@ -111,6 +111,7 @@ LAYOUTS = {
     "rows": (1, 1),  # ten rows in one batch: too few to seal, read from the rows
     "blocks": (30, 1),  # 300 rows in one batch: sealed as they come
     "gathered": (30, 30),  # 30 batches of ten: the first 260 sealed together, 40 left as rows
+    "batches": (90, 3),  # three batches of 300: three blocks per key
 }
 
 
@@ -206,7 +207,7 @@ def test_step_bounds(service: RunService, run: RunPath) -> None:
         assert read[0]["_step"] >= 2
 
 
-@pytest.mark.parametrize("page_points", [1, 7, 50])
+@pytest.mark.parametrize("page_points", [1, 7, 50, 1800])
 def test_pages(service: RunService, run: RunPath, page_points: int) -> None:
     """Series split over many pages, cut inside blocks, with NaN rows and rows without the
     key in them."""
