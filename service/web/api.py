@@ -20,6 +20,7 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.service.runs import RunService
 from runhistory.service.web.access import Access, Principal
 from runhistory.service.web.downsample import (
@@ -248,20 +249,25 @@ class WebApi:
         }
         skipped = dict.fromkeys(keys, 0)
         rows = 0
-        for row in self.service.scan_history(
+        # Key by key from the stored series: no row is built for a chart.
+        pages = self.service.scan_series(
             path, keys=keys, min_step=min_step, max_step=max_step, version=version
-        ):
-            rows += 1
-            step = row["_step"]
-            part = "inherited" if inherited_until is not None and step <= inherited_until else "own"
-            for key, value in row.items():
-                if key[0] == "_":
+        )
+        for page in pages:
+            for points in page.series:
+                if points.key == TIMESTAMP:
+                    rows += len(points)  # the rows holding at least one of the keys
+                if points.key in TIMES:
                     continue
-                number = numeric(value)
-                if number is None or not math.isfinite(number):
-                    skipped[key] += 1
-                else:
-                    parts[key][part].add(step, number)
+                reducers = parts[points.key]
+                for step, value in zip(points.step_list(), points.value_list(), strict=True):
+                    number = numeric(value)
+                    if number is None or not math.isfinite(number):
+                        skipped[points.key] += 1
+                    elif inherited_until is not None and step <= inherited_until:
+                        reducers["inherited"].add(step, number)
+                    else:
+                        reducers["own"].add(step, number)
 
         series = {}
         for key, reducers in parts.items():
