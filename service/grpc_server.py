@@ -464,7 +464,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             for page in pages:
                 if page.series:
                     yield pb.HistoryChunk(
-                        series=[wire.series_to_proto(s) for s in page.series], upto_step=page.upto
+                        series=wire.series_to_protos(page.series), upto_step=page.upto
                     )
             return
         rows = self.service.scan_history(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
 from runhistory.domain.run import LogCall
-from runhistory.domain.series import FLOATS, INTS, JSON, Series, rows_of_series
+from runhistory.domain.series import FLOATS, INTS, JSON, TIMESTAMP, Series, rows_of_series
 from runhistory.protos import runhistory_pb2 as pb
 
 
@@ -66,25 +66,38 @@ _SERIES_FIELDS = {FLOATS: "floats", INTS: "ints", JSON: "json"}
 _SERIES_KINDS = {field: kind for kind, field in _SERIES_FIELDS.items()}
 
 
-def series_to_proto(series: Series) -> pb.Series:
-    return pb.Series(
-        key=series.key, steps=series.steps, **{_SERIES_FIELDS[series.kind]: series.values}
-    )
-
-
-def series_from_proto(message: pb.Series) -> Series:
-    field = message.WhichOneof("values")
-    if field is None or len(message.steps) % 8:
-        raise InvalidArgument(
-            f"series {message.key!r} is malformed: steps must be int64s, values set"
+def series_to_protos(series: Sequence[Series]) -> list[pb.Series]:
+    """A page's series as messages. A key in every row of the page has the same steps as
+    `_timestamp`: it is sent without them (a third less to send for one key)."""
+    shared = next((s.steps for s in series if s.key == TIMESTAMP), None)
+    return [
+        pb.Series(
+            key=s.key,
+            steps=b"" if s.key != TIMESTAMP and s.steps == shared else s.steps,
+            **{_SERIES_FIELDS[s.kind]: s.values},
         )
-    return Series(message.key, message.steps, _SERIES_KINDS[field], getattr(message, field))
+        for s in series
+    ]
+
+
+def series_from_protos(messages: Sequence[pb.Series]) -> list[Series]:
+    shared = next((m.steps for m in messages if m.key == TIMESTAMP), b"")
+    made = []
+    for message in messages:
+        field = message.WhichOneof("values")
+        steps = message.steps or shared
+        if field is None or len(steps) % 8:
+            raise InvalidArgument(
+                f"series {message.key!r} is malformed: its steps must be int64s, its values set"
+            )
+        made.append(Series(message.key, steps, _SERIES_KINDS[field], getattr(message, field)))
+    return made
 
 
 def chunk_rows(chunk: pb.HistoryChunk) -> list[dict[str, Any]]:
     """The rows of a chunk in any of its forms."""
     if chunk.series:
-        return rows_of_series([series_from_proto(s) for s in chunk.series])
+        return rows_of_series(series_from_protos(chunk.series))
     if chunk.rows_json:
         return json.loads(chunk.rows_json)
     return [row_from_proto(row) for row in chunk.rows]

@@ -104,12 +104,15 @@ def test_between_and_concat() -> None:
 
 def test_series_travel_as_protos() -> None:
     series = series_of_rows(table({"f": 0.1, "i": 7, "s": "é"}, {"f": math.inf, "i": 8}))
-    back = [wire.series_from_proto(wire.series_to_proto(s)) for s in series]
-    assert back == series
+    messages = wire.series_to_protos(series)
+    assert wire.series_from_protos(messages) == series
+    # "f" and "i" are in every row: their steps, those of _timestamp, are not sent again.
+    sent = {m.key: len(m.steps) for m in messages}
+    assert sent == {TIMESTAMP: 16, RUNTIME: 0, "f": 0, "s": 8, "i": 0}
     with pytest.raises(Exception, match="malformed"):
-        wire.series_from_proto(wire.pb.Series(key="k", steps=b"\x00" * 8))  # no values
+        wire.series_from_protos([wire.pb.Series(key="k", steps=b"\x00" * 8)])  # no values
     with pytest.raises(Exception, match="malformed"):
-        wire.series_from_proto(wire.pb.Series(key="k", steps=b"\x00" * 7, floats=b""))
+        wire.series_from_protos([wire.pb.Series(key="k", steps=b"\x00" * 7, floats=b"")])
 
 
 values = st.one_of(
