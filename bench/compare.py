@@ -16,7 +16,9 @@ subprocess of its own, so that neither client slows the other:
   until `finish()` returned and the last row is readable through the API), MLflow through
   `MlflowClient.log_batch` with 1,000 metrics per request (MLflow's cap);
 - reads of one key's whole history and of the run's whole history: runhistory's
-  `Api().run(path).history()`, MLflow's `get_metric_history` per key (it pages at 25,000);
+  `Api().run(path).history()` (a dict per row, as MLflow's Metric objects per point) and,
+  for one key, `history_columns()` (a list per column, as a data frame takes them),
+  MLflow's `get_metric_history` per key (it pages at 25,000);
 - the raw SQLite ceiling: executemany of the same points, 1,000 per transaction, WAL,
   synchronous=FULL (as runhistory's read models), PRIMARY KEY (run, key, step);
 - the SDK's `log()` cost as the training loop sees it (beside one MLflow `log_metric` call);
@@ -209,7 +211,8 @@ def _count_points(rows: list[dict[str, Any]]) -> int:
 
 
 def worker_rh_read(args: dict[str, Any]) -> None:
-    """runhistory: one key's whole history (median of repeats), then every key's."""
+    """runhistory: one key's whole history as rows and as columns (medians of repeats),
+    then every key's as rows."""
     import runhistory
 
     steps = args["steps"]
@@ -221,6 +224,13 @@ def worker_rh_read(args: dict[str, Any]) -> None:
         one_key.append(time.perf_counter() - started)
         assert len(rows) == steps and _count_points(rows) == steps, f"{len(rows)} rows of k0"
         progress("runhistory one-key reads", i + 1, args["repeats"])
+    one_key_columns = []
+    for i in range(args["repeats"]):
+        started = time.perf_counter()
+        columns = run.history_columns(keys=["k0"])
+        one_key_columns.append(time.perf_counter() - started)
+        assert len(columns["k0"]) == steps and None not in columns["k0"], "columns of k0"
+        progress("runhistory one-key reads as columns", i + 1, args["repeats"])
     started = time.perf_counter()
     rows = run.history()
     every_key = time.perf_counter() - started
@@ -230,6 +240,7 @@ def worker_rh_read(args: dict[str, Any]) -> None:
         {
             "one_key": statistics.median(one_key),
             "one_key_points": steps,
+            "one_key_columns": statistics.median(one_key_columns),
             "all": every_key,
             "all_points": points,
         }
@@ -751,12 +762,14 @@ def compare(
             rh_rate / sq_rate >= 0.5,
         ),
     ]
-    for what, key, count in (
-        (f"read one key ({sizes.steps / 1e3:g}k points), points/s", "one_key", "one_key_points"),
-        (f"read whole history ({points / 1e6:g}M points), points/s", "all", "all_points"),
+    one_key = f"read one key ({sizes.steps / 1e3:g}k points)"
+    for what, key, theirs_key, count in (
+        (f"{one_key}, points/s", "one_key", "one_key", "one_key_points"),
+        (f"{one_key} as columns", "one_key_columns", "one_key", "one_key_points"),
+        (f"read whole history ({points / 1e6:g}M points), points/s", "all", "all", "all_points"),
     ):
         ours_rate = rate(rh_read[count], rh_read[key])
-        theirs = rate(ml_read[count], ml_read[key])
+        theirs = rate(ml_read[count], ml_read[theirs_key])
         lines.append(
             Line(
                 what,
@@ -798,8 +811,9 @@ def compare(
         f"runhistory's read models; the ratio's baseline) {sqlite['seconds']:.2f} s; "
         f"synchronous=NORMAL {normal_rate:,.0f} points/s (runhistory at "
         f"{rh_rate / normal_rate:.2f} of it)",
-        f"reads: runhistory one key {rh_read['one_key'] * 1000:,.0f} ms (median of "
-        f"{sizes.read_repeats}), whole history {rh_read['all']:.2f} s; MLflow one key "
+        f"reads: runhistory one key {rh_read['one_key'] * 1000:,.0f} ms as rows, "
+        f"{rh_read['one_key_columns'] * 1000:,.0f} ms as columns (`history_columns`; medians "
+        f"of {sizes.read_repeats}), whole history {rh_read['all']:.2f} s; MLflow one key "
         f"{ml_read['one_key']:.2f} s, whole history {ml_read['all']:.2f} s ({KEYS} keys)",
         f"log() baseline: one MLflow log_metric() call (one value), median of "
         f"{sizes.log_metric_calls}",

@@ -179,6 +179,40 @@ def rows_of_series(series: Iterable[Series]) -> list[dict[str, Any]]:
         return _rows(by_key)
 
 
+def extend_columns(columns: dict[str, list[Any]], series: Iterable[Series]) -> None:
+    """Add a page's rows to `columns` ({"_step": [...], "_timestamp": [...], "_runtime":
+    [...], key: [...]}, as a data frame takes them): one entry per row in every column,
+    None where a row does not hold the key. A column is a plain list of the values."""
+    by_key = {s.key: s for s in series}
+    if not by_key:
+        return
+    timestamps, runtimes = by_key.pop(TIMESTAMP), by_key.pop(RUNTIME)
+    done = len(columns.get("_step", ()))
+    steps = timestamps.step_list()
+    for name, values in (
+        ("_step", steps),
+        (TIMESTAMP, timestamps.value_list()),
+        (RUNTIME, runtimes.value_list()),
+    ):
+        columns.setdefault(name, []).extend(values)
+    index: dict[int, int] | None = None
+    for key, points in by_key.items():
+        column = columns.setdefault(key, [])
+        column.extend([None] * (done - len(column)))  # earlier pages without the key
+        if points.steps == timestamps.steps:
+            column.extend(points.value_list())
+            continue
+        if index is None:
+            index = {step: i for i, step in enumerate(steps)}
+        filled: list[Any] = [None] * len(steps)
+        for step, value in zip(points.step_list(), points.value_list(), strict=True):
+            filled[index[step]] = value
+        column.extend(filled)
+    total = len(columns["_step"])
+    for column in columns.values():
+        column.extend([None] * (total - len(column)))  # keys this page does not have
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Building many rows allocates a container per row, each of which counts towards the

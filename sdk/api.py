@@ -13,8 +13,15 @@ from typing import Any
 
 from runhistory.client import Connection, Credentials, call, stream, written_position
 from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.series import extend_columns, series_of_rows
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.service.wire import chunk_rows, loads, row_from_proto
+from runhistory.service.wire import (
+    SYSTEM_KEYS,
+    chunk_rows,
+    loads,
+    row_from_proto,
+    series_from_protos,
+)
 
 READ_TIMEOUT = 60.0
 
@@ -88,6 +95,18 @@ def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.His
     elif rows := chunk_rows(last):
         resumed.min_step = rows[-1]["_step"] + 1
     return resumed
+
+
+def _row_tuples(rows: list[dict[str, Any]]) -> list[tuple[int, float, float, dict[str, Any]]]:
+    return [
+        (
+            row["_step"],
+            row["_timestamp"],
+            row["_runtime"],
+            {k: v for k, v in row.items() if k not in SYSTEM_KEYS},
+        )
+        for row in rows
+    ]
 
 
 def _resume_events(request: pb.EventsRequest, last: pb.Event) -> pb.EventsRequest:
@@ -308,6 +327,29 @@ class ApiRun:
         for chunk in self._history_chunks(keys, min_step, max_step, own_only, version):
             rows += chunk  # a chunk at a time: a generator step per row cost 15% of a read
         return rows
+
+    def history_columns(
+        self,
+        keys: str | Sequence[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        own_only: bool = False,
+        version: int | None = None,
+    ) -> dict[str, list[Any]]:
+        """The rows of `history` column by column, as `pandas.DataFrame(...)` takes them:
+        `{"_step": [...], "_timestamp": [...], "_runtime": [...], key: [...]}`, every list
+        one entry per row, None where a row lacks the key. Several times faster than rows
+        for long histories: no object is built per row."""
+        request = _history_request(
+            self.path, keys, min_step, max_step, own_only, version, self._api._min_position()
+        )
+        columns: dict[str, list[Any]] = {}
+        for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
+            if chunk.series:
+                extend_columns(columns, series_from_protos(chunk.series))
+            elif rows := chunk_rows(chunk):  # a server from before `series`
+                extend_columns(columns, series_of_rows(_row_tuples(rows)))
+        return columns
 
     def _history_chunks(
         self,

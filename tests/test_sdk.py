@@ -676,3 +676,28 @@ def test_following_events_sees_new_runs(api: runhistory.Api) -> None:
     assert not reader.is_alive()
     assert [e["type"] for e in seen] == ["Created", "RowsLogged", "Finished"]
     stream.close()
+
+
+def as_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return {key: [row.get(key) for row in rows] for key in keys}
+
+
+def test_history_columns_hold_the_rows_column_by_column(api: runhistory.Api) -> None:
+    run = runhistory.init(entity=ENTITY, project=PROJECT, id="columns", address=api.address)
+    for i in range(1200):  # sealed by key in batches, the last few in the tail
+        run.log({"loss": 1 / (i + 1), "epoch": i // 100} | ({"eval": "ok"} if i % 7 == 0 else {}))
+    run.finish()
+    fork = runhistory.init(
+        entity=ENTITY, project=PROJECT, fork_from="columns?_step=600", address=api.address
+    )
+    fork.log({"loss": -1.0, "lr": 0.1})
+    fork.finish()
+    for path in (run.path, fork.path):
+        read = api.run(path)
+        for options in ({}, {"keys": ["loss"]}, {"keys": ["eval", "lr"]}, {"min_step": 590}):
+            columns = read.history_columns(**options)
+            expected = as_columns(read.history(**options))
+            assert columns.keys() == expected.keys() and columns == expected, (path, options)
+    columns = api.run(fork.path).history_columns(keys=["lr", "eval"])
+    assert columns["_step"][-1] == 601 and columns["lr"] == [None] * 86 + [0.1]

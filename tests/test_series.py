@@ -17,6 +17,7 @@ from runhistory.domain.series import (
     TIMESTAMP,
     Series,
     concat,
+    extend_columns,
     rows_of_series,
     series_of_rows,
     steps_between,
@@ -150,3 +151,20 @@ def test_any_rows_come_back_exactly(values_per_row: list[dict[str, Any]], keys: 
     ]
     keyed = with_rows_holding_keys(series_of_rows(rows, keys=keys))
     assert exact(rows_of_series(keyed)) == exact(picked)
+
+
+def test_columns_from_pages() -> None:
+    first = table({"a": 1.0, "b": "x"}, {"a": 2.0}, {"a": 3.0, "b": "y"})
+    later = [(10, 5.0, 6.0, {"c": True}), (11, 7.0, 8.0, {"a": 4.0, "c": False})]
+    columns: dict[str, list[Any]] = {}
+    extend_columns(columns, series_of_rows(first))
+    extend_columns(columns, series_of_rows(later))
+    extend_columns(columns, [])  # a page with no rows
+    assert columns == {
+        "_step": [0, 2, 4, 10, 11],
+        "_timestamp": [1e9, 1e9 + 1, 1e9 + 2, 5.0, 7.0],
+        "_runtime": [0.0, 0.25, 0.5, 6.0, 8.0],
+        "a": [1.0, 2.0, 3.0, None, 4.0],
+        "b": ["x", None, "y", None, None],
+        "c": [None, None, None, True, False],
+    }
