@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from runhistory.domain.errors import DeadlineExceeded, OutOfRange
 from runhistory.domain.run import Run
@@ -88,6 +89,14 @@ class ProjectionRunner:
         """A projection without a tracking row starts from the beginning of the log: it is
         new, or its revision is, and its tables (if an earlier revision made them) are
         made anew. Only that projection replays; the others keep their positions."""
+        try:
+            self._start_missing_projections()
+        except IntegrityError:
+            # Another process started them first (PostgreSQL: its tracking rows are in;
+            # this transaction, tables dropped and made again included, rolled back).
+            self._start_missing_projections()
+
+    def _start_missing_projections(self) -> None:
         with self.db.write() as conn:
             known = set(conn.execute(select(tracking.c.projection)).scalars())
             missing = [p for p in self.projections if p.tracking_key() not in known]

@@ -9,11 +9,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from conftest import postgres_schema_url
+from sqlalchemy import create_engine, delete, select
 
 from runhistory.domain.run import LogCall, Run
 from runhistory.projections.database import Database
@@ -161,3 +164,43 @@ def test_a_new_revision_replays_its_projection_alone(tmp_path: Path) -> None:
     runner.catch_up()
     assert runner.checksums() == current
     store.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from postgres_schema_url()
+
+
+def test_two_processes_starting_a_new_revision_at_once(postgres_url: str) -> None:
+    """On PostgreSQL, a second runner that finds the same projection missing loses the race
+    on its tracking row: its transaction rolls back and it finds the row there."""
+    url = postgres_url
+    with RunService(Settings(db=url)) as service:
+        service.init("ent", "proj", "r")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(delete(tracking).where(tracking.c.projection == "history@2"))
+    first = engine.connect()
+    first_tx = first.begin()  # the first process: its tracking row in, not committed
+    first.execute(tracking.insert().values(projection="history@2", position=0))
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            store = RunEvents(env=event_store_env(url))
+            ProjectionRunner(store, Database(url)).db.dispose()
+            store.close()
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(1.0)  # the second now waits on the first's tracking row
+    first_tx.commit()
+    first.close()
+    thread.join(30)
+    assert not thread.is_alive() and failures == []
+    with engine.connect() as conn:
+        keys = set(conn.execute(select(tracking.c.projection)).scalars())
+    assert "history@2" in keys and "history" not in keys
+    engine.dispose()
