@@ -90,6 +90,16 @@ def service(database: str) -> Iterator[RunService]:
     svc.close()
 
 
+def exact(value: Any) -> Any:
+    """A value with its type, for comparisons where 1, 1.0 and True differ, NaN equals NaN
+    and -0.0 differs from 0.0."""
+    if isinstance(value, dict):
+        return {key: exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [exact(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
 def make_service(backend: str, tmp_path: Path, **settings: object) -> RunService:
     """A service on the in-memory store or a SQLite file in `tmp_path`."""
     db = "memory" if backend == "memory" else str(tmp_path / "runhistory.db")

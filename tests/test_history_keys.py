@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from conftest import exact
 from sqlalchemy import select
 
 import runhistory
@@ -73,15 +74,6 @@ KEY_SETS: list[list[str]] = [
     ["i", QUOTE],  # one key SQLite cannot name: the whole read takes the generic path
     ["_step"],  # system keys are not stored values: no rows, as before
 ]
-
-
-def exact(value: Any) -> Any:
-    """A value with its type: 1, 1.0 and True differ; NaN equals NaN; -0.0 differs from 0.0."""
-    if isinstance(value, dict):
-        return {key: exact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [exact(item) for item in value]
-    return (type(value).__name__, repr(value))
 
 
 def expected(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:

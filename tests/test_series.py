@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from conftest import exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,15 +25,6 @@ from runhistory.domain.series import (
     with_rows_holding_keys,
 )
 from runhistory.service import wire
-
-
-def exact(value: Any) -> Any:
-    """A value with its type: 1, 1.0 and True differ; NaN equals NaN; -0.0 differs from 0.0."""
-    if isinstance(value, dict):
-        return {key: exact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [exact(item) for item in value]
-    return (type(value).__name__, repr(value))
 
 
 def as_rows(rows: list[tuple[int, float, float, dict[str, Any]]]) -> list[dict[str, Any]]:

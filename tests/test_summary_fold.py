@@ -5,19 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from conftest import exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runhistory.domain.summary import SummaryState
-
-
-def exact(value: Any) -> Any:
-    """A value with its type: 1, 1.0 and True differ; NaN equals NaN; -0.0 differs from 0.0."""
-    if isinstance(value, dict):
-        return {key: exact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [exact(item) for item in value]
-    return (type(value).__name__, repr(value))
 
 
 def one_at_a_time(start: SummaryState, rows: list[dict[str, Any]]) -> SummaryState:
