@@ -15,12 +15,13 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath, check_name
 from runhistory.domain.series import TIMES, TIMESTAMP
+from runhistory.projections.history import SeriesPage
 from runhistory.service.runs import RunService
 from runhistory.service.web.access import Access, Principal
 from runhistory.service.web.downsample import (
@@ -107,10 +108,9 @@ class WebApi:
             metrics.update(k for k, v in run["summary"].items() if _chartable(v))
             if key:
                 reducer = MinMaxReducer(max_points=points)
-                for row in self.service.scan_history(path, keys=[key]):
-                    value = numeric(row.get(key))
+                for _key, step, value in _chart_points(self.service.scan_series(path, [key])):
                     if value is not None:
-                        reducer.add(row["_step"], value)
+                        reducer.add(step, value)  # non-finite values are left out by it
                 steps, values = reducer.points()
                 run["sparkline"] = {"key": key, "steps": steps, "values": values}
             found.append(run)
@@ -253,21 +253,15 @@ class WebApi:
         pages = self.service.scan_series(
             path, keys=keys, min_step=min_step, max_step=max_step, version=version
         )
-        for page in pages:
-            for points in page.series:
-                if points.key == TIMESTAMP:
-                    rows += len(points)  # the rows holding at least one of the keys
-                if points.key in TIMES:
-                    continue
-                reducers = parts[points.key]
-                for step, value in zip(points.step_list(), points.value_list(), strict=True):
-                    number = numeric(value)
-                    if number is None or not math.isfinite(number):
-                        skipped[points.key] += 1
-                    elif inherited_until is not None and step <= inherited_until:
-                        reducers["inherited"].add(step, number)
-                    else:
-                        reducers["own"].add(step, number)
+        for key, step, number in _chart_points(pages):
+            if key == TIMESTAMP:
+                rows += 1  # a row holding at least one of the keys
+            elif number is None or not math.isfinite(number):
+                skipped[key] += 1
+            elif inherited_until is not None and step <= inherited_until:
+                parts[key]["inherited"].add(step, number)
+            else:
+                parts[key]["own"].add(step, number)
 
         series = {}
         for key, reducers in parts.items():
@@ -519,3 +513,16 @@ def encode(document: Any) -> bytes:
     except ValueError:
         text = json.dumps(_finite(document), separators=(",", ":"), default=str)
     return text.encode()
+
+
+def _chart_points(pages: Iterable[SeriesPage]) -> Iterator[tuple[str, int, float | None]]:
+    """Each key's points, page by page, as (key, step, the value as a number or None), read
+    from the stored series without building rows; and (`_timestamp`, step, None) per row."""
+    for page in pages:
+        for points in page.series:
+            if points.key == TIMESTAMP:
+                for step in points.step_list():
+                    yield TIMESTAMP, step, None
+            elif points.key not in TIMES:
+                for step, value in zip(points.step_list(), points.value_list(), strict=True):
+                    yield points.key, step, numeric(value)
