@@ -15,7 +15,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
@@ -108,9 +108,11 @@ class WebApi:
             metrics.update(k for k, v in run["summary"].items() if _chartable(v))
             if key:
                 reducer = MinMaxReducer(max_points=points)
-                for _key, step, value in _chart_points(self.service.scan_series(path, [key])):
-                    if value is not None:
-                        reducer.add(step, value)  # non-finite values are left out by it
+                for page in self.service.scan_series(path, [key]):
+                    for _key, steps, numbers in _chart_series(page):
+                        for step, number in zip(steps, numbers, strict=True):
+                            if number is not None:
+                                reducer.add(step, number)  # it leaves non-finite ones out
                 steps, values = reducer.points()
                 run["sparkline"] = {"key": key, "steps": steps, "values": values}
             found.append(run)
@@ -253,15 +255,18 @@ class WebApi:
         pages = self.service.scan_series(
             path, keys=keys, min_step=min_step, max_step=max_step, version=version
         )
-        for key, step, number in _chart_points(pages):
-            if key == TIMESTAMP:
-                rows += 1  # a row holding at least one of the keys
-            elif number is None or not math.isfinite(number):
-                skipped[key] += 1
-            elif inherited_until is not None and step <= inherited_until:
-                parts[key]["inherited"].add(step, number)
-            else:
-                parts[key]["own"].add(step, number)
+        for page in pages:
+            # The rows holding one of the keys: the points of `_timestamp`.
+            rows += sum(len(points) for points in page.series if points.key == TIMESTAMP)
+            for key, steps, numbers in _chart_series(page):
+                inherited, own = parts[key]["inherited"], parts[key]["own"]
+                for step, number in zip(steps, numbers, strict=True):
+                    if number is None or not math.isfinite(number):
+                        skipped[key] += 1
+                    elif inherited_until is not None and step <= inherited_until:
+                        inherited.add(step, number)
+                    else:
+                        own.add(step, number)
 
         series = {}
         for key, reducers in parts.items():
@@ -515,14 +520,9 @@ def encode(document: Any) -> bytes:
     return text.encode()
 
 
-def _chart_points(pages: Iterable[SeriesPage]) -> Iterator[tuple[str, int, float | None]]:
-    """Each key's points, page by page, as (key, step, the value as a number or None), read
-    from the stored series without building rows; and (`_timestamp`, step, None) per row."""
-    for page in pages:
-        for points in page.series:
-            if points.key == TIMESTAMP:
-                for step in points.step_list():
-                    yield TIMESTAMP, step, None
-            elif points.key not in TIMES:
-                for step, value in zip(points.step_list(), points.value_list(), strict=True):
-                    yield points.key, step, numeric(value)
+def _chart_series(page: SeriesPage) -> Iterator[tuple[str, list[int], list[float | None]]]:
+    """Each key's points in a page of stored series, as its steps and its values as numbers
+    (None for values that are not), without building rows; the time series left out."""
+    for points in page.series:
+        if points.key not in TIMES:
+            yield points.key, points.step_list(), [numeric(v) for v in points.value_list()]
