@@ -22,7 +22,6 @@ from functools import cache
 from typing import Any
 
 FLOATS, INTS, JSON = "f", "i", "j"
-KINDS = (FLOATS, INTS, JSON)
 TIMESTAMP, RUNTIME = "_timestamp", "_runtime"
 TIMES = (TIMESTAMP, RUNTIME)
 
@@ -87,13 +86,9 @@ def _bounds(steps: Sequence[int], after: int | None, upto: int | None) -> tuple[
     return start, end
 
 
-def pack(key: str, steps: Sequence[int], values: Sequence[Any]) -> Series:
-    """One key's points as a series; the kind is the narrowest that keeps every value as it
-    was (bool is JSON: it is an int to Python but not to its readers)."""
-    return Series(key, _pack("q", steps), *_pack_values(values))
-
-
 def _pack_values(values: Sequence[Any]) -> tuple[str, bytes]:
+    """The values' kind and packed form: the narrowest kind that keeps every value as it was
+    (bool is JSON: it is an int to Python but not to its readers)."""
     if all(type(value) is float for value in values):
         return FLOATS, _pack("d", values)
     if all(type(value) is int for value in values) and (
