@@ -418,10 +418,9 @@ def _time_steps(conn: Connection, segment_id: int, first_step: int) -> bytes:
 
 
 def own_row_values(
-    conn: Connection, segment_id: int, after: int | None, upto: int
+    conn: Connection, segment: Segment, after: int | None, upto: int
 ) -> Iterator[dict[str, Any]]:
     """The values of a segment's own rows with `after < step <= upto`, in step order."""
-    segment = get_segment(conn, segment_id)
     span = Span(segment.id, after, upto, segment.sealed_step)
     for page in _span_pages(conn, span, None, after, upto, DEFAULT_PAGE_POINTS):
         for row in rows_of_series(page.series):

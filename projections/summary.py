@@ -147,7 +147,7 @@ def state_at(conn: Connection, segment: Segment, step: int) -> SummaryState:
     ).one()
     state = SummaryState.from_json(from_json(state_json))
     if checkpoint_step < step:
-        state.fold_all(own_row_values(conn, segment.id, checkpoint_step, step))
+        state.fold_all(own_row_values(conn, segment, checkpoint_step, step))
     return state
 
 
