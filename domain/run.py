@@ -536,6 +536,16 @@ class Run(Aggregate):
         self._begin_session(writer, started_at, f"rewind to step {step}")
 
 
+def event_types() -> tuple[str, ...]:
+    """The names of a run's event classes, in the order they are declared, which is the
+    order a run usually meets them."""
+    return tuple(
+        name
+        for name, value in vars(Run).items()
+        if isinstance(value, type) and issubclass(value, Run.Event) and value is not Run.Event
+    )
+
+
 def _copy_pending(pending: dict[str, Any] | None) -> dict[str, Any] | None:
     if pending is None:
         return None

@@ -20,6 +20,7 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.projections.history import SeriesPage
 from runhistory.service.runs import RunService
@@ -34,18 +35,7 @@ from runhistory.service.web.downsample import (
 
 Query = Mapping[str, Sequence[str]]
 
-# The event types of a run, in the order a run usually meets them.
-EVENT_TYPES = (
-    "Created",
-    "RowsLogged",
-    "ConfigUpdated",
-    "SummarySet",
-    "MetricDefined",
-    "ArtifactRecorded",
-    "Finished",
-    "Resumed",
-    "Rewound",
-)
+EVENT_TYPES = event_types()
 MAX_KEYS = 50  # series per history request
 MAX_EVENTS = 1000
 SPARKLINE_POINTS = 60
