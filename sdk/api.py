@@ -7,12 +7,20 @@ then reads sees its rows.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from runhistory.client import Connection, Credentials, call, stream, written_position
-from runhistory.domain.errors import InvalidArgument
+from runhistory.client import (
+    Connection,
+    Credentials,
+    call,
+    forget_position,
+    stream,
+    written_position,
+)
+from runhistory.domain.errors import InvalidArgument, OutOfRange
 from runhistory.domain.series import extend_columns, series_of_rows
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.service.wire import (
@@ -24,6 +32,8 @@ from runhistory.service.wire import (
 )
 
 READ_TIMEOUT = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def _optional(message: Any, field: str) -> Any:
@@ -149,17 +159,54 @@ class Api:
     # ---- plumbing ----------------------------------------------------------------------
 
     def _call(self, rpc: str, request: Any) -> Any:
-        return call(
-            getattr(self._connection.stub, rpc),
-            request,
-            timeout=self.timeout,
-            address=self.address,
-        )
+        method = getattr(self._connection.stub, rpc)
+        try:
+            return call(method, request, timeout=self.timeout, address=self.address)
+        except OutOfRange:
+            fresh = self._without_stale_position(request)
+            if fresh is None:
+                raise
+            response = call(method, fresh, timeout=self.timeout, address=self.address)
+            self._forget_stale_position(request)
+            return response
 
     def _stream(self, rpc: str, request: Any, resume: Any = None) -> Iterator[Any]:
-        return stream(
-            getattr(self._connection.stub, rpc), request, address=self.address, resume=resume
+        method = getattr(self._connection.stub, rpc)
+        received = False
+        try:
+            for response in stream(method, request, address=self.address, resume=resume):
+                received = True
+                yield response
+        except OutOfRange:
+            fresh = None if received else self._without_stale_position(request)
+            if fresh is None:
+                raise
+            yield from stream(method, fresh, address=self.address, resume=resume)
+            self._forget_stale_position(request)
+
+    # A read waits for the last position this process wrote to the address at. If the server
+    # there now has a shorter event log (restarted on another database, or another server on
+    # the same port), that position means nothing to it and it refuses the read as
+    # OUT_OF_RANGE: the read is asked again without it, and the position is forgotten.
+
+    def _without_stale_position(self, request: Any) -> Any | None:
+        remembered = self._min_position()
+        if not remembered or getattr(request, "min_position", 0) != remembered:
+            return None
+        fresh = type(request)()
+        fresh.CopyFrom(request)
+        fresh.min_position = 0
+        return fresh
+
+    def _forget_stale_position(self, request: Any) -> None:
+        log.warning(
+            "the server at %s has no event at position %d, where this process's last write "
+            "to that address was acknowledged (another server or database now?): reading "
+            "without waiting for it",
+            self.address,
+            request.min_position,
         )
+        forget_position(self.address, request.min_position)
 
     def _min_position(self) -> int:
         return written_position(self.address)

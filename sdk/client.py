@@ -222,6 +222,13 @@ def note_position(address: str, position: int) -> None:
                 _positions[address] = position
 
 
+def forget_position(address: str, position: int) -> None:
+    """Forget `position` for `address`, unless a later write has raised it since."""
+    with _positions_lock:
+        if _positions.get(address) == position:
+            del _positions[address]
+
+
 def written_position(address: str) -> int:
     """The highest position any write of this process to `address` was acknowledged at."""
     return _positions.get(address, 0)

@@ -701,3 +701,27 @@ def test_history_columns_hold_the_rows_column_by_column(api: runhistory.Api) -> 
             assert columns.keys() == expected.keys() and columns == expected, (path, options)
     columns = api.run(fork.path).history_columns(keys=["lr", "eval"])
     assert columns["_step"][-1] == 601 and columns["lr"] == [None] * 86 + [0.1]
+
+
+def test_reads_recover_from_a_position_another_server_acknowledged(
+    api: runhistory.Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process wrote to this address at a position the server now there never reached
+    (it was restarted on another database, or another server took the port): its reads
+    are asked again without that position, which is then forgotten."""
+    run = runhistory.init(entity=ENTITY, project=PROJECT, id="stale", address=api.address)
+    run.log({"x": 1})
+    run.finish()
+    written = sdk_client.written_position(api.address)
+    sdk_client.note_position(api.address, written + 1_000)
+    read = api.run(run.path)  # GetRun, a unary read
+    assert [row["x"] for row in read.history()] == [1]
+    assert sdk_client.written_position(api.address) == 0
+    assert "has no event at position" in caplog.text
+    sdk_client.note_position(api.address, written + 1_000)
+    assert read.history_columns(keys=["x"])["x"] == [1]  # ReadHistory, a stream
+    assert sdk_client.written_position(api.address) == 0
+    # A position the server has is kept.
+    sdk_client.note_position(api.address, written)
+    assert [row["x"] for row in read.history()] == [1]
+    assert sdk_client.written_position(api.address) == written
