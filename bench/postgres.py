@@ -49,7 +49,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall, Run
+from runhistory.domain.run import Run
+from runhistory.domain.values import LogCall
 from runhistory.service.application import RunEvents
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings

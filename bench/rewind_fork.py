@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 

@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 from runhistory.service.web.server import start_web

@@ -27,9 +27,17 @@ from runhistory.domain.errors import (
     Superseded,
 )
 from runhistory.domain.identity import RunPath, run_aggregate_id
+from runhistory.domain.rules import (
+    check_artifact,
+    check_run_name,
+    check_step,
+    check_tags,
+    parse_summary_choice,
+)
 from runhistory.domain.values import (
     DEFAULT_LIMITS,
     Limits,
+    LogCall,
     Values,
     check_config,
     check_row_size,
@@ -41,24 +49,8 @@ RUNNING = "running"
 FINISHED = "finished"
 CRASHED = "crashed"
 
-SUMMARY_AGGREGATES = ("min", "max", "mean", "first", "last")
-SUMMARY_CHOICES = "a comma-separated subset of min,max,mean,first,last, or 'none'"
-
-ARTIFACT_PRODUCED = "produced"
-ARTIFACT_USED = "used"
-
 # A committed row as stored in events: [step, timestamp, runtime, values].
 Row = list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class LogCall:
-    """One `run.log(data, step=None, commit=None)` call, with the client's wall clock."""
-
-    data: Mapping[str, object]
-    timestamp: float
-    step: int | None = None
-    commit: bool | None = None
 
 
 @dataclass(slots=True)
@@ -70,19 +62,6 @@ class LogOutcome:
     next_step: int = 0
     warnings: list[str] = field(default_factory=list)
     duplicate: bool = False
-
-
-def parse_summary_choice(summary: str) -> list[str]:
-    """`"min,max"` -> `["min", "max"]`; `"none"` -> `[]` (the key is hidden from the summary)."""
-    if not isinstance(summary, str):
-        raise InvalidArgument(f"summary must be {SUMMARY_CHOICES}")
-    parts = [part.strip() for part in summary.split(",") if part.strip()]
-    if parts == ["none"]:
-        return []
-    unknown = [part for part in parts if part not in SUMMARY_AGGREGATES]
-    if not parts or unknown:
-        raise InvalidArgument(f"invalid summary {summary!r}: expected {SUMMARY_CHOICES}")
-    return sorted(set(parts), key=SUMMARY_AGGREGATES.index)
 
 
 class Run(Aggregate):
@@ -111,8 +90,8 @@ class Run(Aggregate):
             entity=path.entity,
             project=path.project,
             run_id=path.run_id,
-            name=_check_name(name) or path.run_id,
-            tags=_check_tags(tags),
+            name=check_run_name(name) or path.run_id,
+            tags=check_tags(tags),
             config=check_config(config or {}),
             metrics={},
             writer=writer,
@@ -144,8 +123,8 @@ class Run(Aggregate):
             entity=path.entity,
             project=path.project,
             run_id=path.run_id,
-            name=_check_name(name) or path.run_id,
-            tags=_check_tags(tags),
+            name=check_run_name(name) or path.run_id,
+            tags=check_tags(tags),
             config={**source.config, **check_config(config or {})},
             metrics=dict(source.metrics),
             writer=writer,
@@ -282,7 +261,7 @@ class Run(Aggregate):
                 raise InvalidArgument(
                     f"invalid timestamp {call.timestamp!r}: seconds since the epoch, finite"
                 )
-            target = step if call.step is None else _check_step(call.step)
+            target = step if call.step is None else check_step(call.step)
             if target < step:
                 outcome.warnings.append(
                     f"step {target} is lower than the current step {step} of {self.path}: "
@@ -413,15 +392,7 @@ class Run(Aggregate):
     ) -> bool:
         if not self._accepts(writer, seq):
             return False
-        if direction not in (ARTIFACT_PRODUCED, ARTIFACT_USED):
-            raise InvalidArgument(
-                f"invalid artifact direction {direction!r}: use 'produced' or 'used'"
-            )
-        for label, text in (("name", name), ("type", type)):
-            if not isinstance(text, str) or not text.strip() or len(text) > 256:
-                raise InvalidArgument(f"an artifact {label} is 1-256 characters, got {text!r}")
-        if not isinstance(size, int) or size < 0:
-            raise InvalidArgument(f"an artifact size is an integer >= 0, got {size!r}")
+        check_artifact(direction, name, type, size)
         self._artifact_recorded(
             artifact={
                 "direction": direction,
@@ -554,23 +525,3 @@ def _copy_pending(pending: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _is_finite_number(value: object) -> bool:
     return type(value) in (float, int) and math.isfinite(value)  # type: ignore[arg-type]
-
-
-def _check_step(step: object) -> int:
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
-    return step
-
-
-def _check_name(name: str | None) -> str | None:
-    if name is not None and (not isinstance(name, str) or len(name) > 128):
-        raise InvalidArgument("a run name is a string of at most 128 characters")
-    return name or None
-
-
-def _check_tags(tags: Sequence[str]) -> list[str]:
-    tags = list(tags or ())
-    for tag in tags:
-        if not isinstance(tag, str) or not tag or len(tag) > 64:
-            raise InvalidArgument(f"invalid tag {tag!r}: tags are 1-64 character strings")
-    return tags

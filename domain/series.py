@@ -10,15 +10,12 @@ instead of building a value per point.
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 FLOATS, INTS, JSON = "f", "i", "j"
@@ -162,97 +159,6 @@ def with_rows_holding_keys(series: Sequence[Series]) -> list[Series]:
         values = time.value_list()
         cut.append(Series(time.key, packed_steps, FLOATS, _pack("d", [values[i] for i in kept])))
     return cut + keyed
-
-
-def rows_of_series(series: Iterable[Series]) -> list[dict[str, Any]]:
-    """Rows in step order, each `{"_step", "_timestamp", "_runtime", **values}`: one per
-    step of the time series, with the value of each key that has a point there."""
-    by_key = {s.key: s for s in series}
-    if not by_key:
-        return []
-    with _collector_paused():
-        return _rows(by_key)
-
-
-def extend_columns(columns: dict[str, list[Any]], series: Iterable[Series]) -> None:
-    """Add a page's rows to `columns` ({"_step": [...], "_timestamp": [...], "_runtime":
-    [...], key: [...]}, as a data frame takes them): one entry per row in every column,
-    None where a row does not hold the key. A column is a plain list of the values."""
-    by_key = {s.key: s for s in series}
-    if not by_key:
-        return
-    timestamps, runtimes = by_key.pop(TIMESTAMP), by_key.pop(RUNTIME)
-    done = len(columns.get("_step", ()))
-    steps = timestamps.step_list()
-    for name, values in (
-        ("_step", steps),
-        (TIMESTAMP, timestamps.value_list()),
-        (RUNTIME, runtimes.value_list()),
-    ):
-        columns.setdefault(name, []).extend(values)
-    index: dict[int, int] | None = None
-    for key, points in by_key.items():
-        column = columns.setdefault(key, [])
-        column.extend([None] * (done - len(column)))  # earlier pages without the key
-        if points.steps == timestamps.steps:
-            column.extend(points.value_list())
-            continue
-        if index is None:
-            index = {step: i for i, step in enumerate(steps)}
-        filled: list[Any] = [None] * len(steps)
-        for step, value in zip(points.step_list(), points.value_list(), strict=True):
-            filled[index[step]] = value
-        column.extend(filled)
-    total = len(columns["_step"])
-    for column in columns.values():
-        column.extend([None] * (total - len(column)))  # keys this page does not have
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Building many rows allocates a container per row, each of which counts towards the
-    cyclic garbage collector's next pass; the passes it triggers find nothing to free (the
-    rows are all kept) and took a third of the time of reading 100k rows of one key."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _rows(by_key: dict[str, Series]) -> list[dict[str, Any]]:
-    timestamps, runtimes = by_key.pop(TIMESTAMP), by_key.pop(RUNTIME)
-    steps = timestamps.step_list()
-    if all(s.steps == timestamps.steps for s in by_key.values()):
-        # Every key in every row, the common case: one pass, no lookups.
-        names = ("_step", TIMESTAMP, RUNTIME, *by_key)
-        columns = [steps, timestamps.value_list(), runtimes.value_list()]
-        columns += [s.value_list() for s in by_key.values()]
-        return _row_builder(len(names))(*names)(columns)
-    times = zip(steps, timestamps.value_list(), runtimes.value_list(), strict=True)
-    rows = {step: {"_step": step, TIMESTAMP: t, RUNTIME: r} for step, t, r in times}
-    for key, points in by_key.items():
-        for step, value in zip(points.step_list(), points.value_list(), strict=True):
-            rows[step][key] = value
-    return list(rows.values())
-
-
-@cache
-def _row_builder(width: int) -> Callable[..., Callable[[list[list[Any]]], list[dict[str, Any]]]]:
-    """A function that, given `width` names, makes rows of `width` equal-length columns.
-
-    Building each row as a dict display is twice as fast as `dict(zip(names, values))`
-    (30 ms against 67 ms for 100k rows of four keys), and it is the loop of every read. The
-    generated code holds only variable names made from `width`: the keys are arguments, so
-    no value from outside is ever compiled.
-    """
-    names = ", ".join(f"n{i}" for i in range(width))
-    values = ", ".join(f"v{i}" for i in range(width))
-    row = ", ".join(f"n{i}: v{i}" for i in range(width))
-    source = f"lambda {names}: lambda columns: [{{{row}}} for {values} in zip(*columns)]"
-    return eval(source)  # only `width` shapes the source: see above
 
 
 def _array(code: str, data: bytes) -> array[Any]:

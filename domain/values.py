@@ -37,6 +37,16 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+@dataclass(frozen=True, slots=True)
+class LogCall:
+    """One `run.log(data, step=None, commit=None)` call, with the client's wall clock."""
+
+    data: Mapping[str, object]
+    timestamp: float
+    step: int | None = None
+    commit: bool | None = None
+
+
 def flatten(data: Mapping[str, object], limits: Limits = DEFAULT_LIMITS) -> Values:
     """Check logged data and flatten nested dicts to dotted keys (`{"a": {"b": 1}}` -> `a.b`)."""
     if type(data) is not dict and not isinstance(data, Mapping):

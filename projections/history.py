@@ -26,13 +26,13 @@ from runhistory.domain.series import (
     RowTuple,
     Series,
     concat,
-    rows_of_series,
     series_of_rows,
     steps_between,
     with_rows_holding_keys,
 )
 from runhistory.projections.base import Projection, from_json, on, to_json
 from runhistory.projections.schema import history_blocks, history_tail, segments
+from runhistory.protos.codec import rows_of_series
 
 
 class HistoryProjection(Projection):

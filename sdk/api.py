@@ -21,11 +21,12 @@ from runhistory.client import (
     written_position,
 )
 from runhistory.domain.errors import InvalidArgument, OutOfRange
-from runhistory.domain.series import extend_columns, series_of_rows
+from runhistory.domain.series import series_of_rows
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.service.wire import (
+from runhistory.protos.codec import (
     SYSTEM_KEYS,
     chunk_rows,
+    extend_columns,
     loads,
     row_from_proto,
     series_from_protos,

@@ -44,10 +44,10 @@ from runhistory.domain.errors import (
     RunHistoryError,
     RunNotRunning,
 )
-from runhistory.domain.run import parse_summary_choice
+from runhistory.domain.rules import check_artifact, check_step, parse_summary_choice
 from runhistory.domain.values import check_config, flatten, row_size
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.service.wire import calls_to_json, dumps, loads, to_values
+from runhistory.protos.codec import calls_to_json, dumps, loads, to_values
 
 # A queued log() call: flattened data, timestamp, step, commit.
 _Call = tuple[dict[str, Any], float, int | None, bool | None]
@@ -456,7 +456,7 @@ class Run:
             self._refuse("log")
         flat = flatten(data)
         if step is not None:
-            step = _check_step(step)
+            step = check_step(step)
         if commit is not None and commit is not True and commit is not False:
             raise InvalidArgument(f"commit is True, False or None, got {commit!r}")
         for value in flat.values():
@@ -519,11 +519,7 @@ class Run:
     def _artifact(
         self, direction: str, name: str, type: str, digest: str, size: int, uri: str
     ) -> None:
-        for label, text in (("name", name), ("type", type)):
-            if not isinstance(text, str) or not text.strip() or len(text) > 256:
-                raise InvalidArgument(f"an artifact {label} is 1-256 characters, got {text!r}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidArgument(f"an artifact size is an integer >= 0, got {size!r}")
+        check_artifact(direction, name, type, size)
         request = pb.RecordArtifactRequest(
             direction=direction,
             name=name,
@@ -586,15 +582,6 @@ class Run:
         if not self._closed:
             return self._connection
         return self._connection.reopen()
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
-    step = step.__index__()
-    if step < 0:
-        raise InvalidArgument(f"invalid step {step!r}: a step is an integer >= 0")
-    return step
 
 
 def _check_row_size(flat: dict[str, Any]) -> None:

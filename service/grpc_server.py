@@ -27,11 +27,11 @@ from grpc_reflection.v1alpha import reflection
 
 from runhistory.domain.errors import InvalidArgument, ResourceExhausted, RunHistoryError
 from runhistory.domain.identity import BranchPoint, RunPath, check_name
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.projections.runner import Progress
+from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service import wire
 from runhistory.service.auth import LOCAL_OPERATOR, KeyStore, Principal, Role, bearer_key
 from runhistory.service.runs import RunService, Session
 from runhistory.service.settings import Settings
@@ -159,7 +159,7 @@ def _session(session: Session) -> pb.Session:
         version=session.version,
         next_step=session.next_step,
         position=session.position,
-        config_json=wire.dumps(session.config),
+        config_json=codec.dumps(session.config),
         forked_from=_forked_from(session.forked_from),
     )
 
@@ -206,7 +206,7 @@ def _json_chunks(rows: Iterator[str]) -> Iterator[pb.HistoryChunk]:
 def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pb.HistoryChunk]:
     chunk: list[pb.Row] = []
     for row in rows:
-        chunk.append(wire.row_to_proto(row))
+        chunk.append(codec.row_to_proto(row))
         if len(chunk) == HISTORY_CHUNK_ROWS:
             yield pb.HistoryChunk(rows=chunk)
             chunk = []
@@ -230,7 +230,7 @@ def _event(event: dict[str, Any]) -> pb.Event:
         run_event=event["run_event"],
         type=event["type"],
         timestamp=event["timestamp"],
-        payload_json=wire.dumps(event["payload"]),
+        payload_json=codec.dumps(event["payload"]),
     )
 
 
@@ -285,7 +285,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             request.run_id or None,
             name=request.name or None,
             tags=list(request.tags),
-            config=wire.loads_object(request.config_json, "config_json"),
+            config=codec.loads_object(request.config_json, "config_json"),
             resume=request.resume or None,
             resume_from=branch.point if branch.mode == pb.Branch.REWIND else None,
             fork_from=branch.point if branch.mode == pb.Branch.FORK else None,
@@ -298,11 +298,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         if batch.calls and batch.calls_json:
             raise InvalidArgument("a batch carries calls or calls_json, not both")
         calls = (
-            wire.calls_from_json(batch.calls_json)
+            codec.calls_from_json(batch.calls_json)
             if batch.calls_json
             else [
                 LogCall(
-                    data=wire.from_values(call.data),
+                    data=codec.from_values(call.data),
                     timestamp=call.timestamp or time.time(),
                     step=call.step if call.HasField("step") else None,
                     commit=call.commit if call.HasField("commit") else None,
@@ -353,7 +353,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     ) -> pb.Ack:
         ack = self.service.update_config(
             _allowed(caller, request.path, WRITE),
-            wire.loads_object(request.config_json, "config_json"),
+            codec.loads_object(request.config_json, "config_json"),
             writer=request.writer or None,
             seq=_seq(request.seq),
         )
@@ -365,7 +365,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     ) -> pb.Ack:
         ack = self.service.set_summary(
             _allowed(caller, request.path, WRITE),
-            wire.from_values(request.values),
+            codec.from_values(request.values),
             writer=request.writer or None,
             seq=_seq(request.seq),
         )
@@ -464,7 +464,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             for page in pages:
                 if page.series:
                     yield pb.HistoryChunk(
-                        series=wire.series_to_protos(page.series), upto_step=page.upto
+                        series=codec.series_to_protos(page.series), upto_step=page.upto
                     )
             return
         rows = self.service.scan_history(
@@ -481,7 +481,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             _version(request.version),
             self._wait(request.min_position),
         )
-        return pb.JsonDocument(json=wire.dumps(summary))
+        return pb.JsonDocument(json=codec.dumps(summary))
 
     @refusals
     def GetConfig(
@@ -492,7 +492,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             _version(request.version),
             self._wait(request.min_position),
         )
-        return pb.JsonDocument(json=wire.dumps(config))
+        return pb.JsonDocument(json=codec.dumps(config))
 
     @refusals
     def ListVersions(
@@ -515,8 +515,8 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
                     state=v["state"],
                     last_step=v["last_step"],
                     rows=v["rows"],
-                    summary_json=wire.dumps(v["summary"]),
-                    config_json=wire.dumps(v["config"]),
+                    summary_json=codec.dumps(v["summary"]),
+                    config_json=codec.dumps(v["config"]),
                 )
                 for v in versions
             ]
@@ -601,9 +601,9 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         )
         options = _history_options(request.history)
         return pb.AsOfResponse(
-            rows=[wire.row_to_proto(row) for row in snapshot.history(**options)],
-            summary_json=wire.dumps(snapshot.summary()),
-            config_json=wire.dumps(snapshot.config()),
+            rows=[codec.row_to_proto(row) for row in snapshot.history(**options)],
+            summary_json=codec.dumps(snapshot.summary()),
+            config_json=codec.dumps(snapshot.config()),
         )
 
     @refusals

@@ -23,7 +23,8 @@ from sqlalchemy import Connection
 
 from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
-from runhistory.domain.run import LogCall, LogOutcome, Run
+from runhistory.domain.run import LogOutcome, Run
+from runhistory.domain.values import LogCall
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
 from runhistory.projections.database import Database
 from runhistory.projections.runner import Progress, ProjectionRunner

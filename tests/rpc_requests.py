@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.service.wire import calls_to_json
+from runhistory.protos.codec import calls_to_json
 
 T0 = 1_700_000_000.0
 

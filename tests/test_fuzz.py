@@ -31,13 +31,13 @@ from hypothesis import strategies as st
 from rpc_requests import requests_for
 
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.protos.codec import calls_to_json
 from runhistory.service.auth import KeyStore, Role
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
-from runhistory.service.wire import calls_to_json
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RunHistory"]
 EXAMPLES = int(os.environ.get("RUNHISTORY_FUZZ_EXAMPLES", "300"))

@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from runhistory.domain.values import flatten
+from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service import wire
 from runhistory.service.grpc_server import RunningServer, start_server
 from runhistory.service.settings import Settings
 
@@ -65,7 +65,7 @@ def init(stub, run_id: str = "", **fields) -> pb.Session:
 def calls(*datas, step=None, commit=None) -> list[pb.LogCall]:
     made = []
     for i, data in enumerate(datas):
-        call = pb.LogCall(data=wire.to_values(flatten(data)), timestamp=T0 + i)
+        call = pb.LogCall(data=codec.to_values(flatten(data)), timestamp=T0 + i)
         if step is not None:
             call.step = step
         if commit is not None:
@@ -81,7 +81,7 @@ def log(stub, session: pb.Session, *datas, seq: int = 0) -> pb.LogAck:
 
 
 def history(stub, path: str, **fields) -> list[dict]:
-    return list(wire.rows_from_chunks(stub.ReadHistory(pb.HistoryRequest(path=path, **fields))))
+    return list(codec.rows_from_chunks(stub.ReadHistory(pb.HistoryRequest(path=path, **fields))))
 
 
 def rewind(point: str) -> pb.Branch:
@@ -173,7 +173,7 @@ def test_log_refusals_change_nothing(stub) -> None:
     s = init(stub, "r")
     log(stub, s, {"a": 1})
     before = list(stub.ReadEvents(pb.EventsRequest(start=0)))
-    reserved = pb.LogCall(data=wire.to_values({"_step": 2}), timestamp=T0)
+    reserved = pb.LogCall(data=codec.to_values({"_step": 2}), timestamp=T0)
     bad_batch = pb.LogBatch(path=s.path, writer=s.writer, calls=[*calls({"ok": 1}), reserved])
     refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, bad_batch, match="reserved")
     refused(
@@ -264,7 +264,7 @@ def test_config_summary_metrics_artifacts(stub) -> None:
     )
     log(stub, s, {"acc": 0.5}, {"acc": 0.7})
     stub.DefineMetric(pb.DefineMetricRequest(path=s.path, key="acc", summary="max,mean"))
-    stub.SetSummary(pb.SetSummaryRequest(path=s.path, values=wire.to_values({"best": 0.7})))
+    stub.SetSummary(pb.SetSummaryRequest(path=s.path, values=codec.to_values({"best": 0.7})))
     stub.RecordArtifact(
         pb.RecordArtifactRequest(path=s.path, direction="produced", name="m", type="model", size=3)
     )
@@ -400,7 +400,7 @@ def test_as_of_and_rebuild(stub) -> None:
 
 def test_json_forms_of_calls_and_rows_match_the_typed_ones(stub) -> None:
     s = init(stub, "json")
-    payload = wire.calls_to_json(
+    payload = codec.calls_to_json(
         [({"x": 1, "f": math.nan, "s": "a"}, T0, None, None), ({"x": 2}, T0, 7, True)]
     )
     ack = stub.Log(pb.LogBatch(path=s.path, writer=s.writer, calls_json=payload))

@@ -17,13 +17,12 @@ from sqlalchemy import select
 
 import runhistory
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall
-from runhistory.domain.series import rows_of_series
+from runhistory.domain.values import LogCall
 from runhistory.projections import history, schema
+from runhistory.protos.codec import SYSTEM_KEYS, rows_of_series
 from runhistory.service.grpc_server import RunningServer, start_server
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
-from runhistory.service.wire import SYSTEM_KEYS
 
 T0 = 1_700_000_000.123456789
 QUOTE = 'q"uote'

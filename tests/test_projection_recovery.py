@@ -18,7 +18,8 @@ import pytest
 from conftest import postgres_schema_url
 from sqlalchemy import create_engine, delete, select
 
-from runhistory.domain.run import LogCall, Run
+from runhistory.domain.run import Run
+from runhistory.domain.values import LogCall
 from runhistory.projections.database import Database
 from runhistory.projections.runner import ALL_PROJECTIONS, ProjectionRunner
 from runhistory.projections.schema import tracking

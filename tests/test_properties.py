@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 from runhistory.domain.errors import RunHistoryError
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 
 ENTITY, PROJECT = "ent", "proj"

@@ -22,15 +22,14 @@ from runhistory.domain.errors import (
     Superseded,
 )
 from runhistory.domain.identity import RunPath
+from runhistory.domain.rules import parse_summary_choice
 from runhistory.domain.run import (
     CRASHED,
     FINISHED,
     RUNNING,
-    LogCall,
     Run,
-    parse_summary_choice,
 )
-from runhistory.domain.values import Limits
+from runhistory.domain.values import Limits, LogCall
 
 PATH = RunPath("ent", "proj", "run1")
 FORK_PATH = RunPath("ent", "proj", "fork1")

@@ -19,9 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
+from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service import wire
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 
@@ -114,7 +114,7 @@ def test_two_servers_and_a_worker(database: str, processes) -> None:
                 path = shared[(k + i) % 2].path
                 batch = pb.LogBatch(
                     path=path,
-                    calls=[pb.LogCall(data=wire.to_values({f"c{k}": i}), timestamp=time.time())],
+                    calls=[pb.LogCall(data=codec.to_values({f"c{k}": i}), timestamp=time.time())],
                 )
                 for _attempt in range(20):
                     try:
@@ -162,10 +162,10 @@ def test_two_servers_and_a_worker(database: str, processes) -> None:
 
     # A client reads its own writes through the other server: it waits for the worker.
     ack = stubs[0].Log(
-        pb.LogBatch(path=shared[0].path, calls=[pb.LogCall(data=wire.to_values({"last": 1}))])
+        pb.LogBatch(path=shared[0].path, calls=[pb.LogCall(data=codec.to_values({"last": 1}))])
     )
     request = pb.HistoryRequest(path=shared[0].path, keys=["last"], min_position=ack.position)
-    assert len(list(wire.rows_from_chunks(stubs[1].ReadHistory(request)))) == 1
+    assert len(list(codec.rows_from_chunks(stubs[1].ReadHistory(request)))) == 1
     with RunService(Settings(db=database), projections=False) as service:
         live = service.checksums()  # waits for the worker to apply every event
         for session in shared:
@@ -243,7 +243,7 @@ def test_a_rewind_on_one_server_fences_a_writer_on_another(database: str, proces
     batch = pb.LogBatch(
         path=session.path,
         writer=session.writer,
-        calls=[pb.LogCall(data=wire.to_values({"x": i})) for i in range(5)],
+        calls=[pb.LogCall(data=codec.to_values({"x": i})) for i in range(5)],
     )
     a.Log(batch)
     rewound = b.Init(
@@ -257,5 +257,5 @@ def test_a_rewind_on_one_server_fences_a_writer_on_another(database: str, proces
     assert "superseded by a rewind" in refused.value.details()
     # The client that rewound reads its write through the other server too.
     request = pb.HistoryRequest(path=session.path, min_position=rewound.position)
-    rows = list(wire.rows_from_chunks(a.ReadHistory(request)))
+    rows = list(codec.rows_from_chunks(a.ReadHistory(request)))
     assert [row["_step"] for row in rows] == [0, 1]

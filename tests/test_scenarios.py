@@ -18,7 +18,7 @@ from runhistory.domain.errors import (
     Superseded,
 )
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 
 T0 = 1_700_000_000.0

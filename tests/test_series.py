@@ -18,13 +18,12 @@ from runhistory.domain.series import (
     TIMESTAMP,
     Series,
     concat,
-    extend_columns,
-    rows_of_series,
     series_of_rows,
     steps_between,
     with_rows_holding_keys,
 )
-from runhistory.service import wire
+from runhistory.protos import codec
+from runhistory.protos.codec import extend_columns, rows_of_series
 
 
 def as_rows(rows: list[tuple[int, float, float, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -97,15 +96,15 @@ def test_between_and_concat() -> None:
 
 def test_series_travel_as_protos() -> None:
     series = series_of_rows(table({"f": 0.1, "i": 7, "s": "é"}, {"f": math.inf, "i": 8}))
-    messages = wire.series_to_protos(series)
-    assert wire.series_from_protos(messages) == series
+    messages = codec.series_to_protos(series)
+    assert codec.series_from_protos(messages) == series
     # "f" and "i" are in every row: their steps, those of _timestamp, are not sent again.
     sent = {m.key: len(m.steps) for m in messages}
     assert sent == {TIMESTAMP: 16, RUNTIME: 0, "f": 0, "s": 8, "i": 0}
     with pytest.raises(Exception, match="malformed"):
-        wire.series_from_protos([wire.pb.Series(key="k", steps=b"\x00" * 8)])  # no values
+        codec.series_from_protos([codec.pb.Series(key="k", steps=b"\x00" * 8)])  # no values
     with pytest.raises(Exception, match="malformed"):
-        wire.series_from_protos([wire.pb.Series(key="k", steps=b"\x00" * 7, floats=b"")])
+        codec.series_from_protos([codec.pb.Series(key="k", steps=b"\x00" * 7, floats=b"")])
 
 
 values = st.one_of(

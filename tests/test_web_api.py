@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import LogCall
+from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService, Session
 from runhistory.service.web.api import EVENT_TYPES
 from runhistory.service.web.downsample import MinMaxReducer, downsample
