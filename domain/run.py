@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from runhistory.domain.errors import (
     InvalidArgument,
@@ -34,6 +35,7 @@ from runhistory.domain.rules import (
     check_tags,
     parse_summary_choice,
 )
+from runhistory.domain.series import EventRow
 from runhistory.domain.values import (
     DEFAULT_LIMITS,
     Limits,
@@ -49,8 +51,32 @@ RUNNING = "running"
 FINISHED = "finished"
 CRASHED = "crashed"
 
-# A committed row as stored in events: [step, timestamp, runtime, values].
-Row = list[Any]
+
+class PendingRow(TypedDict):
+    """The row being filled: merged into by `log(..., commit=False)` and same-step calls."""
+
+    step: int
+    timestamp: float
+    values: Values
+
+
+class ForkedFrom(TypedDict):
+    """Where a fork branched off: its source run, that run's version, and the step."""
+
+    run: str  # the source's path, entity/project/run_id
+    run_uuid: str  # the source's aggregate ID
+    version: int
+    step: int
+
+
+class ArtifactRecord(TypedDict):
+    direction: str  # ARTIFACT_PRODUCED or ARTIFACT_USED
+    name: str
+    type: str
+    digest: str
+    size: int
+    uri: str
+    version: int  # the run version that recorded it
 
 
 @dataclass(slots=True)
@@ -58,7 +84,7 @@ class LogOutcome:
     """What a batch of log calls did: rows committed, the step logging continues at, and
     a warning for each call that was refused because its step was lower than the current."""
 
-    rows: list[Row] = field(default_factory=list)
+    rows: list[EventRow] = field(default_factory=list)
     next_step: int = 0
     warnings: list[str] = field(default_factory=list)
     duplicate: bool = False
@@ -67,8 +93,88 @@ class LogOutcome:
 class Run(Aggregate):
     TOPIC = "runhistory:Run"
 
-    class Snapshot(Aggregate.Snapshot):
+    # Aggregate.Snapshot is this class; mypy sees only a variable there.
+    class Snapshot(BaseSnapshot):
         TOPIC = "runhistory:Run.Snapshot"
+
+    # ---- the events -----------------------------------------------------------------
+    # What the event store holds of each: its TOPIC and its fields, by name. Events already
+    # stored must keep decoding, so neither changes (tests/test_stored_events.py). Each
+    # `@event` method below applies its event: it only assigns, as it runs on every replay.
+
+    class Event(Aggregate.Event):
+        """Every event of a run."""
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "runhistory:Run.Created"
+        entity: str
+        project: str
+        run_id: str
+        name: str
+        tags: list[str]
+        config: dict[str, object]
+        metrics: dict[str, list[str]]  # define_metric choices: key -> aggregates
+        writer: str
+        started_at: float
+        forked_from: ForkedFrom | None
+        last_step: int | None  # a fork's branch step; None for a new run
+
+    class RowsLogged(Event):
+        TOPIC = "runhistory:Run.RowsLogged"
+        rows: list[EventRow]  # committed, in step order
+        next_step: int
+        pending: PendingRow | None
+        writer: str | None
+        seq: int | None
+
+    class ConfigUpdated(Event):
+        TOPIC = "runhistory:Run.ConfigUpdated"
+        changes: dict[str, object]
+        writer: str | None
+        seq: int | None
+
+    class SummarySet(Event):
+        TOPIC = "runhistory:Run.SummarySet"
+        values: Values
+        writer: str | None
+        seq: int | None
+
+    class MetricDefined(Event):
+        TOPIC = "runhistory:Run.MetricDefined"
+        key: str
+        aggregates: list[str]
+        writer: str | None
+        seq: int | None
+
+    class ArtifactRecorded(Event):
+        TOPIC = "runhistory:Run.ArtifactRecorded"
+        artifact: ArtifactRecord
+        writer: str | None
+        seq: int | None
+
+    class Finished(Event):
+        TOPIC = "runhistory:Run.Finished"
+        rows: list[EventRow]  # the pending row, committed
+        state: str  # FINISHED or CRASHED
+        exit_code: int
+        writer: str | None
+        seq: int | None
+
+    class Resumed(Event):
+        TOPIC = "runhistory:Run.Resumed"
+        rows: list[EventRow]  # the pending row, committed
+        config: dict[str, object]  # merged over the stored config
+        writer: str
+        started_at: float
+
+    class Rewound(Event):
+        TOPIC = "runhistory:Run.Rewound"
+        rows: list[EventRow]  # the pending row, committed into the archived version
+        step: int
+        archived_version: int
+        config: dict[str, object]  # merged over the stored config
+        writer: str
+        started_at: float
 
     # ---- creation -------------------------------------------------------------------
 
@@ -138,7 +244,7 @@ class Run(Aggregate):
             last_step=step,
         )
 
-    @event("Created", topic="runhistory:Run.Created")
+    @event(Created)
     def __init__(
         self,
         entity: str,
@@ -150,7 +256,7 @@ class Run(Aggregate):
         metrics: dict[str, list[str]],
         writer: str,
         started_at: float,
-        forked_from: dict[str, Any] | None,
+        forked_from: ForkedFrom | None,
         last_step: int | None,
     ) -> None:
         self.entity = entity
@@ -166,7 +272,7 @@ class Run(Aggregate):
         self.run_version = 1
         self.last_step = last_step
         self.next_step = 0 if last_step is None else last_step + 1
-        self.pending: dict[str, Any] | None = None
+        self.pending: PendingRow | None = None
         self._begin_session(writer, started_at, "creation")
 
     def _begin_session(self, writer: str, started_at: float, cause: str) -> None:
@@ -295,23 +401,23 @@ class Run(Aggregate):
         return outcome
 
     @staticmethod
-    def _check_pending(pending: dict[str, Any], bound: int, limits: Limits) -> None:
+    def _check_pending(pending: PendingRow, bound: int, limits: Limits) -> None:
         values = pending["values"]
         if bound > limits.max_row_bytes or len(values) > limits.max_keys_per_row:
             check_row_size(pending["step"], values, limits)
 
-    def _commit(self, pending: dict[str, Any], bound: int, limits: Limits) -> Row:
+    def _commit(self, pending: PendingRow, bound: int, limits: Limits) -> EventRow:
         values: Values = pending["values"]
         self._check_pending(pending, bound, limits)
         runtime = max(0.0, pending["timestamp"] - self.segment_started_at)
         return [pending["step"], pending["timestamp"], runtime, values]
 
-    @event("RowsLogged", topic="runhistory:Run.RowsLogged")
+    @event(RowsLogged)
     def _rows_logged(
         self,
-        rows: list[Row],
+        rows: list[EventRow],
         next_step: int,
-        pending: dict[str, Any] | None,
+        pending: PendingRow | None,
         writer: str | None,
         seq: int | None,
     ) -> None:
@@ -325,7 +431,7 @@ class Run(Aggregate):
         if seq is not None and writer == self.writer:
             self.writer_seq = seq
 
-    def _closing_rows(self) -> list[Row]:
+    def _closing_rows(self) -> list[EventRow]:
         """The pending row, committed: it was acknowledged, so it is never dropped."""
         if self.pending is None:
             return []
@@ -341,7 +447,7 @@ class Run(Aggregate):
         self._config_updated(changes=check_config(changes), writer=writer, seq=seq)
         return True
 
-    @event("ConfigUpdated", topic="runhistory:Run.ConfigUpdated")
+    @event(ConfigUpdated)
     def _config_updated(
         self, changes: dict[str, object], writer: str | None, seq: int | None
     ) -> None:
@@ -357,7 +463,7 @@ class Run(Aggregate):
         self._summary_set(values=flatten(values), writer=writer, seq=seq)
         return True
 
-    @event("SummarySet", topic="runhistory:Run.SummarySet")
+    @event(SummarySet)
     def _summary_set(self, values: Values, writer: str | None, seq: int | None) -> None:
         self._advance_seq(writer, seq)
 
@@ -372,7 +478,7 @@ class Run(Aggregate):
         )
         return True
 
-    @event("MetricDefined", topic="runhistory:Run.MetricDefined")
+    @event(MetricDefined)
     def _metric_defined(
         self, key: str, aggregates: list[str], writer: str | None, seq: int | None
     ) -> None:
@@ -408,9 +514,9 @@ class Run(Aggregate):
         )
         return True
 
-    @event("ArtifactRecorded", topic="runhistory:Run.ArtifactRecorded")
+    @event(ArtifactRecorded)
     def _artifact_recorded(
-        self, artifact: dict[str, Any], writer: str | None, seq: int | None
+        self, artifact: ArtifactRecord, writer: str | None, seq: int | None
     ) -> None:
         self._advance_seq(writer, seq)
 
@@ -432,16 +538,16 @@ class Run(Aggregate):
         )
         return True
 
-    @event("Finished", topic="runhistory:Run.Finished")
+    @event(Finished)
     def _finished(
-        self, rows: list[Row], state: str, exit_code: int, writer: str | None, seq: int | None
+        self, rows: list[EventRow], state: str, exit_code: int, writer: str | None, seq: int | None
     ) -> None:
         self._close_pending(rows)
         self.state = state
         self.exit_code = exit_code
         self._advance_seq(writer, seq)
 
-    def _close_pending(self, rows: list[Row]) -> None:
+    def _close_pending(self, rows: list[EventRow]) -> None:
         if rows:
             self.last_step = rows[-1][0]
             self.next_step = self.last_step + 1
@@ -458,9 +564,9 @@ class Run(Aggregate):
             started_at=float(started_at),
         )
 
-    @event("Resumed", topic="runhistory:Run.Resumed")
+    @event(Resumed)
     def _resumed(
-        self, rows: list[Row], config: dict[str, object], writer: str, started_at: float
+        self, rows: list[EventRow], config: dict[str, object], writer: str, started_at: float
     ) -> None:
         self._close_pending(rows)
         self.config = {**self.config, **config}
@@ -486,10 +592,10 @@ class Run(Aggregate):
             started_at=float(started_at),
         )
 
-    @event("Rewound", topic="runhistory:Run.Rewound")
+    @event(Rewound)
     def _rewound(
         self,
-        rows: list[Row],
+        rows: list[EventRow],
         step: int,
         archived_version: int,
         config: dict[str, object],
@@ -507,17 +613,26 @@ class Run(Aggregate):
         self._begin_session(writer, started_at, f"rewind to step {step}")
 
 
+# Every event class of a run, in the order a run usually meets them.
+EVENT_CLASSES: tuple[type[Run.Event], ...] = (
+    Run.Created,
+    Run.RowsLogged,
+    Run.ConfigUpdated,
+    Run.SummarySet,
+    Run.MetricDefined,
+    Run.ArtifactRecorded,
+    Run.Finished,
+    Run.Resumed,
+    Run.Rewound,
+)
+
+
 def event_types() -> tuple[str, ...]:
-    """The names of a run's event classes, in the order they are declared, which is the
-    order a run usually meets them."""
-    return tuple(
-        name
-        for name, value in vars(Run).items()
-        if isinstance(value, type) and issubclass(value, Run.Event) and value is not Run.Event
-    )
+    """The names of a run's event classes, as `EVENT_CLASSES` orders them."""
+    return tuple(cls.__name__ for cls in EVENT_CLASSES)
 
 
-def _copy_pending(pending: dict[str, Any] | None) -> dict[str, Any] | None:
+def _copy_pending(pending: PendingRow | None) -> PendingRow | None:
     if pending is None:
         return None
     return {**pending, "values": dict(pending["values"])}

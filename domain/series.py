@@ -27,8 +27,16 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
 
-# One row as the history read model holds it: (step, timestamp, runtime, values).
-RowTuple = tuple[int, float, float, dict[str, Any]]
+# A history row has three shapes, each named for where it is found:
+# - EventRow: a committed row in a run's events, [step, timestamp, runtime, values] (a list:
+#   the event store keeps payloads as JSON, and must keep decoding those stored already);
+# - SeriesRow: the same four as a tuple, what `series_of_rows` packs (the history tail's rows
+#   as read back, rows the SDK turns into columns);
+# - ReadRow: a row as readers get it, {"_step": ..., "_timestamp": ..., "_runtime": ...,
+#   **values}, built from series by `protos.codec.rows_of_series`.
+EventRow = list[Any]
+SeriesRow = tuple[int, float, float, dict[str, Any]]
+ReadRow = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,9 @@ def _pack_values(values: Sequence[Any]) -> tuple[str, bytes]:
     return JSON, _encode_json(list(values)).encode()
 
 
-def series_of_rows(rows: Sequence[RowTuple], keys: Collection[str] | None = None) -> list[Series]:
+def series_of_rows(
+    rows: Sequence[SeriesRow | EventRow], keys: Collection[str] | None = None
+) -> list[Series]:
     """The rows as series: the two time series, then one per key (only `keys`, if given) in
     the order the keys first appear."""
     steps = [row[0] for row in rows]

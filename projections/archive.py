@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from runhistory.domain.run import RUNNING, Run
-from runhistory.projections.base import Projection, epoch, on
+from runhistory.projections.base import Projection, epoch, last_step_change
 from runhistory.projections.schema import versions
 
 
@@ -15,41 +15,31 @@ class ArchiveProjection(Projection):
     name = "archive"
     tables = (versions,)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
-        _start(conn, event, position, 1, event.last_step)
-
-    @on(Run.RowsLogged)
-    def _rows_logged(self, conn: Connection, event: Any, position: int) -> None:
-        if event.rows:
-            _update_live(conn, event, last_step=event.rows[-1][0])
-
-    @on(Run.Finished)
-    def _finished(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        _update_live(conn, event, state=event.state, **changes)
-
-    @on(Run.Resumed)
-    def _resumed(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        _update_live(conn, event, state=RUNNING, **changes)
-
-    @on(Run.Rewound)
-    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        _update_live(
-            conn,
-            event,
-            archived_at=epoch(event.timestamp),
-            archived_position=position,
-            rewound_to_step=event.step,
-            **changes,
-        )
-        _start(conn, event, position, event.archived_version + 1, event.step)
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.Created():
+                _start(conn, event, position, 1, event.last_step)
+            case Run.RowsLogged():
+                if event.rows:
+                    _update_live(conn, event, **last_step_change(event.rows))
+            case Run.Finished():
+                _update_live(conn, event, state=event.state, **last_step_change(event.rows))
+            case Run.Resumed():
+                _update_live(conn, event, state=RUNNING, **last_step_change(event.rows))
+            case Run.Rewound():
+                _update_live(
+                    conn,
+                    event,
+                    archived_at=epoch(event.timestamp),
+                    archived_position=position,
+                    rewound_to_step=event.step,
+                    **last_step_change(event.rows),
+                )
+                _start(conn, event, position, event.archived_version + 1, event.step)
 
 
 def _start(
-    conn: Connection, event: Any, position: int, version: int, last_step: int | None
+    conn: Connection, event: Run.Event, position: int, version: int, last_step: int | None
 ) -> None:
     conn.execute(
         versions.insert().values(
@@ -66,7 +56,7 @@ def _start(
     )
 
 
-def _update_live(conn: Connection, event: Any, **changes: Any) -> None:
+def _update_live(conn: Connection, event: Run.Event, **changes: Any) -> None:
     conn.execute(
         update(versions)
         .where(versions.c.run_uuid == str(event.originator_id), versions.c.archived_at.is_(None))

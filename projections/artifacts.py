@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from runhistory.domain.run import Run
-from runhistory.projections.base import Projection, epoch, on
+from runhistory.projections.base import Projection, epoch
 from runhistory.projections.schema import artifacts
 
 
@@ -15,16 +15,17 @@ class ArtifactsProjection(Projection):
     name = "artifacts"
     tables = (artifacts,)
 
-    @on(Run.ArtifactRecorded)
-    def _recorded(self, conn: Connection, event: Any, position: int) -> None:
-        conn.execute(
-            artifacts.insert().values(
-                position=position,
-                run_uuid=str(event.originator_id),
-                recorded_at=epoch(event.timestamp),
-                **event.artifact,
-            )
-        )
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.ArtifactRecorded():
+                conn.execute(
+                    artifacts.insert().values(
+                        position=position,
+                        run_uuid=str(event.originator_id),
+                        recorded_at=epoch(event.timestamp),
+                        **event.artifact,
+                    )
+                )
 
 
 def list_artifacts(

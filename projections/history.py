@@ -13,24 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 from uuid import UUID
 
 from sqlalchemy import Connection, and_, delete, func, select, update
 
 from runhistory.domain.errors import NotFound
-from runhistory.domain.run import Row, Run
+from runhistory.domain.run import Run
 from runhistory.domain.series import (
     TIMES,
     TIMESTAMP,
-    RowTuple,
+    EventRow,
+    ReadRow,
     Series,
+    SeriesRow,
     concat,
     series_of_rows,
     steps_between,
     with_rows_holding_keys,
 )
-from runhistory.projections.base import Projection, from_json, on, to_json
+from runhistory.domain.values import Values
+from runhistory.projections.base import Projection, from_json, to_json
 from runhistory.projections.schema import history_blocks, history_tail, segments
 from runhistory.protos.codec import rows_of_series
 
@@ -40,8 +43,18 @@ class HistoryProjection(Projection):
     revision = 2  # 2: rows kept as blocks by key
     tables = (segments, history_blocks, history_tail)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.Created():
+                self._created(conn, event, position)
+            case Run.RowsLogged() | Run.Finished() | Run.Resumed():
+                if event.rows:
+                    append_rows(conn, current_segment(conn, event.originator_id), event.rows)
+            case Run.Rewound():
+                self._rewound(conn, event, position)
+
+    @staticmethod
+    def _created(conn: Connection, event: Run.Created, position: int) -> None:
         parent_segment = parent_step = None
         if event.forked_from is not None:
             source = event.forked_from
@@ -49,13 +62,8 @@ class HistoryProjection(Projection):
             parent_step = source["step"]
         _start_segment(conn, position, event.originator_id, 1, parent_segment, parent_step)
 
-    @on(Run.RowsLogged, Run.Finished, Run.Resumed)
-    def _rows(self, conn: Connection, event: Any, position: int) -> None:
-        if event.rows:
-            append_rows(conn, current_segment(conn, event.originator_id), event.rows)
-
-    @on(Run.Rewound)
-    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
+    @staticmethod
+    def _rewound(conn: Connection, event: Run.Rewound, position: int) -> None:
         archived = current_segment(conn, event.originator_id)
         if event.rows:
             append_rows(conn, archived, event.rows)
@@ -92,7 +100,7 @@ def _start_segment(
 SEAL_ROWS = 256
 
 
-def append_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
+def append_rows(conn: Connection, segment: Segment, rows: Sequence[EventRow]) -> None:
     waiting = segment.own_rows - segment.sealed_rows
     own_rows = segment.own_rows + len(rows)
     changes: dict[str, Any] = {"own_rows": own_rows, "last_step": rows[-1][0]}
@@ -121,7 +129,7 @@ def append_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None
 
 def _tail_rows(
     conn: Connection, segment_id: int, after: int | None, upto: int | None = None
-) -> list[RowTuple]:
+) -> list[SeriesRow]:
     """A segment's rows in the tail with `after < step <= upto`, decoded."""
     tail = history_tail.c
     query = select(tail.step, tail.timestamp, tail.runtime, tail.data)
@@ -136,7 +144,7 @@ def _tail_rows(
     ]
 
 
-def _seal(conn: Connection, segment_id: int, rows: Sequence[RowTuple]) -> None:
+def _seal(conn: Connection, segment_id: int, rows: Sequence[SeriesRow | EventRow]) -> None:
     conn.execute(
         history_blocks.insert(),
         [
@@ -248,6 +256,32 @@ def visible_spans(conn: Connection, segment: Segment, own_only: bool = False) ->
     return [s for s in spans if s.upto is None or s.after is None or s.after < s.upto]
 
 
+@overload
+def read_rows(
+    conn: Connection,
+    segment: Segment,
+    keys: Sequence[str] | None = None,
+    min_step: int | None = None,
+    max_step: int | None = None,
+    own_only: bool = False,
+    as_json: Literal[False] = False,
+) -> Iterator[ReadRow]: ...
+
+
+@overload
+def read_rows(
+    conn: Connection,
+    segment: Segment,
+    keys: Sequence[str] | None = None,
+    min_step: int | None = None,
+    max_step: int | None = None,
+    own_only: bool = False,
+    *,
+    as_json: Literal[True],
+) -> Iterator[str]: ...
+
+
+@overload
 def read_rows(
     conn: Connection,
     segment: Segment,
@@ -256,7 +290,18 @@ def read_rows(
     max_step: int | None = None,
     own_only: bool = False,
     as_json: bool = False,
-) -> Iterator[Any]:
+) -> Iterator[ReadRow | str]: ...
+
+
+def read_rows(
+    conn: Connection,
+    segment: Segment,
+    keys: Sequence[str] | None = None,
+    min_step: int | None = None,
+    max_step: int | None = None,
+    own_only: bool = False,
+    as_json: bool = False,
+) -> Iterator[ReadRow | str]:
     """Visible rows in step order, each `{"_step", "_timestamp", "_runtime", **values}`, or
     with `as_json` its JSON text. With `keys`, only rows holding at least one of them, with
     only those keys."""
@@ -419,7 +464,7 @@ def _time_steps(conn: Connection, segment_id: int, first_step: int) -> bytes:
 
 def own_row_values(
     conn: Connection, segment: Segment, after: int | None, upto: int
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Values]:
     """The values of a segment's own rows with `after < step <= upto`, in step order."""
     span = Span(segment.id, after, upto, segment.sealed_step)
     for page in _span_pages(conn, span, None, after, upto, DEFAULT_PAGE_POINTS):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from runhistory.domain.run import Run
-from runhistory.projections.base import Projection, epoch, on
+from runhistory.projections.base import Projection, epoch
 from runhistory.projections.schema import forks
 
 
@@ -15,21 +15,19 @@ class LineageProjection(Projection):
     name = "lineage"
     tables = (forks,)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
-        source = event.forked_from
-        if source is None:
-            return
-        conn.execute(
-            forks.insert().values(
-                run_uuid=str(event.originator_id),
-                source_uuid=source["run_uuid"],
-                source_version=source["version"],
-                source_step=source["step"],
-                forked_at=epoch(event.timestamp),
-                position=position,
-            )
-        )
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.Created(forked_from=source) if source is not None:
+                conn.execute(
+                    forks.insert().values(
+                        run_uuid=str(event.originator_id),
+                        source_uuid=source["run_uuid"],
+                        source_version=source["version"],
+                        source_step=source["step"],
+                        forked_at=epoch(event.timestamp),
+                        position=position,
+                    )
+                )
 
 
 def fork_edge(conn: Connection, run_uuid: str) -> dict[str, Any] | None:

@@ -11,7 +11,13 @@ from sqlalchemy import Connection, select, update
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
 from runhistory.domain.run import RUNNING, Run
-from runhistory.projections.base import Projection, epoch, from_json, on, to_json
+from runhistory.projections.base import (
+    Projection,
+    epoch,
+    from_json,
+    last_step_change,
+    to_json,
+)
 from runhistory.projections.schema import configs, runs
 
 
@@ -19,8 +25,36 @@ class RunsProjection(Projection):
     name = "runs"
     tables = (runs,)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        changes: dict[str, Any] = {}
+        match event:
+            case Run.Created():
+                self._created(conn, event, position)
+                return
+            case Run.RowsLogged():
+                changes = last_step_change(event.rows)
+            case Run.Finished():
+                changes = {"state": event.state, "exit_code": event.exit_code}
+                changes.update(last_step_change(event.rows))
+            case Run.Resumed():
+                changes = {"state": RUNNING, "exit_code": None}
+                changes.update(last_step_change(event.rows))
+            case Run.Rewound():
+                changes = {
+                    "state": RUNNING,
+                    "exit_code": None,
+                    "version": event.archived_version + 1,
+                    "last_step": event.step,
+                }
+        # Every event of a run, these and the others, is its latest update.
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_uuid == str(event.originator_id))
+            .values(updated_at=epoch(event.timestamp), updated_position=position, **changes)
+        )
+
+    @staticmethod
+    def _created(conn: Connection, event: Run.Created, position: int) -> None:
         at = epoch(event.timestamp)
         conn.execute(
             runs.insert().values(
@@ -41,77 +75,41 @@ class RunsProjection(Projection):
             )
         )
 
-    @on(Run.RowsLogged)
-    def _rows_logged(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        self._touch(conn, event, position, **changes)
-
-    @on(Run.Finished)
-    def _finished(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        self._touch(conn, event, position, state=event.state, exit_code=event.exit_code, **changes)
-
-    @on(Run.Resumed)
-    def _resumed(self, conn: Connection, event: Any, position: int) -> None:
-        changes = {"last_step": event.rows[-1][0]} if event.rows else {}
-        self._touch(conn, event, position, state=RUNNING, exit_code=None, **changes)
-
-    @on(Run.Rewound)
-    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
-        self._touch(
-            conn,
-            event,
-            position,
-            state=RUNNING,
-            exit_code=None,
-            version=event.archived_version + 1,
-            last_step=event.step,
-        )
-
-    @on(Run.ConfigUpdated, Run.SummarySet, Run.MetricDefined, Run.ArtifactRecorded)
-    def _other(self, conn: Connection, event: Any, position: int) -> None:
-        self._touch(conn, event, position)
-
-    @staticmethod
-    def _touch(conn: Connection, event: Any, position: int, **changes: Any) -> None:
-        conn.execute(
-            update(runs)
-            .where(runs.c.run_uuid == str(event.originator_id))
-            .values(updated_at=epoch(event.timestamp), updated_position=position, **changes)
-        )
-
 
 class ConfigProjection(Projection):
     name = "config"
     tables = (configs,)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
-        _insert(conn, event.originator_id, 1, event.config)
-
-    @on(Run.ConfigUpdated, Run.Resumed)
-    def _merged(self, conn: Connection, event: Any, position: int) -> None:
-        changes = event.changes if isinstance(event, Run.ConfigUpdated) else event.config
-        version, config = _current(conn, event.originator_id)
-        conn.execute(
-            update(configs)
-            .where(configs.c.run_uuid == str(event.originator_id), configs.c.version == version)
-            .values(config=to_json({**config, **changes}))
-        )
-
-    @on(Run.Rewound)
-    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
-        _version, config = _current(conn, event.originator_id)
-        _insert(conn, event.originator_id, event.archived_version + 1, {**config, **event.config})
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.Created():
+                _insert(conn, event.originator_id, 1, event.config)
+            case Run.ConfigUpdated():
+                _merge(conn, event.originator_id, event.changes)
+            case Run.Resumed():
+                _merge(conn, event.originator_id, event.config)
+            case Run.Rewound():
+                _version, config = _current(conn, event.originator_id)
+                version = event.archived_version + 1
+                _insert(conn, event.originator_id, version, {**config, **event.config})
 
 
-def _insert(conn: Connection, run_uuid: UUID, version: int, config: dict) -> None:
+def _merge(conn: Connection, run_uuid: UUID, changes: dict[str, object]) -> None:
+    version, config = _current(conn, run_uuid)
+    conn.execute(
+        update(configs)
+        .where(configs.c.run_uuid == str(run_uuid), configs.c.version == version)
+        .values(config=to_json({**config, **changes}))
+    )
+
+
+def _insert(conn: Connection, run_uuid: UUID, version: int, config: dict[str, object]) -> None:
     conn.execute(
         configs.insert().values(run_uuid=str(run_uuid), version=version, config=to_json(config))
     )
 
 
-def _current(conn: Connection, run_uuid: UUID | str) -> tuple[int, dict]:
+def _current(conn: Connection, run_uuid: UUID | str) -> tuple[int, dict[str, object]]:
     version, config = conn.execute(
         select(configs.c.version, configs.c.config)
         .where(configs.c.run_uuid == str(run_uuid))

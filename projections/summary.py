@@ -13,9 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from runhistory.domain.run import Row, Run
+from runhistory.domain.run import Run
+from runhistory.domain.series import EventRow
 from runhistory.domain.summary import SummaryState, render
-from runhistory.projections.base import Projection, from_json, on, to_json
+from runhistory.projections.base import Projection, from_json, to_json
 from runhistory.projections.history import (
     Segment,
     current_segment,
@@ -33,8 +34,22 @@ class SummaryProjection(Projection):
     # Reads segments and rows that the history projection wrote for the same event.
     depends_on = ("history",)
 
-    @on(Run.Created)
-    def _created(self, conn: Connection, event: Any, position: int) -> None:
+    def process(self, conn: Connection, event: Run.Event, position: int) -> None:
+        match event:
+            case Run.Created():
+                self._created(conn, event, position)
+            case Run.RowsLogged() | Run.Finished() | Run.Resumed():
+                if event.rows:
+                    _fold_rows(conn, current_segment(conn, event.originator_id), event.rows)
+            case Run.Rewound():
+                self._rewound(conn, event, position)
+            case Run.SummarySet():
+                self._summary_set(conn, event)
+            case Run.MetricDefined():
+                self._metric_defined(conn, event)
+
+    @staticmethod
+    def _created(conn: Connection, event: Run.Created, position: int) -> None:
         segment = get_segment(conn, position)
         base = SummaryState()
         if segment.parent_segment is not None:
@@ -42,13 +57,8 @@ class SummaryProjection(Projection):
             base = state_at(conn, get_segment(conn, segment.parent_segment), segment.parent_step)
         _start(conn, segment, base, event.metrics)
 
-    @on(Run.RowsLogged, Run.Finished, Run.Resumed)
-    def _rows(self, conn: Connection, event: Any, position: int) -> None:
-        if event.rows:
-            _fold_rows(conn, current_segment(conn, event.originator_id), event.rows)
-
-    @on(Run.Rewound)
-    def _rewound(self, conn: Connection, event: Any, position: int) -> None:
+    @staticmethod
+    def _rewound(conn: Connection, event: Run.Rewound, position: int) -> None:
         new = get_segment(conn, position)
         assert new.parent_segment is not None
         archived = get_segment(conn, new.parent_segment)
@@ -59,22 +69,24 @@ class SummaryProjection(Projection):
         # is recomputed from its visible history alone.
         _start(conn, new, state_at(conn, archived, event.step), metrics)
 
-    @on(Run.SummarySet)
-    def _summary_set(self, conn: Connection, event: Any, position: int) -> None:
+    @staticmethod
+    def _summary_set(conn: Connection, event: Run.SummarySet) -> None:
         segment = current_segment(conn, event.originator_id)
         overrides = from_json(_row(conn, segment.id).overrides)
         overrides.update(event.values)
         _update(conn, segment.id, overrides=to_json(overrides))
 
-    @on(Run.MetricDefined)
-    def _metric_defined(self, conn: Connection, event: Any, position: int) -> None:
+    @staticmethod
+    def _metric_defined(conn: Connection, event: Run.MetricDefined) -> None:
         segment = current_segment(conn, event.originator_id)
         metrics = from_json(_row(conn, segment.id).metrics)
         metrics[event.key] = event.aggregates
         _update(conn, segment.id, metrics=to_json(metrics))
 
 
-def _start(conn: Connection, segment: Segment, base: SummaryState, metrics: dict) -> None:
+def _start(
+    conn: Connection, segment: Segment, base: SummaryState, metrics: dict[str, list[str]]
+) -> None:
     state = to_json(base.to_json())
     conn.execute(
         summaries.insert().values(
@@ -91,7 +103,7 @@ def _start(conn: Connection, segment: Segment, base: SummaryState, metrics: dict
     )
 
 
-def _fold_rows(conn: Connection, segment: Segment, rows: Sequence[Row]) -> None:
+def _fold_rows(conn: Connection, segment: Segment, rows: Sequence[EventRow]) -> None:
     record = _row(conn, segment.id)
     state = SummaryState.from_json(from_json(record.state))
     overrides = from_json(record.overrides)

@@ -11,7 +11,8 @@ import re
 
 import pytest
 from eventsourcing.application import Application
-from eventsourcing.domain import DomainEvent, resolve_topic
+from eventsourcing.domain import DomainEvent
+from eventsourcing.utils import get_topic, resolve_topic
 
 from runhistory.domain.errors import (
     FailedPrecondition,
@@ -25,9 +26,11 @@ from runhistory.domain.identity import RunPath
 from runhistory.domain.rules import parse_summary_choice
 from runhistory.domain.run import (
     CRASHED,
+    EVENT_CLASSES,
     FINISHED,
     RUNNING,
     Run,
+    event_types,
 )
 from runhistory.domain.values import Limits, LogCall
 
@@ -1025,39 +1028,34 @@ def test_snapshot_rebuilds_the_same_aggregate():
     assert state(snapshot.mutate(None)) == state(run)
 
 
-def event_classes() -> list[type]:
-    classes = [
-        obj
-        for obj in vars(Run).values()
-        if isinstance(obj, type) and issubclass(obj, DomainEvent) and obj is not Run.Event
-    ]
-    return classes
+PINNED_TOPICS = {
+    "Created": "runhistory:Run.Created",
+    "RowsLogged": "runhistory:Run.RowsLogged",
+    "ConfigUpdated": "runhistory:Run.ConfigUpdated",
+    "SummarySet": "runhistory:Run.SummarySet",
+    "MetricDefined": "runhistory:Run.MetricDefined",
+    "ArtifactRecorded": "runhistory:Run.ArtifactRecorded",
+    "Finished": "runhistory:Run.Finished",
+    "Resumed": "runhistory:Run.Resumed",
+    "Rewound": "runhistory:Run.Rewound",
+}
 
 
-def test_every_event_class_has_a_pinned_runhistory_topic():
-    classes = event_classes()
-    names = {cls.__name__ for cls in classes}
-    assert names >= {
-        "Created",
-        "RowsLogged",
-        "ConfigUpdated",
-        "SummarySet",
-        "MetricDefined",
-        "ArtifactRecorded",
-        "Finished",
-        "Resumed",
-        "Rewound",
-        "Snapshot",
+def test_every_event_class_has_its_pinned_topic():
+    """The topics are what stored events are decoded by: they never change."""
+    declared = {
+        name: value
+        for name, value in vars(Run).items()
+        if isinstance(value, type) and issubclass(value, DomainEvent) and value is not Run.Event
     }
-    topics = []
-    for cls in classes:
-        topic = cls.__dict__.get("TOPIC")
-        assert isinstance(topic, str), cls
-        assert topic.startswith("runhistory:"), topic
-        assert resolve_topic(topic) is cls
-        topics.append(topic)
-    assert len(set(topics)) == len(topics)
-    assert Run.__dict__.get("TOPIC") == "runhistory:Run"
+    assert {cls.__name__ for cls in EVENT_CLASSES} == set(declared) - {"Snapshot"}
+    assert {cls.__name__: get_topic(cls) for cls in EVENT_CLASSES} == PINNED_TOPICS
+    assert event_types() == tuple(PINNED_TOPICS)
+    for cls in EVENT_CLASSES:
+        assert resolve_topic(get_topic(cls)) is cls
+    assert get_topic(Run.Snapshot) == "runhistory:Run.Snapshot"
+    assert resolve_topic("runhistory:Run.Snapshot") is Run.Snapshot
+    assert get_topic(Run) == "runhistory:Run"
     assert resolve_topic("runhistory:Run") is Run
 
 
