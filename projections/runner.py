@@ -6,7 +6,8 @@ at a page boundary, from which the next catch-up resumes. Positions are locked w
 is applied (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE elsewhere), so several
 processes may run catch-ups against one database without applying an event twice.
 
-A PostgreSQL LISTEN/NOTIFY subscription can drive the same `catch_up` when notified.
+`catch_up` is driven by polling: by a reader waiting for its position (`wait_for`), by a
+thread of the server (`start`), or by a worker process (`runhistory project`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +37,8 @@ from runhistory.projections.summary import SummaryProjection
 
 log = logging.getLogger(__name__)
 
-# In dependency order: a projection may read what those before it wrote for the same event.
+# The runner applies each event to the projections in this order, each after those it
+# depends on (`in_dependency_order`): it reads what they wrote for the same event.
 ALL_PROJECTIONS: tuple[type[Projection], ...] = (
     HistoryProjection,
     SummaryProjection,
@@ -46,6 +48,50 @@ ALL_PROJECTIONS: tuple[type[Projection], ...] = (
     LineageProjection,
     ArtifactsProjection,
 )
+
+
+def in_dependency_order(projections: Sequence[type[Projection]]) -> list[type[Projection]]:
+    """The projections, each after those it depends on and otherwise in the order given.
+    Refuses a set without a projection another depends on, and a cycle."""
+    by_name = {p.name: p for p in projections}
+    for p in projections:
+        for name in p.depends_on:
+            if name not in by_name:
+                raise ValueError(
+                    f"the {p.name} projection reads the {name} projection's tables: "
+                    f"run them together (given: {', '.join(by_name)})"
+                )
+    ordered: list[type[Projection]] = []
+    placed: set[str] = set()
+    while len(ordered) < len(projections):
+        ready = [p for p in projections if p.name not in placed and placed.issuperset(p.depends_on)]
+        if not ready:
+            cycle = sorted(p.name for p in projections if p.name not in placed)
+            raise ValueError(f"the projections {', '.join(cycle)} depend on each other")
+        ordered.append(ready[0])
+        placed.add(ready[0].name)
+    return ordered
+
+
+def connected(projections: Sequence[type[Projection]], names: Collection[str]) -> set[str]:
+    """`names` and every projection joined to them through `depends_on` in either direction
+    (what they read and what reads them), transitively: what must replay together.
+
+    A projection replayed alone would read the others' tables as they stand at the end of
+    the log instead of as they stood at each event, and one that reads a replayed
+    projection holds rows derived from what that projection's earlier revision wrote."""
+    neighbours: dict[str, set[str]] = {p.name: set() for p in projections}
+    for p in projections:
+        for name in p.depends_on:
+            neighbours[p.name].add(name)
+            neighbours[name].add(p.name)
+    found = set(names)
+    todo = list(names)
+    while todo:
+        for name in neighbours[todo.pop()] - found:
+            found.add(name)
+            todo.append(name)
+    return found
 
 
 class EventSource(Protocol):
@@ -77,7 +123,7 @@ class ProjectionRunner:
         self.source = source
         self.inline = inline
         self.db = db
-        self.projections = [cls() for cls in projections]
+        self.projections = [cls() for cls in in_dependency_order(projections)]
         self.page_size = page_size
         self._lock = threading.RLock()
         self._applied = 0
@@ -88,7 +134,8 @@ class ProjectionRunner:
     def _ensure_tracking_rows(self) -> None:
         """A projection without a tracking row starts from the beginning of the log: it is
         new, or its revision is, and its tables (if an earlier revision made them) are
-        made anew. Only that projection replays; the others keep their positions."""
+        made anew. So do the projections connected to it through `depends_on`; the others
+        keep their positions."""
         try:
             self._start_missing_projections()
         except IntegrityError:
@@ -99,22 +146,34 @@ class ProjectionRunner:
     def _start_missing_projections(self) -> None:
         with self.db.write() as conn:
             known = set(conn.execute(select(tracking.c.projection)).scalars())
-            missing = [p for p in self.projections if p.tracking_key() not in known]
+            missing = {p.name for p in self.projections if p.tracking_key() not in known}
             if not missing:
                 return
-            for p in missing:
-                log.info(
-                    "the %s read model is new at revision %d: replaying the log", p.name, p.revision
-                )
-            tables = [table for p in missing for table in p.tables]
+            names = connected([type(p) for p in self.projections], missing)
+            replayed = [p for p in self.projections if p.name in names]
+            for p in replayed:
+                if p.name in missing:
+                    log.info(
+                        "the %s read model is new at revision %d: replaying the log",
+                        p.name,
+                        p.revision,
+                    )
+                else:
+                    log.info(
+                        "the %s read model replays the log too: it is connected to %s",
+                        p.name,
+                        ", ".join(sorted(missing)),
+                    )
+            tables = [table for p in replayed for table in p.tables]
             metadata.drop_all(conn, tables=tables)
             metadata.create_all(conn, tables=tables)
-            names = [p.name for p in missing]
             earlier = [k for k in known if k.partition("@")[0] in names]
             conn.execute(delete(tracking).where(tracking.c.projection.in_(earlier)))
+            # Another process starting the same projections first makes this insert fail
+            # (IntegrityError), which rolls all of this back.
             conn.execute(
                 tracking.insert(),
-                [{"projection": p.tracking_key(), "position": 0} for p in missing],
+                [{"projection": p.tracking_key(), "position": 0} for p in replayed],
             )
 
     # ---- applying events ---------------------------------------------------------------

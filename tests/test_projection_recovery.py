@@ -140,10 +140,11 @@ def test_sigkill_mid_catch_up_resumes_equal_to_rebuild(tmp_path: Path) -> None:
     assert resumed == rebuilt_checksums(db_file)
 
 
-def test_a_new_revision_replays_its_projection_alone(tmp_path: Path) -> None:
+def test_a_new_revision_replays_its_projection_and_those_reading_it(tmp_path: Path) -> None:
     """A database whose history read model an earlier revision made (no blocks by key, a
     tracking row named `history`) is brought up to date on opening: that read model is made
-    anew from the log, the others keep their positions."""
+    anew from the log, with the summary read model that reads it; the others keep their
+    positions."""
     db_file = tmp_path / "rh.db"
     write_events(db_file)
     store, runner = open_runner(db_file)
@@ -161,6 +162,7 @@ def test_a_new_revision_replays_its_projection_alone(tmp_path: Path) -> None:
     with runner.db.read() as conn:
         positions = dict(conn.execute(select(tracking.c.projection, tracking.c.position)).all())
     assert positions.pop("history@2") == 0 and "history" not in positions
+    assert positions.pop("summary") == 0
     assert set(positions.values()) == {last}  # nothing else replays
     runner.catch_up()
     assert runner.checksums() == current
