@@ -639,4 +639,5 @@ def _copy_pending(pending: PendingRow | None) -> PendingRow | None:
 
 
 def _is_finite_number(value: object) -> bool:
-    return type(value) in (float, int) and math.isfinite(value)  # type: ignore[arg-type]
+    # Exactly float or int: a bool is not a timestamp.
+    return (type(value) is float or type(value) is int) and math.isfinite(value)

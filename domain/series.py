@@ -54,7 +54,8 @@ class Series:
 
     def value_list(self) -> list[Any]:
         if self.kind == JSON:
-            return _decode_json(self.values.decode())
+            values: list[Any] = _decode_json(self.values.decode())
+            return values
         return _unpack("d" if self.kind == FLOATS else "q", self.values)
 
     @property

@@ -115,17 +115,20 @@ class SummaryState:
 
 
 def aggregate(stats: KeyStats, name: str) -> Value | None:
+    value: Value | None
     if name == "first":
-        return stats[FIRST]
-    if name == "last":
-        return stats[LAST]
-    if not stats[COUNT]:
-        return None
-    if name == "min":
-        return stats[MIN]
-    if name == "max":
-        return stats[MAX]
-    return stats[SUM] / stats[COUNT]
+        value = stats[FIRST]
+    elif name == "last":
+        value = stats[LAST]
+    elif not stats[COUNT]:
+        value = None
+    elif name == "min":
+        value = stats[MIN]
+    elif name == "max":
+        value = stats[MAX]
+    else:
+        value = stats[SUM] / stats[COUNT]
+    return value
 
 
 def render(

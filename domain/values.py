@@ -86,11 +86,12 @@ def _flatten_into(
                 f"key {full_key[:40]!r}... is {len(full_key)} characters; "
                 f"at most {max_key} are allowed"
             )
+        # mypy does not narrow `value` through `kind`, which is read once for speed.
         kind = type(value)
         if kind is float or kind is str or kind is bool:
-            flat[full_key] = value  # type: ignore[assignment]
+            flat[full_key] = value  # type: ignore[assignment]  # a float, str or bool
         elif kind is dict or isinstance(value, Mapping):
-            _flatten_into(flat, full_key + ".", value, limits, level + 1)  # type: ignore[arg-type]
+            _flatten_into(flat, full_key + ".", value, limits, level + 1)  # type: ignore[arg-type]  # a dict
         else:
             flat[full_key] = check_value(full_key, value)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
@@ -116,7 +116,8 @@ def _current(conn: Connection, run_uuid: UUID | str) -> tuple[int, dict[str, obj
         .order_by(configs.c.version.desc())
         .limit(1)
     ).one()
-    return version, from_json(config)
+    decoded: dict[str, object] = from_json(config)
+    return version, decoded
 
 
 # ---- queries ---------------------------------------------------------------------------
@@ -142,14 +143,16 @@ def list_runs(conn: Connection, entity: str, project: str) -> list[dict[str, Any
     return [_run_dict(row) for row in rows]
 
 
-def _run_dict(row: Any) -> dict[str, Any]:
+def _run_dict(row: Row[Any]) -> dict[str, Any]:
     record = row._asdict()
     record["tags"] = from_json(record["tags"])
     record["path"] = f"{record['entity']}/{record['project']}/{record['run_id']}"
     return record
 
 
-def read_config(conn: Connection, run_uuid: UUID | str, version: int | None = None) -> dict:
+def read_config(
+    conn: Connection, run_uuid: UUID | str, version: int | None = None
+) -> dict[str, object]:
     if version is None:
         return _current(conn, run_uuid)[1]
     row = conn.execute(
@@ -159,4 +162,5 @@ def read_config(conn: Connection, run_uuid: UUID | str, version: int | None = No
     ).first()
     if row is None:
         raise NotFound(f"version {version} of the run does not exist")
-    return from_json(row[0])
+    config: dict[str, object] = from_json(row[0])
+    return config

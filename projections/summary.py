@@ -173,4 +173,5 @@ def read_summary(conn: Connection, segment: Segment) -> dict[str, Any]:
 
 
 def visible_row_count(conn: Connection, segment: Segment) -> int:
-    return from_json(_row(conn, segment.id).state)["rows"]
+    rows: int = from_json(_row(conn, segment.id).state)["rows"]
+    return rows
