@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,7 +29,18 @@ from runhistory.projections import archive, artifacts, history, lineage, runs, s
 from runhistory.projections.database import Database
 from runhistory.projections.runner import Progress, ProjectionRunner
 from runhistory.service.application import RunEvents, event_store_env
-from runhistory.service.replay import replay_until
+from runhistory.service.events import describe_event, read_events, replay_until
+from runhistory.service.records import (
+    Ancestor,
+    ArtifactRecord,
+    Descendant,
+    EventRecord,
+    ForkedFrom,
+    LineageRecord,
+    LineageVersion,
+    RunRecord,
+    VersionRecord,
+)
 from runhistory.service.settings import Settings
 
 T = TypeVar("T")
@@ -46,7 +57,7 @@ class Session:
     next_step: int
     position: int
     config: dict[str, object]
-    forked_from: dict[str, Any] | None = None
+    forked_from: ForkedFrom | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +146,16 @@ class RunService:
     def _ack(self, path: RunPath, command: Callable[[Run], bool]) -> Ack:
         applied, position = self._change(path, command)
         return Ack(position, applied)
+
+    def _new_session(self, path: RunPath, command: Callable[[Run], object]) -> Session:
+        """Change the run by a command that hands it to a new writer (resume, rewind)."""
+
+        def apply(run: Run) -> Run:
+            command(run)
+            return run
+
+        run, position = self._change(path, apply)
+        return _session(run, position)
 
     # ---- starting sessions -------------------------------------------------------------
 
@@ -230,10 +251,7 @@ class RunService:
         started_at: float | None = None,
     ) -> Session:
         writer = _new_writer()
-        run, position = self._change(
-            path, lambda run: (run.resume(writer, _now(started_at), config), run)[1]
-        )
-        return _session(run, position)
+        return self._new_session(path, lambda run: run.resume(writer, _now(started_at), config))
 
     def rewind(
         self,
@@ -243,11 +261,9 @@ class RunService:
         started_at: float | None = None,
     ) -> Session:
         writer = _new_writer()
-        run, position = self._change(
-            branch.run,
-            lambda run: (run.rewind(branch.step, writer, _now(started_at), config), run)[1],
+        return self._new_session(
+            branch.run, lambda run: run.rewind(branch.step, writer, _now(started_at), config)
         )
-        return _session(run, position)
 
     def fork(
         self,
@@ -371,14 +387,14 @@ class RunService:
         with self.db.read() as conn:
             yield conn
 
-    def run(self, path: RunPath, min_position: int | None = None) -> dict[str, Any]:
+    def run(self, path: RunPath, min_position: int | None = None) -> RunRecord:
         """The run's overview, with its "forked from" link."""
         with self._reading(min_position) as conn:
-            return _with_forked_from(conn, runs.find_run(conn, path))
+            return _run_record(conn, runs.find_run(conn, path))
 
-    def runs(self, entity: str, project: str, min_position: int | None = None) -> list[dict]:
+    def runs(self, entity: str, project: str, min_position: int | None = None) -> list[RunRecord]:
         with self._reading(min_position) as conn:
-            return [_with_forked_from(conn, r) for r in runs.list_runs(conn, entity, project)]
+            return [_run_record(conn, r) for r in runs.list_runs(conn, entity, project)]
 
     def scan_history(
         self,
@@ -430,33 +446,51 @@ class RunService:
             runs.find_run(conn, path)
             return runs.read_config(conn, path.aggregate_id, version)
 
-    def versions(self, path: RunPath, min_position: int | None = None) -> list[dict[str, Any]]:
+    def versions(self, path: RunPath, min_position: int | None = None) -> list[VersionRecord]:
         """Every version of the run, oldest first, each with its summary and config as they
         were; all but the last are archived."""
         with self._reading(min_position) as conn:
             run_uuid = runs.find_run(conn, path)["run_uuid"]
             result = []
-            for record in archive.list_versions(conn, run_uuid):
-                segment = history.segment_of(conn, run_uuid, record["version"])
-                record.pop("run_uuid")
-                record["archived"] = record["archived_at"] is not None
-                record["rows"] = summary.visible_row_count(conn, segment)
-                record["summary"] = summary.read_summary(conn, segment)
-                record["config"] = runs.read_config(conn, run_uuid, record["version"])
-                result.append(record)
+            for row in archive.list_versions(conn, run_uuid):
+                segment = history.segment_of(conn, run_uuid, row["version"])
+                result.append(
+                    VersionRecord(
+                        version=row["version"],
+                        archived=row["archived_at"] is not None,
+                        rewound_to_step=row["rewound_to_step"],
+                        started_at=row["started_at"],
+                        archived_at=row["archived_at"],
+                        state=row["state"],
+                        last_step=row["last_step"],
+                        rows=summary.visible_row_count(conn, segment),
+                        summary=summary.read_summary(conn, segment),
+                        config=runs.read_config(conn, run_uuid, row["version"]),
+                    )
+                )
             return result
 
     def artifacts(
         self, path: RunPath, version: int | None = None, min_position: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ArtifactRecord]:
         with self._reading(min_position) as conn:
             run_uuid = runs.find_run(conn, path)["run_uuid"]
-            found = artifacts.list_artifacts(conn, run_uuid, version)
-            for record in found:
-                record.pop("run_uuid")
-            return found
+            return [
+                ArtifactRecord(
+                    position=row["position"],
+                    version=row["version"],
+                    direction=row["direction"],
+                    name=row["name"],
+                    type=row["type"],
+                    digest=row["digest"],
+                    size=row["size"],
+                    uri=row["uri"],
+                    recorded_at=row["recorded_at"],
+                )
+                for row in artifacts.list_artifacts(conn, run_uuid, version)
+            ]
 
-    def lineage(self, path: RunPath, min_position: int | None = None) -> dict[str, Any]:
+    def lineage(self, path: RunPath, min_position: int | None = None) -> LineageRecord:
         """Ancestors up to the root, the versions, and the tree of descendants (forks of
         the run and of its archived versions)."""
         with self._reading(min_position) as conn:
@@ -466,27 +500,27 @@ class RunService:
             while edge is not None:
                 source = runs.run_by_uuid(conn, edge["source_uuid"])
                 ancestors.append(
-                    {
-                        "run": source["path"],
-                        "version": edge["source_version"],
-                        "step": edge["source_step"],
-                    }
+                    Ancestor(
+                        run=source["path"],
+                        version=edge["source_version"],
+                        step=edge["source_step"],
+                    )
                 )
                 edge = lineage.fork_edge(conn, edge["source_uuid"])
-            return {
-                "run": record["path"],
-                "version": record["version"],
-                "ancestors": ancestors,
-                "versions": [
-                    {
-                        "version": v["version"],
-                        "archived": v["archived_at"] is not None,
-                        "rewound_to_step": v["rewound_to_step"],
-                    }
+            return LineageRecord(
+                run=record["path"],
+                version=record["version"],
+                ancestors=ancestors,
+                versions=[
+                    LineageVersion(
+                        version=v["version"],
+                        archived=v["archived_at"] is not None,
+                        rewound_to_step=v["rewound_to_step"],
+                    )
                     for v in archive.list_versions(conn, record["run_uuid"])
                 ],
-                "descendants": _descendants(conn, record["run_uuid"]),
-            }
+                descendants=_descendants(conn, record["run_uuid"]),
+            )
 
     @staticmethod
     def _segment(conn: Connection, path: RunPath, version: int | None) -> history.Segment:
@@ -495,30 +529,31 @@ class RunService:
 
     # ---- the event log: audit and as-of -----------------------------------------------
 
+    def scan_events(
+        self,
+        start: int = 0,
+        path: RunPath | None = None,
+        *,
+        limit: int | None = None,
+        types: Collection[str] | None = None,
+    ) -> Iterator[EventRecord]:
+        """Events with position > `start`, in order, read from the store as they are
+        asked for; of one run if `path` is given, of the event `types` if given."""
+        wanted = None if path is None else {path.aggregate_id}
+        for position, event in read_events(
+            self.store, start, limit=limit, runs=wanted, types=types
+        ):
+            yield describe_event(position, event)
+
     def events(
-        self, start: int = 0, path: RunPath | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """Events with position > `start`, in order; of one run if `path` is given."""
-        wanted = None if path is None else path.aggregate_id
-        found: list[dict[str, Any]] = []
-        after = start
-        while len(found) < limit:
-            page = self.store.recorder.select_notifications(
-                start=after, limit=500, inclusive_of_start=False
-            )
-            if not page:
-                break
-            for notification in page:
-                if wanted is None or notification.originator_id == wanted:
-                    found.append(
-                        describe_event(
-                            notification.id, self.store.mapper.to_domain_event(notification)
-                        )
-                    )
-                    if len(found) == limit:
-                        break
-            after = page[-1].id
-        return found
+        self,
+        start: int = 0,
+        path: RunPath | None = None,
+        limit: int = 1000,
+        types: Collection[str] | None = None,
+    ) -> list[EventRecord]:
+        """At most `limit` events of `scan_events`."""
+        return list(self.scan_events(start, path, limit=limit, types=types))
 
     def as_of(self, path: RunPath, position: int | None = None, at: float | None = None) -> AsOf:
         """The run as it stood at an event position or a time (seconds since the epoch)."""
@@ -568,48 +603,44 @@ class AsOf:
             return runs.read_config(conn, self.path.aggregate_id)
 
 
-def _with_forked_from(conn: Connection, record: dict[str, Any]) -> dict[str, Any]:
-    edge = lineage.fork_edge(conn, record["run_uuid"])
-    record["forked_from"] = None
+def _run_record(conn: Connection, row: dict[str, Any]) -> RunRecord:
+    edge = lineage.fork_edge(conn, row["run_uuid"])
+    forked_from = None
     if edge is not None:
         source = runs.run_by_uuid(conn, edge["source_uuid"])
-        record["forked_from"] = {
-            "run": source["path"],
-            "step": edge["source_step"],
-            "version": edge["source_version"],
-        }
-    return record
-
-
-def _descendants(conn: Connection, run_uuid: str) -> list[dict[str, Any]]:
-    tree = []
-    for edge in lineage.forks_of(conn, run_uuid):
-        child = runs.run_by_uuid(conn, edge["run_uuid"])
-        tree.append(
-            {
-                "run": child["path"],
-                "source_version": edge["source_version"],
-                "step": edge["source_step"],
-                "descendants": _descendants(conn, edge["run_uuid"]),
-            }
+        forked_from = ForkedFrom(
+            run=source["path"], step=edge["source_step"], version=edge["source_version"]
         )
-    return tree
+    return RunRecord(
+        path=row["path"],
+        entity=row["entity"],
+        project=row["project"],
+        run_id=row["run_id"],
+        name=row["name"],
+        tags=row["tags"],
+        state=row["state"],
+        exit_code=row["exit_code"],
+        version=row["version"],
+        last_step=row["last_step"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        forked_from=forked_from,
+        run_uuid=row["run_uuid"],
+        created_position=row["created_position"],
+        updated_position=row["updated_position"],
+    )
 
 
-def describe_event(position: int, event: Run.Event) -> dict[str, Any]:
-    payload = {
-        key: value
-        for key, value in vars(event).items()
-        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
-    }
-    return {
-        "position": position,
-        "run_uuid": str(event.originator_id),
-        "run_event": event.originator_version,
-        "type": type(event).__name__,
-        "timestamp": event.timestamp.timestamp(),
-        "payload": payload,
-    }
+def _descendants(conn: Connection, run_uuid: str) -> list[Descendant]:
+    return [
+        Descendant(
+            run=runs.run_by_uuid(conn, edge["run_uuid"])["path"],
+            source_version=edge["source_version"],
+            step=edge["source_step"],
+            descendants=_descendants(conn, edge["run_uuid"]),
+        )
+        for edge in lineage.forks_of(conn, run_uuid)
+    ]
 
 
 def _session(run: Run, position: int) -> Session:
@@ -620,8 +651,14 @@ def _session(run: Run, position: int) -> Session:
         next_step=run.next_step,
         position=position,
         config=dict(run.config),
-        forked_from=run.forked_from,
+        forked_from=_forked_from(run.forked_from),
     )
+
+
+def _forked_from(link: Mapping[str, Any] | None) -> ForkedFrom | None:
+    if link is None:
+        return None
+    return ForkedFrom(run=link["run"], step=link["step"], version=link["version"])
 
 
 def _new_writer() -> str:
