@@ -16,6 +16,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
@@ -23,6 +24,7 @@ from runhistory.domain.identity import RunPath, check_name
 from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.projections.history import SeriesPage
+from runhistory.service.records import ArtifactRecord, EventRecord, RunRecord
 from runhistory.service.runs import RunService
 from runhistory.service.web.access import Access, Principal
 from runhistory.service.web.downsample import (
@@ -56,6 +58,17 @@ RUN_FIELDS = (
     "updated_at",
     "forked_from",
 )
+VERSION_FIELDS = (
+    "version",
+    "archived",
+    "state",
+    "rows",
+    "last_step",
+    "rewound_to_step",
+    "started_at",
+    "archived_at",
+)
+ARTIFACT_FIELDS = ("name", "type", "digest", "size", "uri", "version", "recorded_at")
 
 
 class WebApi:
@@ -92,10 +105,10 @@ class WebApi:
         found = []
         metrics: set[str] = set()
         for record in records:
-            path = RunPath(entity, project, record["run_id"])
-            run = _run_fields(record)
+            path = RunPath(entity, project, record.run_id)
+            run = _fields(record, RUN_FIELDS)
             run["summary"] = self.service.summary(path)
-            metrics.update(k for k, v in run["summary"].items() if _chartable(v))
+            metrics.update(_chartable_keys(run["summary"]))
             if key:
                 reducer = MinMaxReducer(max_points=points)
                 for page in self.service.scan_series(path, [key]):
@@ -118,11 +131,11 @@ class WebApi:
         Params(query, set())
         path = self._path(principal, entity, project, run_id)
         record = self.service.run(path)
-        overview = _run_fields(record)
+        overview = _fields(record, RUN_FIELDS)
         overview["config"] = self.service.config(path)
         overview["summary"] = self.service.summary(path)
-        overview["metrics"] = sorted(k for k, v in overview["summary"].items() if _chartable(v))
-        versions = [_version_fields(v) for v in self.service.versions(path)]
+        overview["metrics"] = _chartable_keys(overview["summary"])
+        versions = [_fields(v, VERSION_FIELDS) for v in self.service.versions(path)]
         overview["versions"] = versions
         archived = [v for v in versions if v["archived"]]
         overview["rewound_from"] = (
@@ -132,8 +145,7 @@ class WebApi:
         )
         tree = self.service.lineage(path)
         overview["forks"] = [
-            {"run": d["run"], "source_version": d["source_version"], "step": d["step"]}
-            for d in tree["descendants"]
+            _fields(d, ("run", "source_version", "step")) for d in tree.descendants
         ]
         overview["artifacts"] = _artifacts(self.service.artifacts(path))
         return overview
@@ -155,11 +167,10 @@ class WebApi:
         versions = self.service.versions(path)
         if number > len(versions):
             raise _no_version(path, number, len(versions))
-        found = _version_fields(versions[number - 1])
-        found["summary"] = versions[number - 1]["summary"]
-        found["config"] = versions[number - 1]["config"]
-        found["metrics"] = sorted(k for k, v in found["summary"].items() if _chartable(v))
-        found["run"] = _run_fields(record)
+        shown = versions[number - 1]
+        found = _fields(shown, (*VERSION_FIELDS, "summary", "config"))
+        found["metrics"] = _chartable_keys(shown.summary)
+        found["run"] = _fields(record, RUN_FIELDS)
         found["artifacts"] = _artifacts(self.service.artifacts(path, version=number))
         found["replaced_by"] = number + 1 if found["archived"] else None
         return found
@@ -185,7 +196,7 @@ class WebApi:
         record = self.service.run(path)
         cache_key = (
             str(path),
-            record["updated_position"],
+            record.updated_position,
             tuple(keys),
             version,
             max_points,
@@ -206,7 +217,7 @@ class WebApi:
     def _history(
         self,
         path: RunPath,
-        record: dict[str, Any],
+        record: RunRecord,
         keys: list[str],
         version: int | None,
         max_points: int,
@@ -214,22 +225,20 @@ class WebApi:
         max_step: int | None,
     ) -> dict:
         tree = self.service.lineage(path)
-        shown = version or record["version"]
-        if shown > len(tree["versions"]):
-            raise _no_version(path, shown, len(tree["versions"]))
+        shown = version or record.version
+        if shown > len(tree.versions):
+            raise _no_version(path, shown, len(tree.versions))
         if not keys:
-            summary = self.service.summary(path, version=version)
-            keys = sorted(k for k, v in summary.items() if _chartable(v))[:MAX_KEYS]
+            keys = _chartable_keys(self.service.summary(path, version=version))[:MAX_KEYS]
 
         # Rewinds before the version shown cut its history at their steps; the rows of a
         # fork up to its fork step (or an earlier rewind below it) come from its source.
         rewinds = [
-            {"version": v["version"], "step": v["rewound_to_step"]}
-            for v in tree["versions"][: shown - 1]
+            {"version": v.version, "step": v.rewound_to_step} for v in tree.versions[: shown - 1]
         ]
         inherited_until = None
-        if record["forked_from"] is not None:
-            inherited_until = min([record["forked_from"]["step"], *(r["step"] for r in rewinds)])
+        if record.forked_from is not None:
+            inherited_until = min([record.forked_from.step, *(r["step"] for r in rewinds)])
 
         origin = min_step or 0
         parts = {
@@ -270,12 +279,12 @@ class WebApi:
                     "downsampled": len(steps) < reducer.count,
                 }
         return {
-            "run": record["path"],
-            "state": record["state"],
+            "run": record.path,
+            "state": record.state,
             "version": shown,
-            "live": shown == record["version"],
-            "last_step": record["last_step"],
-            "forked_from": record["forked_from"],
+            "live": shown == record.version,
+            "last_step": record.last_step,
+            "forked_from": _plain(record.forked_from),
             "inherited_until": inherited_until,
             "rewinds": rewinds,
             "max_points": max_points,
@@ -290,11 +299,9 @@ class WebApi:
         """Ancestors (nearest first), versions and the tree of descendants."""
         Params(query, set())
         path = self._path(principal, entity, project, run_id)
-        tree = self.service.lineage(path)
+        tree = asdict(self.service.lineage(path))
         record = self.service.run(path)
-        tree["state"] = record["state"]
-        tree["forked_from"] = record["forked_from"]
-        return tree
+        return {**tree, **_fields(record, ("state", "forked_from"))}
 
     def events(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
@@ -309,25 +316,14 @@ class WebApi:
         limit = params.integer("limit", 200, 1, MAX_EVENTS)
         path = self._path(principal, entity, project, run_id)
         self.service.run(path)  # NotFound for an unknown run
-        found: list[dict[str, Any]] = []
-        cursor = after
-        while len(found) < limit:
-            page = self.service.events(cursor, path, limit=500)
-            if not page:
-                break
-            for event in page:
-                cursor = event["position"]
-                if not kind or event["type"] == kind:
-                    found.append(_event(event))
-                    if len(found) == limit:
-                        break
+        found = self.service.events(after, path, limit, types=[kind] if kind else None)
         return {
             "run": str(path),
             "type": kind or None,
             "types": list(EVENT_TYPES),
             "after": after,
-            "events": found,
-            "next_after": cursor if len(found) == limit else None,
+            "events": [_event(event) for event in found],
+            "next_after": found[-1].position if len(found) == limit else None,
         }
 
     def as_of(
@@ -344,7 +340,7 @@ class WebApi:
         path = self._path(principal, entity, project, run_id)
         snapshot = self.service.as_of(path, position=position, at=at)
         summary = snapshot.summary()
-        keys = sorted(k for k, v in summary.items() if _chartable(v))[:MAX_KEYS]
+        keys = _chartable_keys(summary)[:MAX_KEYS]
         reducers = {key: MinMaxReducer(max_points=max_points) for key in keys}
         rows = snapshot.history(keys=keys or None)
         for row in rows:
@@ -438,32 +434,25 @@ def _no_version(path: RunPath, version: int, count: int) -> NotFound:
 # ---- documents -------------------------------------------------------------------------
 
 
-def _run_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: record.get(name) for name in RUN_FIELDS}
+def _fields(record: Any, names: Sequence[str]) -> dict[str, Any]:
+    """Some fields of a service record, as a JSON document: the one mapping of records."""
+    return {name: _plain(getattr(record, name)) for name in names}
 
 
-def _version_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        name: record.get(name)
-        for name in (
-            "version",
-            "archived",
-            "state",
-            "rows",
-            "last_step",
-            "rewound_to_step",
-            "started_at",
-            "archived_at",
-        )
-    }
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
 
 
-def _artifacts(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    fields = ("name", "type", "digest", "size", "uri", "version", "recorded_at")
+def _artifacts(records: list[ArtifactRecord]) -> dict[str, list[dict[str, Any]]]:
     split: dict[str, list[dict[str, Any]]] = {"produced": [], "used": []}
     for record in records:
-        split.setdefault(record["direction"], []).append({f: record[f] for f in fields})
+        split.setdefault(record.direction, []).append(_fields(record, ARTIFACT_FIELDS))
     return split
+
+
+def _chartable_keys(summary: Mapping[str, Any]) -> list[str]:
+    """The summary's keys that stand for numeric series, sorted."""
+    return sorted(key for key, value in summary.items() if _chartable(value))
 
 
 def _chartable(value: object) -> bool:
@@ -473,10 +462,10 @@ def _chartable(value: object) -> bool:
     )
 
 
-def _event(event: dict[str, Any]) -> dict[str, Any]:
+def _event(event: EventRecord) -> dict[str, Any]:
     """An event for the audit page; a RowsLogged payload's rows are cut to the first few
     (with their count and step range): the history endpoint serves rows."""
-    payload = dict(event["payload"])
+    payload = dict(event.payload)
     rows = payload.get("rows")
     if isinstance(rows, list):
         payload["row_count"] = len(rows)
@@ -485,7 +474,10 @@ def _event(event: dict[str, Any]) -> dict[str, Any]:
             {"_step": r[0], "_timestamp": r[1], "_runtime": r[2], **r[3]}
             for r in rows[:EVENT_ROWS_SHOWN]
         ]
-    return {**event, "payload": payload}
+    return {
+        **_fields(event, ("position", "run_uuid", "run_event", "type", "timestamp")),
+        "payload": payload,
+    }
 
 
 # ---- JSON --------------------------------------------------------------------------------

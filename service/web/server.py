@@ -29,10 +29,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError, Unauthenticated
-from runhistory.service.auth import KeyStore, Principal
-from runhistory.service.grpc_server import is_loopback
+from runhistory.service.addresses import DEFAULT_HTTP, is_loopback, parse_http_address
+from runhistory.service.auth import Principal
 from runhistory.service.runs import RunService
-from runhistory.service.settings import Settings
 from runhistory.service.web.access import Access, header
 from runhistory.service.web.api import WebApi, encode
 
@@ -348,31 +347,20 @@ class RunningWeb:
         self.thread.join(timeout=5)
 
 
-def parse_http_address(text: str) -> tuple[str, int]:
-    """HOST:PORT (port 0: any free port); raises ValueError with what is allowed."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid HTTP address {text!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
-
-
 def start_web(
     service: RunService,
-    address: str = "127.0.0.1:8080",
+    address: str = DEFAULT_HTTP,
     access: Access | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> RunningWeb:
-    """Serve the web UI over `service` on `address` in a background thread. `access=None`
-    serves it without keys, which only a loopback address allows. Raises OSError when the
-    address cannot be bound."""
+    """Serve the web UI over `service` on `address` in a background thread, with `access`
+    and `tls` as `bootstrap` builds them from the settings. `access=None` serves it without
+    keys, which only a loopback address allows. Raises OSError when the address cannot be
+    bound."""
     host, port = parse_http_address(address)
     access = access or Access()
-    if access.open and not is_loopback(f"{host}:{port}"):
-        raise InvalidArgument(
-            f"refusing to serve the web UI without API keys on {address}: other machines "
-            "could reach it"
-        )
+    if access.open:
+        refuse_without_keys(address)
     server = _Server((host, port), WebApp(service, access))
     if tls is not None:
         # The handshake happens in the request's own thread, not in the accepting one.
@@ -385,15 +373,10 @@ def start_web(
     return RunningWeb(server, thread, host, server.server_address[1])
 
 
-def web_access(service: RunService, settings: Settings) -> tuple[Access, ssl.SSLContext | None]:
-    """The web UI's access rules and TLS context, from the same settings as the gRPC server:
-    the same keys (unless `require_keys` is off) and the same certificate."""
-    tls = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
-        if settings.tls_client_ca is not None:
-            tls.verify_mode = ssl.CERT_REQUIRED
-            tls.load_verify_locations(settings.tls_client_ca)
-    keys = KeyStore(service.db) if settings.require_keys else None
-    return Access(keys, secure_cookies=tls is not None), tls
+def refuse_without_keys(address: str) -> None:
+    """The web UI without API keys is for this machine only."""
+    if not is_loopback(address):
+        raise InvalidArgument(
+            f"refusing to serve the web UI without API keys on {address}: other machines "
+            "could reach it"
+        )

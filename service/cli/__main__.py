@@ -1,0 +1,3 @@
+from runhistory.service.cli import main
+
+raise SystemExit(main())

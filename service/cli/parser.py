@@ -1,0 +1,359 @@
+"""The `runhistory` command line's arguments.
+
+  serve      run the gRPC server (and with --http the web UI) until SIGINT or SIGTERM;
+             API keys required unless --no-auth
+  keys       create, list and revoke API keys, on the database directly
+  demo       the W&B rewind-and-fork example, through the SDK, on an embedded server,
+             with the web UI on 127.0.0.1:8080 (--keep serves it until Ctrl-C)
+  runs, history, summary, config, versions, lineage, events, as-of
+             read a server through the SDK (`--address`, default $RUNHISTORY_ADDRESS or
+             127.0.0.1:50051); human-readable tables, or `--json`
+  rebuild    rebuild the read models on the server, or offline on a database (`--db`)
+
+Errors print one line, `runhistory: CODE: message`, and exit 1 (a refused request or an
+unreachable server) or 2 (a usage error); `--traceback` shows the whole trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from runhistory.domain.errors import InvalidArgument, RunHistoryError
+from runhistory.domain.identity import RunPath, check_name
+from runhistory.service.addresses import DEFAULT_ADDRESS, DEFAULT_HTTP, parse_http_address
+from runhistory.service.cli.read_commands import (
+    cmd_as_of,
+    cmd_config,
+    cmd_events,
+    cmd_history,
+    cmd_lineage,
+    cmd_runs,
+    cmd_summary,
+    cmd_versions,
+)
+from runhistory.service.cli.render import PROG
+from runhistory.service.cli.server_commands import (
+    cmd_demo,
+    cmd_keys,
+    cmd_project,
+    cmd_rebuild,
+    cmd_serve,
+)
+
+# Adds a command: its name, help, parent parsers and handler; returns its parser.
+Command = Callable[[str, str, list, Callable], argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Open, event-sourced run history for machine-learning experiments.",
+        epilog=__doc__.split("\n\n")[-1],
+    )
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+    # Accepted after the command too; SUPPRESS keeps a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument(
+        "--address", help=f"server address (default: $RUNHISTORY_ADDRESS or {DEFAULT_ADDRESS})"
+    )
+    client.add_argument(
+        "--json", action="store_true", help="print JSON (NaN and Infinity as bare words)"
+    )
+
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, parents: list, handler: Callable) -> Any:
+        sub = commands.add_parser(name, help=help, description=help, parents=parents)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    _server_commands(command, common)
+    _read_commands(command, client)
+    _rebuild_command(command, common)
+    return parser
+
+
+def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
+    serve = command("serve", "run the gRPC server until SIGINT or SIGTERM", [common], cmd_serve)
+    serve.add_argument(
+        "--address",
+        help=f"address to listen on (default: $RUNHISTORY_ADDRESS or {DEFAULT_ADDRESS})",
+    )
+    serve.add_argument(
+        "--db",
+        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
+    )
+    serve.add_argument(
+        "--no-projections",
+        dest="projections",
+        action="store_false",
+        help="leave the read models to `runhistory project` workers",
+    )
+    serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_http_arg,
+        help="also serve the web UI and its JSON API there, e.g. 127.0.0.1:8080",
+    )
+    serve.add_argument(
+        "--no-auth",
+        dest="require_keys",
+        action="store_false",
+        help="serve without API keys (refused unless the address is a loopback one)",
+    )
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    serve.add_argument("--tls-key", metavar="PEM", help="the TLS certificate's private key")
+    serve.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (with --tls-cert)",
+    )
+
+    keys = command(
+        "keys",
+        "API keys: create (printed once), list, revoke; works on the database directly",
+        [common],
+        cmd_keys,
+    )
+    keys.add_argument(
+        "--db",
+        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser(
+        "create", help="a new key for an entity; its last line of output is the key"
+    )
+    create.add_argument("--entity", required=True, type=_entity_arg, help="the key's entity")
+    create.add_argument(
+        "--role",
+        choices=["reader", "writer", "admin"],
+        default="writer",
+        help="reader: read; writer: also log, rewind, fork; admin: also read the whole "
+        "event log and rebuild (default: writer)",
+    )
+    create.add_argument("--label", default="", help="a note on who or what uses the key")
+    listing = key_commands.add_parser("list", help="the keys, revoked ones included")
+    listing.add_argument("--entity", type=_entity_arg, help="only this entity's keys")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = key_commands.add_parser("revoke", help="revoke a key: refused at once everywhere")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's ID, as `keys list` shows it")
+
+    project = command(
+        "project",
+        "a projection worker: apply new events to the read models until SIGINT or SIGTERM",
+        [common],
+        cmd_project,
+    )
+    project.add_argument(
+        "--db",
+        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
+    )
+    project.add_argument(
+        "--interval", type=float, default=0.05, help="seconds between polls (default 0.05)"
+    )
+    project.add_argument(
+        "--page-size", type=int, default=50, help="events applied per transaction (default 50)"
+    )
+
+    demo = command(
+        "demo",
+        "run the W&B rewind-and-fork example through the SDK on an embedded server",
+        [common],
+        cmd_demo,
+    )
+    demo.add_argument("--db", help="the embedded server's database (default: a temporary file)")
+    demo.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_http_arg,
+        default=DEFAULT_HTTP,
+        help=f"serve the web UI there (default {DEFAULT_HTTP}; a free port if that one is taken)",
+    )
+    demo.add_argument("--no-http", dest="http", action="store_const", const=None, help="no web UI")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep serving (gRPC and the web UI) after the demo until Ctrl-C",
+    )
+
+
+def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
+    runs = command("runs", "list the runs of a project", [client], cmd_runs)
+    runs.add_argument("project", metavar="ENTITY/PROJECT", type=_project_arg)
+
+    history = command("history", "a run's history rows", [client], cmd_history)
+    history.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    _history_filters(history)
+    history.add_argument(
+        "--version", type=_version_arg, metavar="V", help="an archived version (1, 2, ...)"
+    )
+
+    for name, handler, what in (
+        ("summary", cmd_summary, "a run's summary"),
+        ("config", cmd_config, "a run's config"),
+    ):
+        sub = command(name, what, [client], handler)
+        sub.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+        sub.add_argument("--version", type=_version_arg, metavar="V", help="a version (1, 2, ...)")
+
+    versions = command(
+        "versions", "a run's versions: the archive and the live one", [client], cmd_versions
+    )
+    versions.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+
+    lineage = command(
+        "lineage", "a run's ancestors, versions and descendants, as a tree", [client], cmd_lineage
+    )
+    lineage.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+
+    events = command(
+        "events",
+        "the event log, of every run or of one (--json: one JSON object per line)",
+        [client],
+        cmd_events,
+    )
+    events.add_argument(
+        "run", metavar="RUN", type=_run_arg, nargs="?", help="entity/project/run_id"
+    )
+    events.add_argument(
+        "--start",
+        type=_count_arg,
+        default=0,
+        metavar="N",
+        help="events after this position (default 0)",
+    )
+    events.add_argument(
+        "--follow", action="store_true", help="keep printing new events until Ctrl-C"
+    )
+
+    as_of = command(
+        "as-of", "a run's history, summary and config as they stood at a point", [client], cmd_as_of
+    )
+    as_of.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    point = as_of.add_mutually_exclusive_group(required=True)
+    point.add_argument("--position", type=_count_arg, metavar="N", help="an event position")
+    point.add_argument(
+        "--time",
+        type=_time_arg,
+        metavar="T",
+        help="seconds since the epoch, or ISO-8601 (local time unless it has an offset)",
+    )
+    _history_filters(as_of)
+
+
+def _rebuild_command(command: Command, common: argparse.ArgumentParser) -> None:
+    rebuild = command(
+        "rebuild",
+        "drop every read model, replay the event log, compare checksums with the live ones",
+        [common],
+        cmd_rebuild,
+    )
+    rebuild.add_argument(
+        "--json", action="store_true", help="print the result as JSON (progress stays on stderr)"
+    )
+    target = rebuild.add_mutually_exclusive_group()
+    target.add_argument(
+        "--address", help=f"the server (default: $RUNHISTORY_ADDRESS or {DEFAULT_ADDRESS})"
+    )
+    target.add_argument(
+        "--db", help="rebuild offline on this database instead, with no server running"
+    )
+
+
+def _history_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keys", type=_keys_arg, metavar="K1,K2", help="only these keys: k1,k2,..."
+    )
+    parser.add_argument("--min-step", type=_count_arg, metavar="N", help="from step N")
+    parser.add_argument("--max-step", type=_count_arg, metavar="N", help="up to step N")
+    parser.add_argument(
+        "--own-only", action="store_true", help="a fork's own rows, without the inherited ones"
+    )
+
+
+def _run_arg(text: str) -> str:
+    if text.count("/") != 2:
+        raise argparse.ArgumentTypeError(f"invalid run {text!r}: use entity/project/run_id")
+    try:
+        return str(RunPath.parse(text))
+    except RunHistoryError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
+def _entity_arg(text: str) -> str:
+    try:
+        return check_name("entity", text)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
+def _project_arg(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"invalid project {text!r}: use entity/project")
+    try:
+        check_name("entity", parts[0])
+        check_name("project", parts[1])
+    except RunHistoryError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return text
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer >= 0")
+    return value
+
+
+def _version_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid version {text!r}: versions are 1, 2, ...")
+    return value
+
+
+def _keys_arg(text: str) -> list[str]:
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("no keys: give k1,k2,...")
+    return keys
+
+
+def _http_arg(text: str) -> str:
+    try:
+        parse_http_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _time_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = datetime.fromisoformat(text.strip()).timestamp()
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid time {text!r}: seconds since the epoch or ISO-8601 "
+                "(2025-01-31T12:00:00, 2025-01-31 12:00:00+00:00, ...)"
+            ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: a finite number of seconds")
+    return value

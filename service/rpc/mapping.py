@@ -1,0 +1,260 @@
+"""The gRPC edge's one mapping: request fields to the run service's arguments, and the
+service's results (records, acks, rows) to response messages.
+
+The JSON-in-proto fields (`config_json`, `summary_json`, ...) and the values of rows use
+the wire codec both sides share (`protos/codec.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.values import LogCall
+from runhistory.projections.runner import Progress
+from runhistory.protos import codec
+from runhistory.protos import runhistory_pb2 as pb
+from runhistory.service.records import (
+    ArtifactRecord,
+    Descendant,
+    EventRecord,
+    ForkedFrom,
+    LineageRecord,
+    RunRecord,
+    VersionRecord,
+)
+from runhistory.service.runs import Ack, LogAck, Session
+
+HISTORY_CHUNK_ROWS = 1000
+
+# ---- requests -------------------------------------------------------------------------------
+
+
+def version(value: int) -> int | None:
+    if value < 0:
+        raise InvalidArgument(f"invalid version {value}: versions are 1, 2, ...; 0 is the live one")
+    return value or None
+
+
+def seq(value: int) -> int | None:
+    if value < 0:
+        raise InvalidArgument(f"invalid sequence number {value}: use 1, 2, ... (0: none)")
+    return value or None
+
+
+def min_position(value: int) -> int | None:
+    """The position a read must include: read your writes across servers, where the client
+    names the last position it wrote (0: none, the server's own writes only)."""
+    return value or None
+
+
+def history_options(request: pb.HistoryRequest) -> dict[str, Any]:
+    return {
+        "keys": list(request.keys) or None,
+        "min_step": request.min_step if request.HasField("min_step") else None,
+        "max_step": request.max_step if request.HasField("max_step") else None,
+        "own_only": request.own_only,
+        "version": version(request.version),
+    }
+
+
+def log_calls(batch: pb.LogBatch) -> list[LogCall]:
+    if batch.calls and batch.calls_json:
+        raise InvalidArgument("a batch carries calls or calls_json, not both")
+    if batch.calls_json:
+        return codec.calls_from_json(batch.calls_json)
+    return [
+        LogCall(
+            data=codec.from_values(call.data),
+            timestamp=call.timestamp or time.time(),
+            step=call.step if call.HasField("step") else None,
+            commit=call.commit if call.HasField("commit") else None,
+        )
+        for call in batch.calls
+    ]
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+def ack(result: Ack) -> pb.Ack:
+    return pb.Ack(position=result.position, applied=result.applied)
+
+
+def log_ack(result: LogAck, batch_seq: int) -> pb.LogAck:
+    return pb.LogAck(
+        seq=batch_seq,
+        position=result.position,
+        applied=result.applied,
+        next_step=result.next_step,
+        rows=result.rows,
+        warnings=result.warnings,
+    )
+
+
+def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
+    if link is None:
+        return None
+    return pb.ForkedFrom(run=link.run, step=link.step, version=link.version)
+
+
+def session(started: Session) -> pb.Session:
+    return pb.Session(
+        path=str(started.path),
+        writer=started.writer,
+        version=started.version,
+        next_step=started.next_step,
+        position=started.position,
+        config_json=codec.dumps(started.config),
+        forked_from=forked_from(started.forked_from),
+    )
+
+
+def run_info(record: RunRecord) -> pb.RunInfo:
+    return pb.RunInfo(
+        path=record.path,
+        entity=record.entity,
+        project=record.project,
+        run_id=record.run_id,
+        name=record.name,
+        tags=record.tags,
+        state=record.state,
+        version=record.version,
+        last_step=record.last_step,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        forked_from=forked_from(record.forked_from),
+        exit_code=record.exit_code,
+    )
+
+
+def document(value: dict[str, Any]) -> pb.JsonDocument:
+    return pb.JsonDocument(json=codec.dumps(value))
+
+
+def versions(records: list[VersionRecord]) -> pb.VersionsResponse:
+    return pb.VersionsResponse(
+        versions=[
+            pb.Version(
+                version=v.version,
+                archived=v.archived,
+                rewound_to_step=v.rewound_to_step,
+                started_at=v.started_at,
+                archived_at=v.archived_at,
+                state=v.state,
+                last_step=v.last_step,
+                rows=v.rows,
+                summary_json=codec.dumps(v.summary),
+                config_json=codec.dumps(v.config),
+            )
+            for v in records
+        ]
+    )
+
+
+def artifacts(records: list[ArtifactRecord]) -> pb.ArtifactsResponse:
+    return pb.ArtifactsResponse(
+        artifacts=[
+            pb.Artifact(
+                position=a.position,
+                version=a.version,
+                direction=a.direction,
+                name=a.name,
+                type=a.type,
+                digest=a.digest,
+                size=a.size,
+                uri=a.uri,
+                recorded_at=a.recorded_at,
+            )
+            for a in records
+        ]
+    )
+
+
+def lineage(tree: LineageRecord) -> pb.Lineage:
+    return pb.Lineage(
+        run=tree.run,
+        version=tree.version,
+        ancestors=[pb.Ancestor(run=a.run, version=a.version, step=a.step) for a in tree.ancestors],
+        versions=[
+            pb.LineageVersion(
+                version=v.version, archived=v.archived, rewound_to_step=v.rewound_to_step
+            )
+            for v in tree.versions
+        ],
+        descendants=[_descendant(d) for d in tree.descendants],
+    )
+
+
+def _descendant(node: Descendant) -> pb.Descendant:
+    return pb.Descendant(
+        run=node.run,
+        source_version=node.source_version,
+        step=node.step,
+        descendants=[_descendant(child) for child in node.descendants],
+    )
+
+
+def event(record: EventRecord) -> pb.Event:
+    return pb.Event(
+        position=record.position,
+        run_uuid=record.run_uuid,
+        run_event=record.run_event,
+        type=record.type,
+        timestamp=record.timestamp,
+        payload_json=codec.dumps(record.payload),
+    )
+
+
+def as_of(
+    rows: list[dict[str, Any]], summary: dict[str, Any], config: dict[str, Any]
+) -> pb.AsOfResponse:
+    return pb.AsOfResponse(
+        rows=[codec.row_to_proto(row) for row in rows],
+        summary_json=codec.dumps(summary),
+        config_json=codec.dumps(config),
+    )
+
+
+def progress(update: Progress) -> pb.RebuildProgress:
+    return pb.RebuildProgress(
+        applied=update.applied, position=update.position, target=update.target
+    )
+
+
+def rebuilt(last: Progress, checksums: dict[str, str], equal_to_live: bool) -> pb.RebuildProgress:
+    return pb.RebuildProgress(
+        applied=last.applied,
+        position=last.position,
+        target=last.target,
+        done=True,
+        checksums=checksums,
+        equal_to_live=equal_to_live,
+    )
+
+
+# ---- history rows, a chunk of them per message ---------------------------------------------
+
+
+def json_chunks(rows: Iterator[str]) -> Iterator[pb.HistoryChunk]:
+    chunk: list[str] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == HISTORY_CHUNK_ROWS:
+            yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
+            chunk = []
+    if chunk:
+        yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
+
+
+def chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pb.HistoryChunk]:
+    chunk: list[pb.Row] = []
+    for row in rows:
+        chunk.append(codec.row_to_proto(row))
+        if len(chunk) == HISTORY_CHUNK_ROWS:
+            yield pb.HistoryChunk(rows=chunk)
+            chunk = []
+    if chunk:
+        yield pb.HistoryChunk(rows=chunk)

@@ -1,0 +1,91 @@
+"""How the gRPC edge refuses: every handler authenticates its caller, refuses a malformed
+request as INVALID_ARGUMENT, and maps a domain error to the gRPC status of the same name
+with the domain's message. Anything unexpected is logged here and reaches the client as
+INTERNAL with a one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from runhistory.domain.errors import InvalidArgument, RunHistoryError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _status_of(error: RunHistoryError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A request whose bytes are not a valid message of its RPC's type."""
+
+    message_type: str
+    error: str
+
+
+def tolerant(message: type[Any]) -> Callable[[bytes], Any]:
+    # grpc answers INTERNAL when a deserializer raises; a malformed request is the caller's
+    # error, so parsing failures travel to the handler, which refuses them properly.
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except Exception as error:
+            return Malformed(message.DESCRIPTOR.full_name, str(error) or type(error).__name__)
+
+    return parse
+
+
+def well_formed(request: Any) -> Any:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(
+            f"the request is not a valid {request.message_type} message: {request.error}"
+        )
+    return request
+
+
+def refusals(method: F) -> F:
+    """Authenticate the caller, refuse malformed requests, and map domain errors to
+    statuses, for unary and streaming handlers alike. The handler gets the caller."""
+
+    def abort(context: grpc.ServicerContext, error: Exception) -> None:
+        if isinstance(error, RunHistoryError):
+            context.abort(_status_of(error), error.message)
+        log.exception("unexpected error in %s", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+
+    if getattr(method, "_streams", False):
+
+        @functools.wraps(method)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                caller = self.authenticate(context)
+                yield from method(self, well_formed(request), context, caller)
+            except Exception as error:
+                abort(context, error)
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            caller = self.authenticate(context)
+            return method(self, well_formed(request), context, caller)
+        except Exception as error:
+            abort(context, error)
+
+    return unary  # type: ignore[return-value]
+
+
+def streams(method: F) -> F:
+    method._streams = True  # type: ignore[attr-defined]
+    return method
