@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import runhistory
-from runhistory.service.grpc_server import start_server
+from runhistory.service.bootstrap import start
 from runhistory.service.settings import Settings
 
 KEYS = 10
@@ -35,9 +35,7 @@ def main() -> int:
     steps = 10_000 if args.quick else 100_000
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(
-            Settings(db=str(Path(tmp) / "bench.db"), require_keys=False), "127.0.0.1:0"
-        )
+        server = start(Settings(db=str(Path(tmp) / "bench.db"), require_keys=False), "127.0.0.1:0")
         try:
             run = runhistory.init(project="bench", entity="sdk", address=server.address)
             rows = [{f"k{k}": float(step * KEYS + k) for k in range(KEYS)} for step in range(steps)]

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
 from runhistory.domain.identity import RunPath
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 
@@ -105,9 +105,9 @@ def write_scenario(address: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     db = tmp_path_factory.mktemp("cli") / "rh.db"
-    running = start_server(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
+    running = start(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
     try:
         write_scenario(running.address)
         yield running
@@ -116,7 +116,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def address(server: RunningServer) -> str:
+def address(server: Running) -> str:
     return server.address
 
 
@@ -418,7 +418,7 @@ def test_rebuild_through_the_server(address: str) -> None:
 
 def test_rebuild_offline_on_a_database_file(tmp_path: Path) -> None:
     db = tmp_path / "offline.db"
-    running = start_server(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
+    running = start(Settings(db=str(db), require_keys=False), "127.0.0.1:0")
     try:
         run = runhistory.init(entity="e", project="p", id="r", address=running.address)
         run.log({"x": 1})
@@ -459,9 +459,7 @@ def test_an_unknown_run_is_not_found(address: str) -> None:
 
 
 def test_an_unreachable_server(tmp_path: Path) -> None:
-    running = start_server(
-        Settings(db=str(tmp_path / "gone.db"), require_keys=False), "127.0.0.1:0"
-    )
+    running = start(Settings(db=str(tmp_path / "gone.db"), require_keys=False), "127.0.0.1:0")
     gone = running.address
     running.stop()
     done = cli("runs", "a/b", "--address", gone, env=cli_env(RUNHISTORY_RETRY_SECONDS="0.5"))
@@ -565,7 +563,7 @@ def test_serve_until_sigterm(tmp_path: Path) -> None:
 
     # every acknowledged write is in the database
     with RunService(Settings(db=str(db))) as service:
-        types = [event["type"] for event in service.events(0)]
+        types = [event.type for event in service.events(0)]
         service.runner.catch_up()
         rows = service.history(RunPath("e", "served", "r"))
     assert types == ["Created", "RowsLogged", "Finished"]

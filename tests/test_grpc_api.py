@@ -16,7 +16,7 @@ from runhistory.domain.values import flatten
 from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.settings import Settings
 
 T0 = 1_700_000_000.0
@@ -28,8 +28,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(database: str) -> Iterator[RunningServer]:
-    running = start_server(
+def server(database: str) -> Iterator[Running]:
+    running = start(
         Settings(db=database, max_row_bytes=1024, max_request_bytes=64 * 1024, require_keys=False),
         "127.0.0.1:0",
     )
@@ -38,7 +38,7 @@ def server(database: str) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+def channel(server: Running) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address) as channel:
         yield channel
 

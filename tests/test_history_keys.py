@@ -20,7 +20,7 @@ from runhistory.domain.identity import RunPath
 from runhistory.domain.values import LogCall
 from runhistory.projections import history, schema
 from runhistory.protos.codec import SYSTEM_KEYS, rows_of_series
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 
@@ -246,14 +246,14 @@ def test_rewinds_and_forks(service: RunService, run: RunPath) -> None:
 
 
 @pytest.fixture
-def server(database: str) -> Iterator[RunningServer]:
-    running = start_server(Settings(db=database, require_keys=False), "127.0.0.1:0")
+def server(database: str) -> Iterator[Running]:
+    running = start(Settings(db=database, require_keys=False), "127.0.0.1:0")
     yield running
     running.stop()
 
 
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgres"], indirect=True)
-def test_sdk_reads_the_same_values(server: RunningServer, database: str) -> None:
+def test_sdk_reads_the_same_values(server: Running, database: str) -> None:
     run = runhistory.init(entity="ent", project="proj", id="sdk", address=server.address)
     for row in ROWS * 30:
         run.log(row)

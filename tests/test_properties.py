@@ -29,7 +29,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -716,7 +716,7 @@ def check_history_and_summary(service: RunService, run: RefRun, when: str) -> No
 
 
 def check_all(service: RunService, ref: Reference, when: str) -> None:
-    listed = [record["run_id"] for record in service.runs(ENTITY, PROJECT)]
+    listed = [record.run_id for record in service.runs(ENTITY, PROJECT)]
     assert_same(f"{when}: the runs", sorted(listed), sorted(ref.runs))
     for run_id, run in ref.runs.items():
         path = path_of(run_id)
@@ -737,10 +737,10 @@ def check_all(service: RunService, ref: Reference, when: str) -> None:
         assert_same(
             f"{when}: overview of {run_id} (state, version, last step, forked from)",
             [
-                overview["state"],
-                overview["version"],
-                overview["last_step"],
-                overview["forked_from"],
+                overview.state,
+                overview.version,
+                overview.last_step,
+                overview.forked_from and asdict(overview.forked_from),
             ],
             [run.state, len(run.versions), run.last_step, run.forked_from],
         )
@@ -748,10 +748,7 @@ def check_all(service: RunService, ref: Reference, when: str) -> None:
             f"{when}: archive view of {run_id} (version, archived, rewound to, rows, summary, "
             "config)",
             [
-                [
-                    v[k]
-                    for k in ("version", "archived", "rewound_to_step", "rows", "summary", "config")
-                ]
+                [v.version, v.archived, v.rewound_to_step, v.rows, v.summary, v.config]
                 for v in service.versions(path)
             ],
             [
@@ -760,10 +757,14 @@ def check_all(service: RunService, ref: Reference, when: str) -> None:
             ],
         )
         lineage = service.lineage(path)
-        assert_same(f"{when}: ancestors of {run_id}", lineage["ancestors"], ref.ancestors(run_id))
+        assert_same(
+            f"{when}: ancestors of {run_id}",
+            [asdict(a) for a in lineage.ancestors],
+            ref.ancestors(run_id),
+        )
         assert_same(
             f"{when}: descendants of {run_id}",
-            sorted(lineage["descendants"], key=lambda d: d["run"]),
+            sorted((asdict(d) for d in lineage.descendants), key=lambda d: d["run"]),
             ref.descendants(run_id),
         )
         for n, version in enumerate(run.versions[:-1], 1):

@@ -87,9 +87,9 @@ def own_rows_by_version(service: RunService, path) -> list[dict]:
     rows = []
     after = None
     for version in service.versions(path):
-        rows += service.history(path, version=version["version"], min_step=after)
-        if version["rewound_to_step"] is not None:
-            after = version["rewound_to_step"] + 1
+        rows += service.history(path, version=version.version, min_step=after)
+        if version.rewound_to_step is not None:
+            after = version.rewound_to_step + 1
     return rows
 
 

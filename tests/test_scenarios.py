@@ -19,6 +19,7 @@ from runhistory.domain.errors import (
 )
 from runhistory.domain.identity import RunPath
 from runhistory.domain.values import LogCall
+from runhistory.service.records import Ancestor, ForkedFrom
 from runhistory.service.runs import RunService
 
 T0 = 1_700_000_000.0
@@ -73,18 +74,18 @@ def test_wandb_rewind_example(service: RunService) -> None:
     assert service.summary(path, version=1) == {"metric": 299}
 
     versions = service.versions(path)
-    assert [(v["version"], v["archived"], v["rewound_to_step"], v["rows"]) for v in versions] == [
+    assert [(v.version, v.archived, v.rewound_to_step, v.rows) for v in versions] == [
         (1, True, 200, 300),
         (2, False, None, 401),
     ]
-    assert versions[0]["state"] == "finished"
+    assert versions[0].state == "finished"
 
     fork = service.init("ent", "proj", fork_from=f"{path.run_id}?_step=300")
     assert steps(service.history(fork.path)) == list(range(301))
     assert service.history(fork.path, own_only=True) == []
     assert fork.next_step == 301
     info = service.run(fork.path)
-    assert info["forked_from"] == {"run": str(path), "step": 300, "version": 2}
+    assert info.forked_from == ForkedFrom(run=str(path), step=300, version=2)
 
     with pytest.raises(OutOfRange, match="last committed step is 400"):
         service.init("ent", "proj", fork_from=f"{path.run_id}?_step=500")
@@ -123,12 +124,12 @@ def test_forks_of_forks_and_of_rewound_runs(service: RunService) -> None:
         (17, 1001),
     ]
     lineage = service.lineage(c.path)
-    assert lineage["ancestors"] == [
-        {"run": "ent/proj/b", "version": 2, "step": 11},
-        {"run": "ent/proj/a", "version": 1, "step": 15},
+    assert lineage.ancestors == [
+        Ancestor(run="ent/proj/b", version=2, step=11),
+        Ancestor(run="ent/proj/a", version=1, step=15),
     ]
-    tree = service.lineage(a.path)["descendants"]
-    assert tree[0]["run"] == "ent/proj/b" and tree[0]["descendants"][0]["run"] == "ent/proj/c"
+    tree = service.lineage(a.path).descendants
+    assert tree[0].run == "ent/proj/b" and tree[0].descendants[0].run == "ent/proj/c"
     summary = service.summary(c.path)
     assert summary == {"v": -1}
     service.define_metric(c.path, "v", "min,max,mean,first,last")
@@ -205,11 +206,11 @@ def test_rewind_in_any_state_fences_the_old_writer(service: RunService) -> None:
     log(service, rewound, {"x": 5})
     assert steps(service.history(s.path)) == [0, 1, 2]
     service.finish(s.path, 1, writer=rewound.writer)
-    assert service.run(s.path)["state"] == "crashed"
+    assert service.run(s.path).state == "crashed"
     with pytest.raises(RunNotRunning):
         log(service, rewound, {"x": 6})
     third = service.init("ent", "proj", resume_from="w?_step=2")
-    assert third.version == 3 and service.run(s.path)["state"] == "running"
+    assert third.version == 3 and service.run(s.path).state == "running"
     assert len(service.versions(s.path)) == 3
 
 
@@ -303,7 +304,7 @@ def test_artifacts_stay_with_the_version_that_produced_them(service: RunService)
     service.record_artifact(s.path, "used", "data", "dataset", writer=s.writer)
     service.init("ent", "proj", resume_from="art?_step=0")
     found = service.artifacts(s.path)
-    assert [(a["name"], a["direction"], a["version"]) for a in found] == [
+    assert [(a.name, a.direction, a.version) for a in found] == [
         ("model", "produced", 1),
         ("data", "used", 1),
     ]
@@ -320,9 +321,9 @@ def test_events_and_as_of_queries(service: RunService) -> None:
     service.update_config(s.path, {"lr": 2})
     service.init("ent", "proj", resume_from="audit?_step=1")
     events = service.events(0, s.path)
-    assert [e["type"] for e in events] == ["Created", "RowsLogged", "ConfigUpdated", "Rewound"]
-    assert [e["position"] for e in events] == sorted(e["position"] for e in events)
-    assert events[1]["payload"]["rows"][0][3] == {"x": 0}
+    assert [e.type for e in events] == ["Created", "RowsLogged", "ConfigUpdated", "Rewound"]
+    assert [e.position for e in events] == sorted(e.position for e in events)
+    assert events[1].payload["rows"][0][3] == {"x": 0}
 
     then = service.as_of(s.path, position=first.position)
     assert steps(then.history()) == [0, 1, 2, 3, 4]
@@ -330,7 +331,7 @@ def test_events_and_as_of_queries(service: RunService) -> None:
     assert then.summary() == {"x": 4}
     at_time = service.as_of(s.path, at=middle)
     assert steps(at_time.history()) == [0, 1, 2, 3, 4]
-    now = service.as_of(s.path, position=events[-1]["position"])
+    now = service.as_of(s.path, position=events[-1].position)
     assert steps(now.history()) == [0, 1] and now.config() == {"lr": 2}
     with pytest.raises(NotFound):
         service.as_of(s.path, position=0).history()

@@ -20,16 +20,16 @@ import runhistory as wandb
 from runhistory import client as sdk_client
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.settings import Settings
 
 ENTITY = "your_entity_name"
 PROJECT = "your_project_name"
 
 
-def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> RunningServer:
+def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> Running:
     options: dict[str, Any] = {"require_keys": False, **settings}
-    return start_server(Settings(db=str(tmp_path / "rh.db"), **options), address)
+    return start(Settings(db=str(tmp_path / "rh.db"), **options), address)
 
 
 @pytest.fixture(params=["sqlite-file", "postgres"])
@@ -38,8 +38,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    running = start_server(Settings(db=database, require_keys=False), "127.0.0.1:0")
+def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
+    running = start(Settings(db=database, require_keys=False), "127.0.0.1:0")
     monkeypatch.setenv("RUNHISTORY_ADDRESS", running.address)
     monkeypatch.delenv("RUNHISTORY_ENTITY", raising=False)
     monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
@@ -48,7 +48,7 @@ def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSe
 
 
 @pytest.fixture
-def api(server: RunningServer) -> Iterator[runhistory.Api]:
+def api(server: Running) -> Iterator[runhistory.Api]:
     with runhistory.Api() as reader:
         yield reader
 
@@ -224,7 +224,7 @@ def test_log_waits_for_room_when_the_queue_is_full(
     assert [row["i"] for row in api.run(run.path).history()] == list(range(500))
 
 
-def test_the_same_batch_sent_twice_lands_once(server: RunningServer, api: runhistory.Api) -> None:
+def test_the_same_batch_sent_twice_lands_once(server: Running, api: runhistory.Api) -> None:
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.RunHistoryStub(channel)
         session = stub.Init(pb.InitRequest(entity="e", project="p"))
@@ -412,7 +412,7 @@ def test_a_batch_over_the_servers_request_limit_goes_in_parts(
         small.stop()
 
 
-def test_bad_data_is_refused_synchronously(server: RunningServer) -> None:
+def test_bad_data_is_refused_synchronously(server: Running) -> None:
     run = runhistory.init(project="bad")
     with pytest.raises(runhistory.InvalidArgument, match="reserved"):
         run.log({"_step": 1})
@@ -437,7 +437,7 @@ def test_bad_data_is_refused_synchronously(server: RunningServer) -> None:
         run.log({"a": 2})
 
 
-def test_errors_of_init_and_reads(server: RunningServer, api: runhistory.Api) -> None:
+def test_errors_of_init_and_reads(server: Running, api: runhistory.Api) -> None:
     with pytest.raises(runhistory.NotFound):
         api.run("e/p/nosuchrun")
     with pytest.raises(runhistory.InvalidArgument):

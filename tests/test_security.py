@@ -23,7 +23,7 @@ import runhistory
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.settings import Settings
 
 ALICE_RUN = "alice/p/r1"
@@ -46,14 +46,14 @@ class Keys:
 
 
 @pytest.fixture
-def server(database: str) -> Iterator[RunningServer]:
-    running = start_server(Settings(db=database), "127.0.0.1:0")
+def server(database: str) -> Iterator[Running]:
+    running = start(Settings(db=database), "127.0.0.1:0")
     yield running
     running.stop()
 
 
 @pytest.fixture
-def keys(server: RunningServer) -> Keys:
+def keys(server: Running) -> Keys:
     store = KeyStore(server.service.db)
     made = Keys(
         admin=store.create("alice", Role.ADMIN)[1],
@@ -67,13 +67,13 @@ def keys(server: RunningServer) -> Keys:
 
 
 @pytest.fixture
-def stub(server: RunningServer) -> Iterator[pb_grpc.RunHistoryStub]:
+def stub(server: Running) -> Iterator[pb_grpc.RunHistoryStub]:
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.RunHistoryStub(channel)
 
 
 @pytest.fixture
-def alice_run(server: RunningServer, keys: Keys) -> str:
+def alice_run(server: Running, keys: Keys) -> str:
     run = runhistory.init(
         entity="alice",
         project="p",
@@ -129,7 +129,7 @@ def test_every_rpc_is_covered() -> None:
 
 @pytest.mark.parametrize("rpc", RPCS)
 def test_every_rpc_refuses_missing_malformed_and_revoked_keys(
-    server: RunningServer, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
+    server: Running, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
 ) -> None:
     request = requests_for(alice_run)[rpc]
     before = server.service.store.last_position()
@@ -148,7 +148,7 @@ def test_every_rpc_refuses_missing_malformed_and_revoked_keys(
 
 @pytest.mark.parametrize("rpc", RPCS)
 def test_another_entitys_key_is_denied_and_learns_nothing(
-    server: RunningServer, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
+    server: Running, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
 ) -> None:
     before = server.service.store.last_position()
     existing = status_of(lambda: invoke(stub, rpc, requests_for(alice_run)[rpc], bearer(keys.bob)))
@@ -163,7 +163,7 @@ def test_another_entitys_key_is_denied_and_learns_nothing(
 
 @pytest.mark.parametrize("rpc", sorted(WRITES | ADMIN_ONLY))
 def test_a_reader_key_may_not_write_and_a_writer_may_not_administer(
-    server: RunningServer, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
+    server: Running, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str, rpc: str
 ) -> None:
     before = server.service.store.last_position()
     request = requests_for(alice_run)[rpc]
@@ -177,7 +177,7 @@ def test_a_reader_key_may_not_write_and_a_writer_may_not_administer(
 
 
 def test_each_role_may_do_what_it_should(
-    server: RunningServer, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str
+    server: Running, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str
 ) -> None:
     requests = requests_for(alice_run)
     for rpc in sorted(set(RPCS) - WRITES - ADMIN_ONLY):
@@ -198,7 +198,7 @@ def test_each_role_may_do_what_it_should(
 
 
 def test_forks_and_rewinds_across_entities_are_denied(
-    server: RunningServer, keys: Keys, alice_run: str, monkeypatch: pytest.MonkeyPatch
+    server: Running, keys: Keys, alice_run: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNHISTORY_RETRY_SECONDS", "0")
     before = server.service.store.last_position()
@@ -229,7 +229,7 @@ def test_forks_and_rewinds_across_entities_are_denied(
 
 
 def test_the_sdk_reads_its_key_from_the_environment(
-    server: RunningServer, keys: Keys, alice_run: str, monkeypatch: pytest.MonkeyPatch
+    server: Running, keys: Keys, alice_run: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNHISTORY_RETRY_SECONDS", "0")
     monkeypatch.delenv("RUNHISTORY_API_KEY", raising=False)
@@ -242,7 +242,7 @@ def test_the_sdk_reads_its_key_from_the_environment(
 
 def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
     db = tmp_path / "keys.db"
-    running = start_server(Settings(db=str(db)), "127.0.0.1:0")
+    running = start(Settings(db=str(db)), "127.0.0.1:0")
     try:
         record, key = KeyStore(running.service.db).create("alice", Role.WRITER, "ci")
     finally:
@@ -258,8 +258,8 @@ def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
 
 def test_the_keys_command_and_revocation_on_every_server(tmp_path: Path) -> None:
     db = str(tmp_path / "shared.db")
-    first = start_server(Settings(db=db), "127.0.0.1:0")
-    second = start_server(Settings(db=db), "127.0.0.1:0")
+    first = start(Settings(db=db), "127.0.0.1:0")
+    second = start(Settings(db=db), "127.0.0.1:0")
     try:
         created = cli("keys", "--db", db, "create", "--entity", "team", "--role", "reader")
         key = created.stdout.strip().splitlines()[-1]
@@ -304,7 +304,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_serving_without_keys_is_refused_beyond_loopback(tmp_path: Path) -> None:
     with pytest.raises(runhistory.InvalidArgument, match="refusing to serve without API keys"):
-        start_server(Settings(db=str(tmp_path / "a.db"), require_keys=False), "0.0.0.0:0")
+        start(Settings(db=str(tmp_path / "a.db"), require_keys=False), "0.0.0.0:0")
     done = cli(
         "serve",
         "--no-auth",
@@ -329,7 +329,7 @@ def test_tls_end_to_end_and_plaintext_refused(
     settings = Settings(
         db=str(tmp_path / "tls.db"), tls_cert=pki["server"], tls_key=pki["server_key"]
     )
-    running = start_server(settings, "127.0.0.1:0")
+    running = start(settings, "127.0.0.1:0")
     try:
         _, key = KeyStore(running.service.db).create("alice", Role.WRITER)
         run = runhistory.init(
@@ -363,7 +363,7 @@ def test_tls_with_required_client_certificates(
         tls_key=pki["server_key"],
         tls_client_ca=pki["ca"],
     )
-    running = start_server(settings, "127.0.0.1:0")
+    running = start(settings, "127.0.0.1:0")
     try:
         _, key = KeyStore(running.service.db).create("alice", Role.READER)
         without = runhistory.Api(address=running.address, api_key=key, tls_ca=pki["ca"])
@@ -396,7 +396,7 @@ def test_tls_settings_are_checked(tmp_path: Path, pki: dict[str, Path]) -> None:
 
 
 @pytest.fixture
-def open_server(tmp_path: Path) -> Iterator[RunningServer]:
+def open_server(tmp_path: Path) -> Iterator[Running]:
     settings = Settings(
         db=str(tmp_path / "open.db"),
         require_keys=False,
@@ -404,12 +404,12 @@ def open_server(tmp_path: Path) -> Iterator[RunningServer]:
         max_depth=4,
         max_open_streams=1,
     )
-    running = start_server(settings, "127.0.0.1:0")
+    running = start(settings, "127.0.0.1:0")
     yield running
     running.stop()
 
 
-def test_malformed_messages_are_invalid_argument_on_every_rpc(open_server: RunningServer) -> None:
+def test_malformed_messages_are_invalid_argument_on_every_rpc(open_server: Running) -> None:
     truncated = [b"\xff\xff\xff\xff", b"\x0a\x05ab"]  # a cut-off tag; a length past the end
     bad_utf8 = b"\x0a\x02\xc3\x28"  # field 1, a string, with invalid UTF-8
     with grpc.insecure_channel(open_server.address) as channel:
@@ -432,7 +432,7 @@ def test_malformed_messages_are_invalid_argument_on_every_rpc(open_server: Runni
     assert open_server.service.store.last_position() == 0
 
 
-def test_limits_name_themselves(open_server: RunningServer) -> None:
+def test_limits_name_themselves(open_server: Running) -> None:
     with grpc.insecure_channel(open_server.address) as channel:
         stub = pb_grpc.RunHistoryStub(channel)
         session = stub.Init(pb.InitRequest(entity="e", project="p", run_id="r"))
@@ -485,7 +485,7 @@ HOSTILE_NAMES = [
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_hostile_names_are_refused_with_the_rule(open_server: RunningServer, name: str) -> None:
+def test_hostile_names_are_refused_with_the_rule(open_server: Running, name: str) -> None:
     with grpc.insecure_channel(open_server.address) as channel:
         stub = pb_grpc.RunHistoryStub(channel)
         for request in (
@@ -501,7 +501,7 @@ def test_hostile_names_are_refused_with_the_rule(open_server: RunningServer, nam
     assert open_server.service.store.last_position() == 0
 
 
-def test_hostile_values_and_keys_are_stored_literally(open_server: RunningServer) -> None:
+def test_hostile_values_and_keys_are_stored_literally(open_server: Running) -> None:
     data = {
         "x'; DROP TABLE rh_rows; --": "'; DELETE FROM rh_runs; --",
         "ключ/🙂": "line\nbreak\ttab\x00nul",

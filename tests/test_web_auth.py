@@ -15,9 +15,9 @@ import pytest
 
 import runhistory
 from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.bootstrap import Running, start
 from runhistory.service.settings import Settings
-from runhistory.service.web.server import RunningWeb, start_web, web_access
+from runhistory.service.web.server import RunningWeb, start_web
 
 ENDPOINTS = [
     "/api/alice/p/runs",
@@ -70,7 +70,7 @@ def request(
 
 @dataclass
 class Site:
-    grpc: RunningServer
+    grpc: Running
     web: RunningWeb
     store: KeyStore
     reader: str
@@ -81,16 +81,17 @@ class Site:
         return self.web.url
 
 
-def serve_site(settings: Settings) -> tuple[RunningServer, RunningWeb]:
-    running = start_server(settings, "127.0.0.1:0")
-    access, tls = web_access(running.service, settings)
-    return running, start_web(running.service, "127.0.0.1:0", access, tls)
+def serve_site(settings: Settings) -> tuple[Running, RunningWeb]:
+    running = start(settings, "127.0.0.1:0", "127.0.0.1:0")
+    assert running.web is not None
+    return running, running.web
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     running, web = serve_site(Settings(db=str(tmp_path / "web.db")))
-    store = KeyStore(running.service.db)
+    assert running.keys is not None
+    store = running.keys
     _, writer = store.create("alice", Role.WRITER)
     run = runhistory.init(
         entity="alice", project="p", id="r1", address=running.address, api_key=writer
@@ -107,7 +108,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
             bob=store.create("bob", Role.ADMIN)[1],
         )
     finally:
-        web.stop()
         running.stop()
 
 
@@ -211,16 +211,20 @@ def test_bad_sign_ins_are_refused_and_set_nothing(site: Site) -> None:
 
 
 def test_the_ui_without_keys_is_loopback_only(tmp_path: Path) -> None:
-    running = start_server(Settings(db=str(tmp_path / "o.db")), "127.0.0.1:0")
+    running = start(Settings(db=str(tmp_path / "o.db")), "127.0.0.1:0")
     try:
         with pytest.raises(runhistory.InvalidArgument, match="without API keys"):
             start_web(running.service, "0.0.0.0:0")
-        access, _ = web_access(running.service, Settings(db="memory", require_keys=False))
-        web = start_web(running.service, "127.0.0.1:0", access)
-        try:
-            assert request(web.url, "/api/anyone/p/runs").status == 200
-        finally:
-            web.stop()
+    finally:
+        running.stop()
+    open_settings = Settings(db=str(tmp_path / "open.db"), require_keys=False)
+    with pytest.raises(runhistory.InvalidArgument, match="web UI without API keys"):
+        start(open_settings, "127.0.0.1:0", "0.0.0.0:0")
+    assert not (tmp_path / "open.db").exists()  # refused before anything was opened
+    running = start(open_settings, "127.0.0.1:0", "127.0.0.1:0")
+    try:
+        assert running.web is not None
+        assert request(running.web.url, "/api/anyone/p/runs").status == 200
     finally:
         running.stop()
 
@@ -251,5 +255,4 @@ def test_the_ui_over_tls(tmp_path: Path, pki: dict[str, Path]) -> None:
                 web.url.replace("https://", "http://"), "/api/alice/p/runs", headers=bearer(key)
             )
     finally:
-        web.stop()
         running.stop()

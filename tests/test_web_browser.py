@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 import runhistory
-from runhistory.service.auth import KeyStore, Role
-from runhistory.service.cli import _demo
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.auth import Role
+from runhistory.service.bootstrap import Running, start
+from runhistory.service.cli.demo import rewind_and_fork
 from runhistory.service.settings import Settings
-from runhistory.service.web.server import RunningWeb, start_web, web_access
+from runhistory.service.web.server import RunningWeb
 
 CHROMIUM = Path(os.environ.get("RUNHISTORY_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RUNHISTORY_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -48,7 +48,7 @@ def browser_problem() -> str | None:
 
 @dataclass
 class Demo:
-    server: RunningServer
+    server: Running
     web: RunningWeb
     rewound: str  # entity/project/run_id of the run rewound to step 200
     fork: str  # the run forked from it at step 300
@@ -64,16 +64,15 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     db = tmp_path_factory.mktemp("web-browser") / "demo.db"
     settings = Settings(db=str(db))
-    server = start_server(settings, "127.0.0.1:0")
-    web = start_web(server.service, "127.0.0.1:0", *web_access(server.service, settings))
-    keys = KeyStore(server.service.db)
+    server = start(settings, "127.0.0.1:0", "127.0.0.1:0")
+    assert server.web is not None and server.keys is not None
+    web, keys = server.web, server.keys
     writer, reader = keys.create("demo", Role.WRITER)[1], keys.create("demo", Role.READER)[1]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            paths = _demo(server.address, writer)
+            paths = rewind_and_fork(server.address, writer)
         yield Demo(server, web, paths["rewound"], paths["fork"], writer, reader)
     finally:
-        web.stop()
         server.stop()
 
 
