@@ -492,6 +492,76 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "Traceback" not in done.stderr
 
 
+# ---- a client-only install -------------------------------------------------------------------
+
+# `pip install runhistory` without the `[server]` extra: the server's packages are missing.
+CLIENT_ONLY = """
+import sys
+for name in ("pydantic", "sqlalchemy", "eventsourcing", "eventsourcing_sqlalchemy", "psycopg"):
+    sys.modules[name] = None  # importing it raises ModuleNotFoundError
+from runhistory.service.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def client_only(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT_ONLY, *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        cwd=cwd,
+    )
+
+
+def test_client_commands_need_no_server_installed(address: str) -> None:
+    commands = [
+        ["runs", f"{ENTITY}/{PROJECT}"],
+        ["history", CHILD, "--keys", "loss"],
+        ["summary", BASE],
+        ["config", BASE, "--version", "1"],
+        ["versions", BASE],
+        ["lineage", CHILD],
+        ["events", BASE],
+        ["as-of", BASE, "--position", "3"],
+        ["rebuild"],
+    ]
+    for command in commands:
+        for extra in ([], ["--json"]):
+            args = [*command, "--address", address, *extra]
+            without = client_only(*args)
+            assert without.returncode == 0, (args, without.stderr)
+            done = cli(*args)
+            if extra and command[0] in ("as-of", "rebuild"):
+                # The keys of an as-of row and of the checksums come in no fixed order.
+                assert json.loads(without.stdout) == json.loads(done.stdout), args
+            else:
+                assert without.stdout == done.stdout, args
+    assert client_only("--help").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--address", "127.0.0.1:0"],
+        ["keys", "list"],
+        ["project"],
+        ["demo", "--no-http"],
+        ["rebuild", "--db", "x.db"],
+    ],
+)
+def test_server_commands_without_the_server_say_what_to_install(
+    args: list[str], tmp_path: Path
+) -> None:
+    done = client_only(*args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"runhistory: FAILED_PRECONDITION: `runhistory {args[0]}"), done
+    assert "pip install 'runhistory[server]'" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not list(tmp_path.iterdir())  # no database made
+
+
 # ---- demo and serve ------------------------------------------------------------------------
 
 

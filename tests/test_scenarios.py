@@ -19,6 +19,7 @@ from runhistory.domain.errors import (
 )
 from runhistory.domain.identity import RunPath
 from runhistory.domain.values import LogCall
+from runhistory.service import events
 from runhistory.service.records import Ancestor, ForkedFrom
 from runhistory.service.runs import RunService
 
@@ -335,6 +336,40 @@ def test_events_and_as_of_queries(service: RunService) -> None:
     assert steps(now.history()) == [0, 1] and now.config() == {"lr": 2}
     with pytest.raises(NotFound):
         service.as_of(s.path, position=0).history()
+
+
+def test_the_event_log_by_run_type_position_and_limit(
+    service: RunService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "PAGE_SIZE", 2)  # pages end between the events asked for
+    a = service.init("ent", "proj", "a", started_at=T0)
+    b = service.init("ent", "proj", "b", started_at=T0)
+    for i in range(3):
+        log(service, a, {"x": i})
+        log(service, b, {"y": i})
+        service.set_summary(b.path, {"note": i})
+    service.finish(a.path, writer=a.writer)
+    everything = service.events(0)
+    assert len(everything) == 2 + 3 * 3 + 1
+    of_a = service.events(0, a.path)
+    assert [e.type for e in of_a] == [
+        "Created",
+        "RowsLogged",
+        "RowsLogged",
+        "RowsLogged",
+        "Finished",
+    ]
+    assert of_a == [e for e in everything if e.run_uuid == str(a.path.aggregate_id)]
+
+    summaries = service.events(0, b.path, types=["SummarySet"])
+    assert [e.payload["values"] for e in summaries] == [{"note": 0}, {"note": 1}, {"note": 2}]
+    assert (
+        service.events(0, types=["RowsLogged", "Finished"], limit=4)
+        == [e for e in everything if e.type in ("RowsLogged", "Finished")][:4]
+    )
+    assert service.events(everything[4].position, limit=3) == everything[5:8]
+    assert service.events(0, a.path, types=["Rewound"]) == []
+    assert service.events(everything[-1].position) == []
 
 
 def test_rebuild_equals_live(service: RunService) -> None:

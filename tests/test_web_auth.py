@@ -5,6 +5,8 @@ TLS works with a certificate the test makes."""
 from __future__ import annotations
 
 import http.client
+import json
+import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -254,5 +256,37 @@ def test_the_ui_over_tls(tmp_path: Path, pki: dict[str, Path]) -> None:
             request(
                 web.url.replace("https://", "http://"), "/api/alice/p/runs", headers=bearer(key)
             )
+    finally:
+        running.stop()
+
+
+def test_one_start_serves_both_over_one_service_and_cleans_up_a_failed_start(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "both.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        grpc_port = probe.getsockname()[1]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        web_address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(OSError, match=f"cannot serve the web UI on {web_address}"):
+            start(Settings(db=db), f"127.0.0.1:{grpc_port}", web_address)
+    # The gRPC server that did start was stopped again: its port is free.
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", grpc_port))
+
+    running = start(Settings(db=db), f"127.0.0.1:{grpc_port}", "127.0.0.1:0")
+    try:
+        assert running.keys is not None and running.web is not None
+        _, writer = running.keys.create("alice", Role.WRITER)
+        with runhistory.init(
+            entity="alice", project="p", id="r", address=running.address, api_key=writer
+        ) as run:
+            run.log({"loss": 0.5})
+        # Written over gRPC, read through the web UI with the same key store.
+        reply = request(running.web.url, "/api/alice/p/runs/r", headers=bearer(writer))
+        assert reply.status == 200 and json.loads(reply.body)["state"] == "finished"
     finally:
         running.stop()
