@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -44,6 +44,7 @@ from runhistory.service.records import (
 from runhistory.service.settings import Settings
 
 T = TypeVar("T")
+R = TypeVar("R")
 MAX_ATTEMPTS = 8
 
 
@@ -455,14 +456,10 @@ class RunService:
             for row in archive.list_versions(conn, run_uuid):
                 segment = history.segment_of(conn, run_uuid, row["version"])
                 result.append(
-                    VersionRecord(
-                        version=row["version"],
+                    _from_row(
+                        VersionRecord,
+                        row,
                         archived=row["archived_at"] is not None,
-                        rewound_to_step=row["rewound_to_step"],
-                        started_at=row["started_at"],
-                        archived_at=row["archived_at"],
-                        state=row["state"],
-                        last_step=row["last_step"],
                         rows=summary.visible_row_count(conn, segment),
                         summary=summary.read_summary(conn, segment),
                         config=runs.read_config(conn, run_uuid, row["version"]),
@@ -476,17 +473,7 @@ class RunService:
         with self._reading(min_position) as conn:
             run_uuid = runs.find_run(conn, path)["run_uuid"]
             return [
-                ArtifactRecord(
-                    position=row["position"],
-                    version=row["version"],
-                    direction=row["direction"],
-                    name=row["name"],
-                    type=row["type"],
-                    digest=row["digest"],
-                    size=row["size"],
-                    uri=row["uri"],
-                    recorded_at=row["recorded_at"],
-                )
+                _from_row(ArtifactRecord, row)
                 for row in artifacts.list_artifacts(conn, run_uuid, version)
             ]
 
@@ -512,11 +499,7 @@ class RunService:
                 version=record["version"],
                 ancestors=ancestors,
                 versions=[
-                    LineageVersion(
-                        version=v["version"],
-                        archived=v["archived_at"] is not None,
-                        rewound_to_step=v["rewound_to_step"],
-                    )
+                    _from_row(LineageVersion, v, archived=v["archived_at"] is not None)
                     for v in archive.list_versions(conn, record["run_uuid"])
                 ],
                 descendants=_descendants(conn, record["run_uuid"]),
@@ -611,24 +594,13 @@ def _run_record(conn: Connection, row: dict[str, Any]) -> RunRecord:
         forked_from = ForkedFrom(
             run=source["path"], step=edge["source_step"], version=edge["source_version"]
         )
-    return RunRecord(
-        path=row["path"],
-        entity=row["entity"],
-        project=row["project"],
-        run_id=row["run_id"],
-        name=row["name"],
-        tags=row["tags"],
-        state=row["state"],
-        exit_code=row["exit_code"],
-        version=row["version"],
-        last_step=row["last_step"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        forked_from=forked_from,
-        run_uuid=row["run_uuid"],
-        created_position=row["created_position"],
-        updated_position=row["updated_position"],
-    )
+    return _from_row(RunRecord, row, forked_from=forked_from)
+
+
+def _from_row(record: type[R], row: Mapping[str, Any], **derived: Any) -> R:
+    """A record of the read model row's columns of the same names, and the fields derived."""
+    columns = {f.name: row[f.name] for f in fields(record) if f.name not in derived}
+    return record(**columns, **derived)
 
 
 def _descendants(conn: Connection, run_uuid: str) -> list[Descendant]:

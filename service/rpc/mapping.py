@@ -44,6 +44,11 @@ def seq(value: int) -> int | None:
     return value or None
 
 
+def write_options(request: Any) -> dict[str, Any]:
+    """The writer a write request names, and its sequence number for retries."""
+    return {"writer": request.writer or None, "seq": seq(request.seq)}
+
+
 def min_position(value: int) -> int | None:
     """The position a read must include: read your writes across servers, where the client
     names the last position it wrote (0: none, the server's own writes only)."""

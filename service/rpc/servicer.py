@@ -109,7 +109,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
         path = _allowed(caller, batch.path, WRITE)
         calls = mapping.log_calls(batch)
-        ack = self.service.log(path, calls, writer=batch.writer or None, seq=mapping.seq(batch.seq))
+        ack = self.service.log(path, calls, **mapping.write_options(batch))
         return mapping.log_ack(ack, batch.seq)
 
     @refusals
@@ -146,8 +146,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         ack = self.service.update_config(
             _allowed(caller, request.path, WRITE),
             codec.loads_object(request.config_json, "config_json"),
-            writer=request.writer or None,
-            seq=mapping.seq(request.seq),
+            **mapping.write_options(request),
         )
         return mapping.ack(ack)
 
@@ -158,8 +157,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         ack = self.service.set_summary(
             _allowed(caller, request.path, WRITE),
             codec.from_values(request.values),
-            writer=request.writer or None,
-            seq=mapping.seq(request.seq),
+            **mapping.write_options(request),
         )
         return mapping.ack(ack)
 
@@ -174,8 +172,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             _allowed(caller, request.path, WRITE),
             request.key,
             request.summary or "last",
-            writer=request.writer or None,
-            seq=mapping.seq(request.seq),
+            **mapping.write_options(request),
         )
         return mapping.ack(ack)
 
@@ -194,8 +191,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             request.digest,
             request.size,
             request.uri,
-            writer=request.writer or None,
-            seq=mapping.seq(request.seq),
+            **mapping.write_options(request),
         )
         return mapping.ack(ack)
 
@@ -206,8 +202,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         ack = self.service.finish(
             _allowed(caller, request.path, WRITE),
             request.exit_code,
-            writer=request.writer or None,
-            seq=mapping.seq(request.seq),
+            **mapping.write_options(request),
         )
         return mapping.ack(ack)
 

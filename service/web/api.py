@@ -440,7 +440,7 @@ def _fields(record: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
+    return asdict(value) if is_dataclass(value) else value
 
 
 def _artifacts(records: list[ArtifactRecord]) -> dict[str, list[dict[str, Any]]]:
