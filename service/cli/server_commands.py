@@ -79,8 +79,6 @@ def _until_signalled() -> Iterator[threading.Event]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require_server("serve")
-    from runhistory.service.bootstrap import start
-
     settings = _settings(
         args.db,
         require_keys=args.require_keys,
@@ -90,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
     with _until_signalled() as stopping:
-        running = _start(start, settings, address, args.http, projections=args.projections)
+        running = _start(settings, address, args.http, projections=args.projections)
         try:
             workers = "" if args.projections else "; read models left to projection workers"
             keys = "API keys required" if settings.require_keys else "no API keys (--no-auth)"
@@ -115,12 +113,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(start: Any, settings: Any, *where: Any, **options: Any) -> Any:
+def _start(settings: Any, address: str, http: str | None, **options: Any) -> Any:
     """`bootstrap.start`, with a database that cannot be opened or an address that cannot
     be bound as one line."""
+    from runhistory.service.bootstrap import start
+
     try:
         with _opening(settings):
-            return start(settings, *where, **options)
+            return start(settings, address, http, **options)
     except OSError as error:
         raise Unavailable(str(error)) from error
 
@@ -286,11 +286,10 @@ def _rebuild_offline(db: str, bar: ProgressBar) -> dict[str, Any]:
 def cmd_demo(args: argparse.Namespace) -> int:
     require_server("demo")
     from runhistory.service.auth import Role
-    from runhistory.service.bootstrap import start
 
     with tempfile.TemporaryDirectory(prefix="runhistory-demo-") as tmp:
         settings = _settings(args.db or str(Path(tmp) / "demo.db"))
-        running = _start(start, settings, "127.0.0.1:0", args.http, http_fallback=True)
+        running = _start(settings, "127.0.0.1:0", args.http, http_fallback=True)
         try:
             # The demo server wants keys like any other: the demo makes its own.
             keys = running.keys
