@@ -7,7 +7,7 @@ hold the user's own keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -94,7 +94,7 @@ class Descendant:
     run: str
     source_version: int
     step: int
-    descendants: list[Descendant] = field(default_factory=list)
+    descendants: list[Descendant]
 
 
 @dataclass(frozen=True, slots=True)
