@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from itertools import islice
+from typing import cast
 from uuid import UUID
 
 from runhistory.domain.errors import InvalidArgument
@@ -44,7 +45,7 @@ def read_events(
         for notification in page:
             if runs is not None and notification.originator_id not in runs:
                 continue
-            event = store.mapper.to_domain_event(notification)
+            event = cast(Run.Event, store.mapper.to_domain_event(notification))
             if types is not None and type(event).__name__ not in types:
                 continue
             yield notification.id, event

@@ -440,7 +440,9 @@ def _fields(record: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) else value
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
 
 
 def _artifacts(records: list[ArtifactRecord]) -> dict[str, list[dict[str, Any]]]:
