@@ -5,6 +5,7 @@ definitions."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -89,7 +90,7 @@ def read_everything(service: RunService) -> Any:
     """Every read of every run and version, and the read models' checksums."""
     found: dict[str, Any] = {"runs": service.runs(E, P), "checksums": service.checksums()}
     for record in found["runs"]:
-        path = RunPath.parse(record["path"])
+        path = RunPath.parse(record.path)
         versions = service.versions(path)
         found[str(path)] = {
             "run": service.run(path),
@@ -103,17 +104,28 @@ def read_everything(service: RunService) -> Any:
             "lineage": service.lineage(path),
             "artifacts": service.artifacts(path),
             "by version": {
-                v["version"]: {
-                    "history": service.history(path, version=v["version"]),
-                    "history keys": service.history(path, keys=["loss"], version=v["version"]),
-                    "summary": service.summary(path, version=v["version"]),
-                    "config": service.config(path, version=v["version"]),
-                    "artifacts": service.artifacts(path, version=v["version"]),
+                v.version: {
+                    "history": service.history(path, version=v.version),
+                    "history keys": service.history(path, keys=["loss"], version=v.version),
+                    "summary": service.summary(path, version=v.version),
+                    "config": service.config(path, version=v.version),
+                    "artifacts": service.artifacts(path, version=v.version),
                 }
                 for v in versions
             },
         }
-    return exact(found)
+    return exact(_plain(found))
+
+
+def _plain(value: Any) -> Any:
+    """Records as dicts, so `exact` compares every field."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def tracking_keys(service: RunService) -> set[str]:
@@ -130,7 +142,7 @@ def test_a_raised_revision_replays_to_what_a_rebuild_makes(
         write_lineage(service)
         live = read_everything(service)
         assert len(live) == 2 + 4  # the runs a, f1, f2 and f3
-        assert {v["version"] for v in service.versions(RunPath(E, P, "a"))} == {1, 2, 3}
+        assert {v.version for v in service.versions(RunPath(E, P, "a"))} == {1, 2, 3}
 
     monkeypatch.setattr(projection, "revision", projection.revision + 1)
     with RunService(Settings(db=database)) as service:
