@@ -21,6 +21,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from runhistory.domain.errors import (
+    FailedPrecondition,
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
@@ -430,6 +431,65 @@ class Run(Aggregate):
     def _advance_seq(self, writer: str | None, seq: int | None) -> None:
         if seq is not None and writer == self.writer:
             self.writer_seq = seq
+
+    # ---- logging by line number (W&B's file_stream) ------------------------------------
+    #
+    # A W&B client numbers history rows by line: the version's rows are lines 0..K-1 and it
+    # sends its rows as lines K, K+1, ..., and resends the same lines when a request is
+    # retried. Such a session's sequence number is its line count: `start_lines` sets it to
+    # K when the session starts, and each request advances it to its last line + 1. So no
+    # new event is needed: RowsLogged already records `seq`.
+
+    def start_lines(self, lines: int, writer: str) -> None:
+        """Number the session's rows by line from `lines`, the rows its version holds."""
+        self._check_writer(writer)
+        if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
+            raise InvalidArgument(f"a line count is an integer >= 0, got {lines!r}")
+        if self.writer_seq:
+            raise InvalidArgument(
+                f"this session of {self.path} numbers its rows already (at line "
+                f"{self.writer_seq}); a session's line numbers start once"
+            )
+        if lines:
+            self.log([], writer=writer, seq=lines)
+
+    def log_lines(
+        self,
+        first_line: int,
+        calls: Sequence[LogCall],
+        writer: str,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> LogOutcome:
+        """Log `calls[i]` as line `first_line + i`, each a row of its own at a step above
+        the last. Lines applied before are skipped, so a retried request applies nothing
+        twice; a request that leaves lines out is refused, since it cannot come from the
+        session that holds the run (nor can rows that go back in steps)."""
+        self._check_writer(writer)
+        if not isinstance(first_line, int) or isinstance(first_line, bool) or first_line < 0:
+            raise InvalidArgument(f"a line offset is an integer >= 0, got {first_line!r}")
+        applied = self.writer_seq
+        if first_line > applied:
+            raise FailedPrecondition(
+                f"history line {first_line} of {self.path} does not follow the session's "
+                f"lines: its next line is {applied}, so lines {applied} to {first_line - 1} "
+                "are missing; another process may be writing to this run"
+            )
+        fresh = calls[applied - first_line :]
+        if not fresh:
+            return LogOutcome(next_step=self.next_step, duplicate=True)
+        step = self.next_step
+        for number, call in enumerate(fresh, applied):
+            if call.step is None:
+                raise InvalidArgument(f"history line {number} of {self.path} has no step")
+            line_step = check_step(call.step)
+            if line_step < step:
+                raise FailedPrecondition(
+                    f"history line {number} of {self.path} is at step {line_step}, but the "
+                    f"run continues at step {step}: each line is a row at a higher step"
+                )
+            step = line_step + 1
+        rows = [LogCall(c.data, c.timestamp, c.step, commit=True) for c in fresh]
+        return self.log(rows, writer=writer, seq=first_line + len(calls), limits=limits)
 
     def _closing_rows(self) -> list[EventRow]:
         """The pending row, committed: it was acknowledged, so it is never dropped."""

@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
 from runhistory.domain.run import LogOutcome, Run
-from runhistory.domain.values import LogCall
+from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
 from runhistory.projections.database import Database
 from runhistory.projections.runner import Progress, ProjectionRunner
@@ -234,8 +234,10 @@ class RunService:
         tags: Sequence[str] = (),
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
+        writer: str | None = None,
     ) -> Session:
-        writer = _new_writer()
+        """A new run. `writer` names the session (generated when None)."""
+        writer = writer or _new_writer()
         run = Run.start(path, writer, _now(started_at), name=name, tags=tags, config=config)
         with self._lock(path.aggregate_id):
             try:
@@ -253,8 +255,9 @@ class RunService:
         *,
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
+        writer: str | None = None,
     ) -> Session:
-        writer = _new_writer()
+        writer = writer or _new_writer()
         return self._new_session(path, lambda run: run.resume(writer, _now(started_at), config))
 
     def rewind(
@@ -263,8 +266,9 @@ class RunService:
         *,
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
+        writer: str | None = None,
     ) -> Session:
-        writer = _new_writer()
+        writer = writer or _new_writer()
         return self._new_session(
             branch.run, lambda run: run.rewind(branch.step, writer, _now(started_at), config)
         )
@@ -278,13 +282,14 @@ class RunService:
         tags: Sequence[str] = (),
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
+        writer: str | None = None,
     ) -> Session:
         source = self._get(branch.run)
         run = Run.fork(
             source,
             branch.step,
             path,
-            _new_writer(),
+            writer or _new_writer(),
             _now(started_at),
             name=name,
             tags=tags,
@@ -382,6 +387,69 @@ class RunService:
         seq: int | None = None,
     ) -> Ack:
         return self._ack(path, lambda run: run.finish(exit_code, writer=writer, seq=seq))
+
+    # ---- sessions that number rows by line (the W&B protocol) --------------------------
+
+    def start_lines(self, path: RunPath, *, writer: str) -> int:
+        """Number the session's rows by line, from the rows its version holds now, and
+        return that count: a W&B client sends its first row as that line."""
+        lines = self.line_count(path)
+        self._change(path, lambda run: run.start_lines(lines, writer))
+        return lines
+
+    def log_lines(
+        self, path: RunPath, first_line: int, calls: Sequence[LogCall], *, writer: str
+    ) -> LogAck:
+        """Rows numbered by line (see `Run.log_lines`), in batches of at most
+        `max_calls_per_batch`; lines applied before are acknowledged, not applied again."""
+        size = self.limits.max_calls_per_batch
+        ack = LogAck(position=self._written, applied=False)
+        for start in range(0, len(calls), size):
+            outcome: LogOutcome
+            outcome, position = self._change(
+                path,
+                lambda run, start=start: run.log_lines(
+                    first_line + start, calls[start : start + size], writer, self.limits
+                ),
+            )
+            ack = LogAck(
+                position=position,
+                applied=ack.applied or not outcome.duplicate,
+                next_step=outcome.next_step,
+                rows=ack.rows + len(outcome.rows),
+                warnings=[*ack.warnings, *outcome.warnings],
+            )
+        return ack
+
+    def report_summary(
+        self, path: RunPath, reported: Mapping[str, object], *, writer: str | None = None
+    ) -> Ack:
+        """A client's whole summary as it sees it (W&B sends it so): the values that differ
+        from the summary derived from the history become explicit values, as if set with
+        `set_summary`; the others stay derived, so they follow rewinds and later rows."""
+        values = flatten(reported, self.limits)
+        derived = self.summary(path)
+        explicit = {
+            key: value
+            for key, value in values.items()
+            if key not in derived or not same_value(derived[key], value)
+        }
+        if not explicit:
+            return Ack(self._written, applied=False)
+        return self.set_summary(path, explicit, writer=writer)
+
+    def heartbeat(self, path: RunPath, *, writer: str | None = None) -> None:
+        """The writer of `path` is alive. TODO(issue 14): record it, so that a run whose
+        writer falls silent is marked crashed after the server's crash timeout."""
+
+    def current_writer(self, path: RunPath) -> str:
+        """The session that holds the run now, as the event store has it."""
+        return self._get(path).writer
+
+    def line_count(self, path: RunPath, min_position: int | None = None) -> int:
+        """The rows the run's current version holds, inherited ones included."""
+        with self._reading(min_position) as conn:
+            return summary.visible_row_count(conn, self._segment(conn, path, None))
 
     # ---- reading -----------------------------------------------------------------------
 
