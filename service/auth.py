@@ -5,11 +5,14 @@ also logs, rewinds, forks and finishes them, an admin may also read the whole ev
 rebuild the read models (the server operator's tasks). A key never reaches outside its
 entity for runs.
 
-A key reads `rh_<key id>_<secret>`. Only the SHA-256 of the secret is stored: the secret is
-256 random bits, so a slow password hash would add nothing, and a lookup by key ID plus a
-constant-time comparison keeps the check to one primary-key read. Keys are checked against
-the database on every request, so a revocation takes effect at once on every server that
-shares it. Key rows are never deleted: a revoked key keeps its row, with the time.
+A key reads `rh_<key id>_<secret>`: 12 hex digits, then 43 letters and digits. Keys made
+before the secret was kept to letters and digits may hold `-` and `_` in it and still work;
+letters, digits and underscores alone are what the `wandb` client accepts as a key (40 or
+more of them), so a new key works there as it is. Only the SHA-256 of the secret is stored:
+the secret is 256 random bits, so a slow password hash would add nothing, and a lookup by
+key ID plus a constant-time comparison keeps the check to one primary-key read. Keys are
+checked against the database on every request, so a revocation takes effect at once on
+every server that shares it. Key rows are never deleted: a revoked key keeps its row, with the time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ from runhistory.projections.database import Database
 
 KEY_PREFIX = "rh"
 _KEY = re.compile(r"rh_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 43  # 43 of 62 symbols: 256 bits
 MAX_LABEL_LENGTH = 200
 
 # Not in the read models' metadata: a rebuild drops and refills those tables, never these.
@@ -144,7 +150,7 @@ class KeyStore:
         if len(label) > MAX_LABEL_LENGTH:
             raise InvalidArgument(f"a key label is at most {MAX_LABEL_LENGTH} characters")
         key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
+        secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
         record = ApiKey(key_id, entity, role, label, time.time(), None)
         with self.db.write() as conn:
             conn.execute(
