@@ -180,7 +180,8 @@ def test_a_reported_summary_keeps_what_differs_as_explicit_values(service: RunSe
     assert set(events[-1]["payload"]["values"]) == {"best", "nan"}  # "loss" stays derived
     # the same summary again is no change at all, NaN included
     before = len(service.events(path=PATH))
-    assert service.report_summary(PATH, {"loss": 2.0, "best": 0.5, "nan": math.nan}).applied is False
+    again = service.report_summary(PATH, {"loss": 2.0, "best": 0.5, "nan": math.nan})
+    assert again.applied is False
     assert len(service.events(path=PATH)) == before
     # a derived value follows the history; an explicit one holds until its key is logged
     service.log_lines(PATH, 3, [LogCall({"loss": 0.1}, T0, 3, commit=True)], writer="w1")

@@ -87,9 +87,20 @@ def plotly_js() -> Path | None:
 
 class WebApp:
     def __init__(self, service: RunService, access: Access | None = None) -> None:
+        # Imported here: the W&B API answers with this module's `Response`.
+        from runhistory.service.wandb.app import MAX_BODY_BYTES, WandbApp
+
         self.access = access or Access()
         self.api = WebApi(service, self.access)
+        self.wandb = WandbApp(service, self.access)  # the W&B API, on the same address
+        self.wandb_body_bytes = MAX_BODY_BYTES
         self._static_cache: dict[str, bytes] = {}
+
+    def body_limit(self, method: str, target: str) -> int:
+        """The largest request body taken: the W&B API's posts carry runs' rows."""
+        if self.wandb.serves(method, urlsplit(target).path):
+            return self.wandb_body_bytes
+        return MAX_FORM_BYTES
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -97,6 +108,8 @@ class WebApp:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
     ) -> Response:
         split = urlsplit(target)
+        if self.wandb.serves(method, split.path):
+            return self.wandb.handle(split.path, headers, body)
         parts = [unquote(p) for p in split.path.split("/") if p]
         query = parse_qs(split.query, keep_blank_values=True)
         try:
@@ -294,10 +307,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_FORM_BYTES:
+        limit = self.server.app.body_limit(self.command, self.path)
+        if length > limit:
             self.close_connection = True
             response = error_response(
-                "RESOURCE_EXHAUSTED", f"a request body is at most {MAX_FORM_BYTES} bytes", 413
+                "RESOURCE_EXHAUSTED", f"a request body is at most {limit} bytes", 413
             )
         else:
             body = self.rfile.read(length) if length > 0 else b""
