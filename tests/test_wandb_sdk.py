@@ -1,0 +1,433 @@
+"""The real `wandb` SDK (the version the test extra pins), unchanged, against a live server
+with keys, on a SQLite file and on PostgreSQL: every script runs in a subprocess with a time
+limit, so a hang fails the test. What it wrote is read back through `wandb.Api()` and
+through runhistory's own API."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runhistory
+from runhistory.domain.errors import NotFound
+from runhistory.service.auth import KeyStore, Role
+from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.settings import Settings
+from runhistory.service.web.server import RunningWeb, start_web, web_access
+
+ENTITY = "team"
+SCRIPT_SECONDS = 180  # a script that hangs fails its test after this long
+
+PRELUDE = """
+import json, math, os, sys, time
+import wandb
+
+def settings(**more):
+    # Rows reach the server within a second, and no retry loop outlives the test's limit.
+    options = dict(x_file_stream_transmit_interval=1, x_file_stream_retry_max=2,
+                   x_graphql_retry_max=2, init_timeout=60)
+    options.update(more)
+    return wandb.Settings(**options)
+
+def quiet(**more):
+    # Only what a run logs: no system metrics, console capture or metadata.
+    return settings(x_disable_stats=True, x_disable_meta=True, console="off",
+                    x_save_requirements=False, **more)
+
+def result(value):
+    print("RESULT " + json.dumps(value), flush=True)
+"""
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@dataclass
+class Site:
+    grpc: RunningServer
+    web: RunningWeb
+    keys: KeyStore
+    writer: str
+    reader: str
+    other: str
+    folder: Path
+
+    def env(self, key: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update(
+            WANDB_BASE_URL=self.web.url,
+            WANDB_API_KEY=key or self.writer,
+            WANDB_ERROR_REPORTING="false",
+            WANDB_SILENT="true",
+            WANDB_MODE="online",
+            WANDB_DIR=str(self.folder / "wandb"),
+            WANDB_CACHE_DIR=str(self.folder / "cache"),
+            WANDB_CONFIG_DIR=str(self.folder / "config"),
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+        )
+        return env
+
+    def start(self, body: str, key: str | None = None) -> subprocess.Popen[str]:
+        script = self.folder / f"script_{time.monotonic_ns()}.py"
+        script.write_text(PRELUDE + textwrap.dedent(body))
+        return subprocess.Popen(
+            [sys.executable, str(script)],
+            env=self.env(key),
+            cwd=self.folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, body: str, key: str | None = None) -> Any:
+        """Run a script to its end; what it passed to `result()`."""
+        return finish(self.start(body, key))
+
+    def api(self) -> runhistory.Api:
+        return runhistory.Api(address=self.grpc.address, api_key=self.writer)
+
+
+def finish(process: subprocess.Popen[str], seconds: float = SCRIPT_SECONDS) -> Any:
+    try:
+        out, err = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"the wandb script hung for {seconds} s\n{out}\n{err[-3000:]}")
+    if process.returncode != 0:
+        pytest.fail(f"the wandb script failed ({process.returncode})\n{out}\n{err[-3000:]}")
+    found = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert found, f"the script printed no result\n{out}\n{err[-3000:]}"
+    return json.loads(found[-1].removeprefix("RESULT "))
+
+
+@pytest.fixture
+def site(database: str, tmp_path: Path) -> Iterator[Site]:
+    settings = Settings(db=database)
+    running = start_server(settings, "127.0.0.1:0")
+    access, tls = web_access(running.service, settings)
+    web = start_web(running.service, "127.0.0.1:0", access, tls)
+    keys = KeyStore(running.service.db)
+    for name in ("wandb", "cache", "config"):
+        (tmp_path / name).mkdir()
+    try:
+        yield Site(
+            running,
+            web,
+            keys,
+            writer=keys.create(ENTITY, Role.WRITER)[1],
+            reader=keys.create(ENTITY, Role.READER)[1],
+            other=keys.create("other", Role.WRITER)[1],
+            folder=tmp_path,
+        )
+    finally:
+        web.stop()
+        running.stop()
+
+
+def steps(rows: list[dict[str, Any]]) -> list[int]:
+    return [row["_step"] for row in rows]
+
+
+# ---- the W&B "rewind a run" page's scripts --------------------------------------------------
+
+SEED_SCRIPTS = """
+run1 = wandb.init(project="rewind", settings=settings())
+for i in range(300):
+    run1.log({"metric": i})
+run1.finish()
+
+run2 = wandb.init(project="rewind", resume_from=f"{run1.id}?_step=200", settings=settings())
+for i in range(200, 300):
+    if i < 250:
+        run2.log({"metric": i, "step": i})
+    else:
+        subtle_spike = i + (2 * math.sin(i / 3.0))
+        run2.log({"metric": subtle_spike, "step": i})
+    run2.log({"additional_metric": i * 1.1, "step": i})
+run2.finish()
+
+forked = wandb.init(project="rewind", fork_from=f"{run2.id}?_step=300", settings=settings())
+for i in range(301, 311):
+    forked.log({"metric": i * 3})
+forked.finish()
+
+try:
+    wandb.init(project="rewind", fork_from=f"{run1.id}?_step=500", settings=settings())
+    refusal = None
+except Exception as error:
+    refusal = str(error)
+result({"run": run1.id, "rewound_id": run2.id, "fork": forked.id, "refusal": refusal})
+"""
+
+READ_BACK = """
+api = wandb.Api()
+found = {}
+for run_id in sys.argv[1:] or RUNS:
+    run = api.run(f"team/rewind/{run_id}")
+    found[run_id] = {
+        "state": run.state,
+        "config": run.config,
+        "summary": {k: v for k, v in run.summary.items() if not k.startswith("_")},
+        "history": run.history(samples=1000, pandas=False),
+        "sampled": run.history(samples=50, pandas=False),
+        "metric": run.history(keys=["metric"], samples=1000, pandas=False),
+        "scan": list(run.scan_history()),
+        "scan_metric": list(run.scan_history(keys=["metric"], page_size=100)),
+    }
+result(found)
+"""
+
+
+def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
+    made = site.run(SEED_SCRIPTS)
+    run, fork = made["run"], made["fork"]
+    assert made["rewound_id"] == run  # a rewind keeps the run's ID
+    # the seed's own fork at step 500 is refused, naming the last step of the rewound run
+    assert made["refusal"] is not None
+    assert "500" in made["refusal"] and "last committed step is 400" in made["refusal"]
+
+    with site.api() as api:
+        rewound = api.run(f"{ENTITY}/rewind/{run}")
+        rows = rewound.history()
+        # 0..200 kept, then two log calls per step for 200..299: steps 201..400
+        assert steps(rows) == list(range(401))
+        assert rows[200] == {**rows[200], "metric": 200}
+        assert rows[201]["metric"] == 200 and "additional_metric" not in rows[201]
+        assert rows[202]["additional_metric"] == 220.00000000000003
+        assert steps(rewound.history(version=1)) == list(range(300))
+        versions = rewound.versions()
+        assert [(v["version"], v["archived"], v["rows"]) for v in versions] == [
+            (1, True, 300),
+            (2, False, 401),
+        ]
+        assert versions[0]["rewound_to_step"] == 200
+        forked = api.run(f"{ENTITY}/rewind/{fork}")
+        assert forked.forked_from == {"run": f"{ENTITY}/rewind/{run}", "step": 300, "version": 2}
+        fork_rows = forked.history()
+        assert steps(fork_rows) == [*range(301), *range(301, 311)]
+        assert fork_rows[300] == rows[300]
+        assert [r["metric"] for r in fork_rows[301:]] == [i * 3 for i in range(301, 311)]
+        lineage = forked.lineage()
+        assert lineage["ancestors"] == [
+            {"run": f"{ENTITY}/rewind/{run}", "version": 2, "step": 300}
+        ]
+        types = [event["type"] for event in rewound.events()]
+        assert types[:3] == ["Created", "RowsLogged", "Finished"]
+        assert "Rewound" in types and types[-1] == "Finished"
+
+    read = site.run(READ_BACK.replace("RUNS", json.dumps([run, fork])))
+    mine = read[run]
+    assert mine["state"] == "finished" and mine["config"] == {}
+    assert mine["summary"] == {
+        "metric": 299 + 2 * math.sin(299 / 3.0),
+        "additional_metric": 299 * 1.1,
+        "step": 299,  # the seed logs "step" as a value
+    }
+    assert steps(mine["history"]) == list(range(401))
+    assert len(mine["sampled"]) == 50 and mine["sampled"][-1]["_step"] == 400
+    assert steps(mine["metric"]) == list(range(201)) + list(range(201, 401, 2))
+    assert mine["scan"] == mine["history"]
+    assert [r["metric"] for r in mine["scan_metric"]] == [r["metric"] for r in mine["metric"]]
+    theirs = read[fork]
+    assert steps(theirs["history"]) == list(range(311))  # the inherited prefix included
+    assert theirs["scan"] == theirs["history"]
+    assert theirs["history"][:301] == mine["history"][:301]
+
+
+# ---- resume, config, summary ----------------------------------------------------------------
+
+
+def test_resume_must_and_allow_config_updates_and_the_summary(site: Site):
+    made = site.run(
+        """
+        run = wandb.init(project="p", id="res1", config={"lr": 0.1}, settings=quiet())
+        for i in range(5):
+            run.log({"loss": 1.0 / (i + 1)})
+        run.summary["best"] = 0.5
+        run.finish()
+
+        run = wandb.init(project="p", id="res1", resume="must", config={"bs": 32},
+                         settings=quiet())
+        resumed_config = dict(run.config)
+        for i in range(3):
+            run.log({"loss": 0.1 / (i + 1)})
+        run.config.update({"late": True})
+        run.finish()
+
+        run = wandb.init(project="p", id="res1", resume="allow", settings=quiet())
+        run.log({"loss": 0.01})
+        run.finish()
+
+        fresh = wandb.init(project="p", id="res2", resume="allow", settings=quiet())
+        fresh.log({"loss": 1.0})
+        fresh.finish()
+
+        try:
+            wandb.init(project="p", id="nosuch", resume="must", settings=quiet())
+            missing = None
+        except Exception as error:
+            missing = type(error).__name__ + ": " + str(error)
+
+        try:
+            wandb.init(project="p", id="res1", settings=quiet())
+            again = None
+        except Exception as error:
+            again = str(error)
+
+        api = wandb.Api()
+        read = api.run("team/p/res1")
+        result({"resumed_config": resumed_config, "missing": missing, "again": again,
+                "state": read.state, "config": read.config,
+                "summary": {k: v for k, v in read.summary.items() if not k.startswith("_")},
+                "losses": [row["loss"] for row in read.scan_history()]})
+        """
+    )
+    assert made["resumed_config"] == {"lr": 0.1, "bs": 32}
+    assert made["missing"] is not None and "nosuch" in made["missing"]
+    assert made["again"] is not None and "already exists" in made["again"]
+    assert made["state"] == "finished"
+    assert made["config"] == {"lr": 0.1, "bs": 32, "late": True}
+    assert made["summary"] == {"loss": 0.01, "best": 0.5}
+    losses = [1.0, 0.5, 1 / 3, 0.25, 0.2, 0.1, 0.05, 0.1 / 3, 0.01]
+    assert made["losses"] == pytest.approx(losses)
+    with site.api() as api:
+        run = api.run(f"{ENTITY}/p/res1")
+        assert steps(run.history()) == list(range(9))
+        assert run.config == {"lr": 0.1, "bs": 32, "late": True}
+        assert run.summary == {"loss": 0.01, "best": 0.5}  # "best" kept as set
+        types = [event["type"] for event in run.events()]
+        assert types.count("Resumed") == 2 and "SummarySet" in types
+        assert [r.id for r in api.runs(f"{ENTITY}/p")] == ["res1", "res2"]
+
+
+def test_nan_infinities_and_large_integers_survive(site: Site):
+    made = site.run(
+        """
+        run = wandb.init(project="p", id="odd", settings=quiet())
+        run.log({"x": float("nan"), "up": float("inf"), "down": float("-inf"), "big": 2**70})
+        run.log({"x": 1.5, "up": 1.0, "down": -1.0, "big": 3})
+        run.log({"last": float("-inf")})
+        run.finish()
+        read = wandb.Api().run("team/p/odd")
+        rows = read.history(pandas=False)
+        keyed = read.history(keys=["x"], pandas=False)
+        shown = [[repr(r["x"]), repr(r["up"]), repr(r["down"]), r["big"]] for r in rows[:2]]
+        result({"rows": shown,
+                "keyed": [r["x"] for r in keyed],
+                "last": repr(read.summary["last"])})
+        """
+    )
+    # the SDK writes a whole float as an integer (1.0 as 1), and an int past 2**53 as a float
+    assert made["rows"] == [["nan", "inf", "-inf", 2.0**70], ["1.5", "1", "-1", 3]]
+    # inside GraphQL objects the wire is strict JSON: non-finite values come back as strings
+    assert made["keyed"] == ["NaN", 1.5]
+    assert made["last"] == "-inf"  # the summary, a JSON string, keeps them
+    with site.api() as api:
+        row = api.run(f"{ENTITY}/p/odd").history()[0]
+        assert math.isnan(row["x"]) and row["up"] == math.inf and row["down"] == -math.inf
+        assert row["big"] == 2.0**70
+
+
+def test_two_runs_logging_at_once(site: Site):
+    body = """
+        run = wandb.init(project="p", id=sys.argv[0].rsplit("_", 1)[-1][:-3], settings=quiet())
+        for i in range(200):
+            run.log({"v": i, "who": run.id})
+        run.finish()
+        result(run.id)
+    """
+    both = [site.start(body), site.start(body)]
+    ids = [finish(process) for process in both]
+    assert len(set(ids)) == 2
+    with site.api() as api:
+        for run_id in ids:
+            rows = api.run(f"{ENTITY}/p/{run_id}").history()
+            assert [(r["_step"], r["v"], r["who"]) for r in rows] == [
+                (i, i, run_id) for i in range(200)
+            ]
+
+
+# ---- keys -------------------------------------------------------------------------------------
+
+WRITE_ONE = """
+started = time.monotonic()
+try:
+    run = wandb.init(project="p", id="denied", entity=sys.argv[1] if len(sys.argv) > 1 else None,
+                     settings=quiet())
+    run.log({"a": 1})
+    run.finish()
+    refusal = None
+except Exception as error:
+    refusal = str(error)
+result({"refusal": refusal, "seconds": time.monotonic() - started})
+"""
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("reader", "a reader key may not log, resume, rewind or fork"),
+        ("other", "this key belongs to entity 'other'"),
+    ],
+)
+def test_a_key_that_may_not_write_fails_init_promptly_and_creates_nothing(
+    site: Site, key: str, message: str
+):
+    body = WRITE_ONE.replace("sys.argv[1] if len(sys.argv) > 1 else None", repr(ENTITY))
+    made = site.run(body, key=getattr(site, key))
+    assert made["refusal"] is not None and message in made["refusal"]
+    assert made["seconds"] < 30
+    with site.api() as api:
+        assert api.runs(f"{ENTITY}/p") == []
+
+
+def test_a_revoked_key_stops_the_run_at_once_and_keeps_what_came_before(site: Site):
+    gate = site.folder / "revoked"
+    process = site.start(
+        f"""
+        run = wandb.init(project="p", id="cut", settings=quiet())
+        for i in range(5):
+            run.log({{"a": i}})
+        while not os.path.exists({str(gate)!r}):
+            time.sleep(0.1)
+        for i in range(5, 10):
+            run.log({{"a": i}})
+        started = time.monotonic()
+        run.finish()
+        result(time.monotonic() - started)
+        """
+    )
+    with runhistory.Api(address=site.grpc.address, api_key=site.reader) as api:
+        deadline = time.monotonic() + 60
+        while row_count(api, f"{ENTITY}/p/cut") < 5:
+            assert time.monotonic() < deadline, "the first rows never arrived"
+            time.sleep(0.2)
+        site.keys.revoke(site.writer.split("_")[1])
+        gate.touch()
+        finish_seconds = finish(process)
+        assert finish_seconds < 30
+        run = api.run(f"{ENTITY}/p/cut")
+        assert steps(run.history()) == [0, 1, 2, 3, 4]
+        assert run.state == "running"  # until crash detection (issue 14) marks it
+
+
+def row_count(api: runhistory.Api, path: str) -> int:
+    try:
+        return len(api.run(path).history())
+    except NotFound:
+        return 0
