@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,10 @@ import pytest
 
 import runhistory
 from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import RunningServer, start_server
+from runhistory.service.grpc_server import RunningServer
 from runhistory.service.settings import Settings
-from runhistory.service.web.server import RunningWeb, start_web, web_access
-from tests.test_web_auth import Reply, request
+from runhistory.service.web.server import RunningWeb
+from tests.test_web_auth import Reply, request, serve_site
 
 UPSERT = "mutation UpsertBucket ($id: String) { upsertBucket(input: {id: $id}) { bucket { id } } }"
 RESUME_STATUS = "query RunResumeStatus ($name: String!) { model { bucket(name: $name) { id } } }"
@@ -30,7 +31,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @dataclass
-class Site:
+class Server:
+    """A live server with the W&B API, and keys: three of entity `team`, one of `other`."""
+
     grpc: RunningServer
     web: RunningWeb
     keys: KeyStore
@@ -38,6 +41,30 @@ class Site:
     writer2: str  # a second writer key of the same entity
     reader: str
     other: str  # a writer key of another entity
+
+
+@contextmanager
+def serving(database: str) -> Iterator[Server]:
+    running, web = serve_site(Settings(db=database))
+    keys = KeyStore(running.service.db)
+    try:
+        yield Server(
+            running,
+            web,
+            keys,
+            writer=keys.create("team", Role.WRITER)[1],
+            writer2=keys.create("team", Role.WRITER)[1],
+            reader=keys.create("team", Role.READER)[1],
+            other=keys.create("other", Role.WRITER)[1],
+        )
+    finally:
+        web.stop()
+        running.stop()
+
+
+@dataclass
+class Site(Server):
+    """The server, with requests as the SDK makes them."""
 
     def post(self, path: str, document: Any, key: str | None = None, raw: bytes | None = None):
         headers = {"Content-Type": "application/json", "User-Agent": "wandb-core"}
@@ -79,24 +106,8 @@ class Site:
 
 @pytest.fixture
 def site(database: str) -> Iterator[Site]:
-    settings = Settings(db=database)
-    running = start_server(settings, "127.0.0.1:0")
-    access, tls = web_access(running.service, settings)
-    web = start_web(running.service, "127.0.0.1:0", access, tls)
-    keys = KeyStore(running.service.db)
-    try:
-        yield Site(
-            running,
-            web,
-            keys,
-            writer=keys.create("team", Role.WRITER)[1],
-            writer2=keys.create("team", Role.WRITER)[1],
-            reader=keys.create("team", Role.READER)[1],
-            other=keys.create("other", Role.WRITER)[1],
-        )
-    finally:
-        web.stop()
-        running.stop()
+    with serving(database) as server:
+        yield Site(**vars(server))
 
 
 def line(step: int, **values: Any) -> str:

@@ -21,10 +21,7 @@ import pytest
 
 import runhistory
 from runhistory.domain.errors import NotFound
-from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import RunningServer, start_server
-from runhistory.service.settings import Settings
-from runhistory.service.web.server import RunningWeb, start_web, web_access
+from tests.test_wandb_http import Server, backend, serving  # noqa: F401 (a fixture)
 
 ENTITY = "team"
 SCRIPT_SECONDS = 180  # a script that hangs fails its test after this long
@@ -50,26 +47,18 @@ def result(value):
 """
 
 
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @dataclass
 class Site:
-    grpc: RunningServer
-    web: RunningWeb
-    keys: KeyStore
-    writer: str
-    reader: str
-    other: str
+    """The server, and a folder for the scripts and the SDK's files."""
+
+    server: Server
     folder: Path
 
     def env(self, key: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
         env.update(
-            WANDB_BASE_URL=self.web.url,
-            WANDB_API_KEY=key or self.writer,
+            WANDB_BASE_URL=self.server.web.url,
+            WANDB_API_KEY=key or self.server.writer,
             WANDB_ERROR_REPORTING="false",
             WANDB_SILENT="true",
             WANDB_MODE="online",
@@ -97,8 +86,8 @@ class Site:
         """Run a script to its end; what it passed to `result()`."""
         return finish(self.start(body, key))
 
-    def api(self) -> runhistory.Api:
-        return runhistory.Api(address=self.grpc.address, api_key=self.writer)
+    def api(self, key: str | None = None) -> runhistory.Api:
+        return runhistory.Api(address=self.server.grpc.address, api_key=key or self.server.writer)
 
 
 def finish(process: subprocess.Popen[str], seconds: float = SCRIPT_SECONDS) -> Any:
@@ -117,26 +106,10 @@ def finish(process: subprocess.Popen[str], seconds: float = SCRIPT_SECONDS) -> A
 
 @pytest.fixture
 def site(database: str, tmp_path: Path) -> Iterator[Site]:
-    settings = Settings(db=database)
-    running = start_server(settings, "127.0.0.1:0")
-    access, tls = web_access(running.service, settings)
-    web = start_web(running.service, "127.0.0.1:0", access, tls)
-    keys = KeyStore(running.service.db)
     for name in ("wandb", "cache", "config"):
         (tmp_path / name).mkdir()
-    try:
-        yield Site(
-            running,
-            web,
-            keys,
-            writer=keys.create(ENTITY, Role.WRITER)[1],
-            reader=keys.create(ENTITY, Role.READER)[1],
-            other=keys.create("other", Role.WRITER)[1],
-            folder=tmp_path,
-        )
-    finally:
-        web.stop()
-        running.stop()
+    with serving(database) as server:
+        yield Site(server, tmp_path)
 
 
 def steps(rows: list[dict[str, Any]]) -> list[int]:
@@ -389,7 +362,7 @@ def test_a_key_that_may_not_write_fails_init_promptly_and_creates_nothing(
     site: Site, key: str, message: str
 ):
     body = WRITE_ONE.replace("sys.argv[1] if len(sys.argv) > 1 else None", repr(ENTITY))
-    made = site.run(body, key=getattr(site, key))
+    made = site.run(body, key=getattr(site.server, key))
     assert made["refusal"] is not None and message in made["refusal"]
     assert made["seconds"] < 30
     with site.api() as api:
@@ -412,12 +385,12 @@ def test_a_revoked_key_stops_the_run_at_once_and_keeps_what_came_before(site: Si
         result(time.monotonic() - started)
         """
     )
-    with runhistory.Api(address=site.grpc.address, api_key=site.reader) as api:
+    with site.api(site.server.reader) as api:
         deadline = time.monotonic() + 60
         while row_count(api, f"{ENTITY}/p/cut") < 5:
             assert time.monotonic() < deadline, "the first rows never arrived"
             time.sleep(0.2)
-        site.keys.revoke(site.writer.split("_")[1])
+        site.server.keys.revoke(site.server.writer.split("_")[1])
         gate.touch()
         finish_seconds = finish(process)
         assert finish_seconds < 30
