@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -55,32 +56,10 @@ class Site:
     folder: Path
 
     def env(self, key: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        env.update(
-            WANDB_BASE_URL=self.server.web.url,
-            WANDB_API_KEY=key or self.server.writer,
-            WANDB_ERROR_REPORTING="false",
-            WANDB_SILENT="true",
-            WANDB_MODE="online",
-            WANDB_DIR=str(self.folder / "wandb"),
-            WANDB_CACHE_DIR=str(self.folder / "cache"),
-            WANDB_CONFIG_DIR=str(self.folder / "config"),
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
-        )
-        return env
+        return sdk_env(self.server.web.url, key or self.server.writer, self.folder)
 
     def start(self, body: str, key: str | None = None) -> subprocess.Popen[str]:
-        script = self.folder / f"script_{time.monotonic_ns()}.py"
-        script.write_text(PRELUDE + textwrap.dedent(body))
-        return subprocess.Popen(
-            [sys.executable, str(script)],
-            env=self.env(key),
-            cwd=self.folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return start_script(body, self.env(key), self.folder)
 
     def run(self, body: str, key: str | None = None) -> Any:
         """Run a script to its end; what it passed to `result()`."""
@@ -88,6 +67,40 @@ class Site:
 
     def api(self, key: str | None = None) -> runhistory.Api:
         return runhistory.Api(address=self.server.grpc.address, api_key=key or self.server.writer)
+
+
+def sdk_env(base_url: str, key: str, folder: Path) -> dict[str, str]:
+    """The environment of a training script: the two variables, and the SDK kept quiet,
+    offline from anything but the server, and writing into `folder`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        WANDB_BASE_URL=base_url,
+        WANDB_API_KEY=key,
+        WANDB_ERROR_REPORTING="false",
+        WANDB_SILENT="true",
+        WANDB_MODE="online",
+        WANDB_DIR=str(folder / "wandb"),
+        WANDB_CACHE_DIR=str(folder / "cache"),
+        WANDB_CONFIG_DIR=str(folder / "config"),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    for name in ("wandb", "cache", "config"):
+        (folder / name).mkdir(exist_ok=True)
+    return env
+
+
+def start_script(body: str, env: dict[str, str], folder: Path) -> subprocess.Popen[str]:
+    script = folder / f"script_{time.monotonic_ns()}.py"
+    script.write_text(PRELUDE + textwrap.dedent(body))
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen[str], seconds: float = SCRIPT_SECONDS) -> Any:
@@ -106,8 +119,6 @@ def finish(process: subprocess.Popen[str], seconds: float = SCRIPT_SECONDS) -> A
 
 @pytest.fixture
 def site(database: str, tmp_path: Path) -> Iterator[Site]:
-    for name in ("wandb", "cache", "config"):
-        (tmp_path / name).mkdir()
     with serving(database) as server:
         yield Site(server, tmp_path)
 
@@ -404,3 +415,44 @@ def row_count(api: runhistory.Api, path: str) -> int:
         return len(api.run(path).history())
     except NotFound:
         return 0
+
+
+# ---- the demo's two lines ---------------------------------------------------------------------
+
+
+def test_the_demo_prints_the_two_variables_the_sdk_needs(tmp_path: Path):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "runhistory.service.cli", "demo", "--keep", "--http", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines: list[str] = []
+        while not any("serving until Ctrl-C" in line for line in lines):
+            line = demo.stdout.readline()
+            assert line, lines
+            lines.append(line)
+        exported = dict(
+            line.split("export ", 1)[1].strip().split("=", 1)
+            for line in lines
+            if line.strip().startswith("export WANDB_")
+        )
+        assert set(exported) == {"WANDB_BASE_URL", "WANDB_API_KEY"}
+        env = sdk_env(exported["WANDB_BASE_URL"], exported["WANDB_API_KEY"], tmp_path)
+        body = """
+            run = wandb.init(project="rewind", settings=quiet())
+            run.log({"metric": 1.5})
+            run.finish()
+            result(wandb.Api().run(f"demo/rewind/{run.id}").history(pandas=False))
+        """
+        process = start_script(body, env, tmp_path)
+        rows = finish(process)
+        assert [(row["_step"], row["metric"]) for row in rows] == [(0, 1.5)]
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

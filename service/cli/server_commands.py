@@ -100,6 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             if running.web is not None:
                 print(f"{PROG}: web UI on {running.web.url}/", flush=True)
+                url = running.web.url
+                print(f"{PROG}: W&B API on {url} (WANDB_BASE_URL={url})", flush=True)
             while not stopping.wait(0.5):
                 pass
             print(
@@ -303,6 +305,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 for label, path in paths.items():
                     entity, project, run_id = path.split("/")
                     print(f"  {label:<8} {web.url}/{entity}/{project}/runs/{run_id}")
+                _, wandb_key = keys.create("demo", Role.WRITER, "runhistory demo: wandb SDK")
+                print("\nthe wandb SDK logs here unchanged, with these two variables:")
+                print(f"  export WANDB_BASE_URL={web.url}")
+                print(f"  export WANDB_API_KEY={wandb_key}")
             if web is not None and not args.keep:
                 print(f"(the demo stops now; `{PROG} demo --keep` keeps it serving)")
             if args.keep:
