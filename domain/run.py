@@ -488,7 +488,7 @@ class Run(Aggregate):
                     f"run continues at step {step}: each line is a row at a higher step"
                 )
             step = line_step + 1
-        rows = [LogCall(c.data, c.timestamp, c.step, commit=True) for c in fresh]
+        rows = [c if c.commit else LogCall(c.data, c.timestamp, c.step, True) for c in fresh]
         return self.log(rows, writer=writer, seq=first_line + len(calls), limits=limits)
 
     def _closing_rows(self) -> list[EventRow]:

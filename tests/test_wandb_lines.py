@@ -71,10 +71,12 @@ def test_a_retried_post_applies_nothing_and_an_overlapping_one_only_its_new_line
     assert run.writer_seq == 5
 
 
-def test_every_line_commits_a_row_even_with_the_same_keys_at_later_steps():
+def test_every_line_commits_a_row_whatever_its_commit_says():
     run = new_run()
     outcome = run.log_lines(0, lines(0, 5, 9), "w1")
     assert [row[0] for row in outcome.rows] == [0, 5, 9]
+    held = [LogCall({"a": 1}, T0, 10, commit=False), LogCall({"a": 2}, T0, 11, commit=None)]
+    assert [row[0] for row in run.log_lines(3, held, "w1").rows] == [10, 11]
     assert run.pending is None
 
 

@@ -115,12 +115,17 @@ def user_values(data: Mapping[str, Any]) -> dict[str, Any]:
     `_runtime`, `_timestamp`, `_wandb`, ...) and nulls left out, lists (which runhistory
     does not store as such) kept as their JSON text, nested dicts as they are."""
     values = {}
+    # This runs for every history line: plain values first, the rest in `_value`.
     for key, value in data.items():
-        if isinstance(key, str) and key.startswith("_"):
+        if key[:1] == "_":
             continue
-        converted = _value(value)
-        if converted is not _LEFT_OUT:
-            values[key] = converted
+        kind = type(value)
+        if kind is float or kind is int or kind is str or kind is bool:
+            values[key] = value
+        else:
+            converted = _value(value)
+            if converted is not _LEFT_OUT:
+                values[key] = converted
     return values
 
 
@@ -135,21 +140,32 @@ def _value(value: Any) -> Any:
     return value
 
 
+_decode = json.JSONDecoder().decode  # bound once: it reads every history line
+
+
 def history_call(line: object, number: int) -> LogCall:
     """History line `number` (a JSON object with `_step` and `_timestamp`) as a log call."""
-    if not isinstance(line, str):
-        raise InvalidArgument(f"history line {number} is not a string of JSON")
-    row = parse_json(line, f"history line {number}")
-    if not isinstance(row, dict):
+    try:
+        row = _decode(line)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RecursionError):
+        row = parse_json(line, f"history line {number}") if isinstance(line, str) else None
+        if row is None:
+            raise InvalidArgument(f"history line {number} is not a string of JSON") from None
+    if type(row) is not dict:
         raise InvalidArgument(f"history line {number} is not a JSON object")
-    if "_step" not in row:
-        raise InvalidArgument(f"history line {number} has no _step")
-    step = whole_number(row["_step"], f"_step of history line {number}")
-    timestamp = row.get("_timestamp", time.time())
-    if type(timestamp) not in (int, float) or not math.isfinite(timestamp):
-        raise InvalidArgument(
-            f"_timestamp of history line {number} is {timestamp!r}: seconds since the epoch"
-        )
+    step = row.get("_step")
+    if type(step) is not int or step < 0:
+        if step is None:
+            raise InvalidArgument(f"history line {number} has no _step")
+        step = whole_number(step, f"_step of history line {number}")
+    timestamp = row.get("_timestamp")
+    if type(timestamp) is not float or not math.isfinite(timestamp):
+        if timestamp is None:
+            timestamp = time.time()
+        elif type(timestamp) is not int:
+            raise InvalidArgument(
+                f"_timestamp of history line {number} is {timestamp!r}: seconds since the epoch"
+            )
     return LogCall(user_values(row), float(timestamp), step, commit=True)
 
 
