@@ -19,9 +19,24 @@ from runhistory.service.settings import Settings
 from runhistory.service.web.server import RunningWeb
 from tests.test_web_auth import Reply, request, serve_site
 
-UPSERT = "mutation UpsertBucket ($id: String) { upsertBucket(input: {id: $id}) { bucket { id } } }"
-RESUME_STATUS = "query RunResumeStatus ($name: String!) { model { bucket(name: $name) { id } } }"
-REWIND = "mutation RewindRun ($runName: String!) { rewindRun { rewoundRun { id } } }"
+# The operations as the SDK declares them (only declared variables reach an operation).
+UPSERT = (
+    "mutation UpsertBucket ($id: String, $name: String, $project: String, $entity: String,"
+    " $config: JSONString, $host: String, $program: String, $tags: [String!],"
+    " $displayName: String, $summaryMetrics: JSONString) { upsertBucket { bucket { id } } }"
+)
+RESUME_STATUS = (
+    "query RunResumeStatus ($project: String, $entity: String, $name: String!)"
+    " { model { bucket(name: $name) { id } } }"
+)
+REWIND = (
+    "mutation RewindRun ($runName: String!, $entity: String, $project: String,"
+    " $metricName: String!, $metricValue: Float!) { rewindRun { rewoundRun { id } } }"
+)
+CREATE_RUN_FILES = (
+    "mutation CreateRunFiles ($entity: String!, $project: String!, $run: String!,"
+    " $files: [String!]!) { createRunFiles { files { name } } }"
+)
 T0 = 1.7e9
 
 
@@ -456,7 +471,7 @@ def test_the_trivial_operations(site: Site):
     features = site.data("query ServerFeaturesQuery { serverInfo { features { name } } }")
     assert features == {"serverInfo": {"features": []}}
     files = site.data(
-        "mutation CreateRunFiles ($files: [String!]!) { createRunFiles { files { name } } }",
+        CREATE_RUN_FILES,
         entity="team",
         project="p",
         run="r1",

@@ -18,8 +18,8 @@ from runhistory.service.wandb.caller import api_key
 from runhistory.service.wandb.protocol import (
     config_changes,
     history_call,
-    operation_name,
     read_config,
+    read_operation,
     user_values,
     wrap_config,
 )
@@ -41,7 +41,19 @@ from runhistory.service.wandb.protocol import (
     ],
 )  # fmt: skip
 def test_the_operation_is_named_by_the_query_text(query: str, name: str):
-    assert operation_name(query) == name
+    assert read_operation(query).name == name
+
+
+def test_only_the_variables_an_operation_declares_are_given_to_it():
+    public_update = (
+        "mutation UpsertBucket($id: String!, $config: JSONString!, $display_name: String) {"
+        " upsertBucket(input: {id: $id, config: $config}) { bucket { id } } }"
+    )
+    operation = read_operation(public_update)
+    assert operation.variables == {"id", "config", "display_name"}
+    sent = {"id": "x", "config": "{}", "name": "r1", "entity": "e", "project": "p"}
+    assert operation.given(sent) == {"id": "x", "config": "{}"}
+    assert read_operation("query Viewer { viewer { id } }").given(sent) == {}
 
 
 # ---- config ----------------------------------------------------------------------------------

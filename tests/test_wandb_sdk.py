@@ -299,6 +299,32 @@ def test_resume_must_and_allow_config_updates_and_the_summary(site: Site):
         assert [r.id for r in api.runs(f"{ENTITY}/p")] == ["res1", "res2"]
 
 
+def test_the_public_api_updates_config_and_summary_outside_any_session(site: Site):
+    made = site.run(
+        """
+        run = wandb.init(project="p", id="upd", config={"lr": 0.1}, settings=quiet())
+        run.log({"loss": 1.0})
+        run.finish()
+        api = wandb.Api()
+        read = api.run("team/p/upd")
+        read.summary["manual"] = 3
+        read.config["added"] = "yes"
+        read.update()
+        again = api.run("team/p/upd")
+        result({"state": again.state, "config": again.config,
+                "summary": {k: v for k, v in again.summary.items() if not k.startswith("_")}})
+        """
+    )
+    assert made == {
+        "state": "finished",
+        "config": {"lr": 0.1, "added": "yes"},
+        "summary": {"loss": 1, "manual": 3},
+    }
+    with site.api() as api:
+        types = [event["type"] for event in api.run(f"{ENTITY}/p/upd").events()]
+    assert types[-2:] == ["ConfigUpdated", "SummarySet"] and "Resumed" not in types
+
+
 def test_nan_infinities_and_large_integers_survive(site: Site):
     made = site.run(
         """

@@ -15,7 +15,7 @@ from typing import Any
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
 from runhistory.service.runs import RunService
 from runhistory.service.wandb.caller import Caller
-from runhistory.service.wandb.protocol import operation_name, parse_json
+from runhistory.service.wandb.protocol import parse_json, read_operation
 from runhistory.service.wandb.reading import Reading
 from runhistory.service.wandb.sessions import Sessions
 
@@ -56,18 +56,18 @@ class GraphQL:
             request = parse_json(body, "the GraphQL request")
             if not isinstance(request, dict) or not isinstance(request.get("query"), str):
                 raise InvalidArgument('a GraphQL request is {"query": "...", "variables": {...}}')
-            name = operation_name(request["query"])
+            operation = read_operation(request["query"])
             variables = request.get("variables") or {}
             if not isinstance(variables, dict):
                 raise InvalidArgument("GraphQL variables are a JSON object")
-            resolver = self.operations.get(name)
+            resolver = self.operations.get(operation.name)
             if resolver is None:
                 return errors(
-                    f"runhistory does not serve the W&B operation {name or '(unnamed)'}; "
-                    "it serves logging, resume, rewind, fork and reading runs back",
+                    f"runhistory does not serve the W&B operation {operation.name or '(unnamed)'}"
+                    "; it serves logging, resume, rewind, fork and reading runs back",
                     "NOT_IMPLEMENTED",
                 )
-            return {"data": resolver(caller, variables)}
+            return {"data": resolver(caller, operation.given(variables))}
         except RunHistoryError as error:
             return errors(error.message, error.code)
         except Exception:

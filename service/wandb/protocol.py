@@ -9,6 +9,7 @@ without W&B's `_`-prefixed keys, config without the wrapping and without `_wandb
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -30,15 +31,32 @@ DEFAULT_PROJECT = "uncategorized"
 # W&B's own config keys: its internals, never the user's config.
 INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 
-_OPERATION = re.compile(r"\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
+_OPERATION = re.compile(
+    r"\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)\s*(\([^)]*\))?"
+)
+_VARIABLE = re.compile(r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:")
 
 
-def operation_name(query: str) -> str:
-    """The name of the first operation in a GraphQL document ("" if it has none): the
-    public API sends an empty `operationName`, so the query text is what names it."""
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str  # "" for a document without a named operation
+    variables: frozenset[str]  # the variables it declares
+
+    def given(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """The variables sent that the operation declares: as in GraphQL, the others do
+        not exist for it (the public API sends the run's name along with every request,
+        also to operations that do not take one)."""
+        return {name: value for name, value in variables.items() if name in self.variables}
+
+
+def read_operation(query: str) -> Operation:
+    """The first operation of a GraphQL document, named by the query text: the public API
+    sends an empty `operationName`."""
     text = "\n".join(line.split("#", 1)[0] for line in query.splitlines())
     found = _OPERATION.search(text)
-    return found.group(1) if found else ""
+    if found is None:
+        return Operation("", frozenset())
+    return Operation(found.group(1), frozenset(_VARIABLE.findall(found.group(2) or "")))
 
 
 def parse_json(text: str | bytes, what: str) -> Any:
@@ -197,8 +215,27 @@ def holds(key_id: str, writer: str) -> bool:
     return writer.startswith(_WRITER.format(key=key_id or "-"))
 
 
+_RUN_ID_PREFIX = "Run:"
+
+
 def run_storage_id(path: RunPath) -> str:
-    return str(path.aggregate_id)
+    """The run's storage ID: its path, so that an update naming only the ID (the public
+    API's `Run.update()`) finds the run."""
+    return base64.b64encode(f"{_RUN_ID_PREFIX}{path}".encode()).decode()
+
+
+def run_of_storage_id(storage_id: str) -> RunPath | None:
+    """The run a storage ID from `run_storage_id` names; None for any other string."""
+    try:
+        text = base64.b64decode(storage_id, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not text.startswith(_RUN_ID_PREFIX):
+        return None
+    try:
+        return RunPath.parse(text.removeprefix(_RUN_ID_PREFIX))
+    except InvalidArgument:
+        return None
 
 
 def project_id(entity: str, project: str) -> int:

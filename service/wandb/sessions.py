@@ -34,6 +34,7 @@ from runhistory.service.wandb.protocol import (
     new_writer,
     parse_json,
     read_config,
+    run_of_storage_id,
     run_storage_id,
     user_values,
     whole_number,
@@ -54,16 +55,16 @@ class Sessions:
     # ---- UpsertBucket ----------------------------------------------------------------------
 
     def upsert_bucket(self, caller: Caller, v: Variables) -> dict[str, Any]:
-        path = caller.run(v.get("entity"), v.get("project"), v.get("name"), WRITE)
+        storage_id = _text(v, "id")
         config = read_config(_text(v, "config"))
+        if v.get("name") is None and storage_id is not None:
+            # The public API's Run.update() and summary writes name the run by its ID only.
+            return self._update_from_api(caller, storage_id, config, v)
+        path = caller.run(v.get("entity"), v.get("project"), v.get("name"), WRITE)
         try:
             writer = self.service.current_writer(path)
         except NotFound:
             return self._insert(caller, path, config, v)
-        storage_id = _text(v, "id")
-        summary = _text(v, "summaryMetrics")
-        if summary is not None:
-            return self._update_from_api(path, config, summary)
         if storage_id == run_storage_id(path):
             session = new_writer(caller.key_id)
             changes = config_changes(self.service.config(path), config.values)
@@ -110,16 +111,26 @@ class Sessions:
         self.service.start_lines(path, writer=session)
         return _upserted(self.views.bucket(path, session), inserted=True)
 
-    def _update_from_api(self, path: RunPath, config: WandbConfig, summary: str) -> dict:
-        """The public API's `Run.update()`: config and summary, outside any session."""
-        reported = parse_json(summary, "summaryMetrics")
-        if not isinstance(reported, dict):
-            raise InvalidArgument("summaryMetrics is a JSON object")
+    def _update_from_api(
+        self, caller: Caller, storage_id: str, config: WandbConfig, v: Variables
+    ) -> dict[str, Any]:
+        """`Run.update()` and `run.summary.update()` of the public API: new config values
+        and the summary, outside any session (as runhistory's own API writes). Its other
+        fields (tags, name, notes, ...) are not changed after a run starts."""
+        found = run_of_storage_id(storage_id)
+        if found is None:
+            raise InvalidArgument(f"no run has the storage ID {storage_id[:80]!r}")
+        path = caller.run(found.entity, found.project, found.run_id, WRITE)
         changes = config_changes(self.service.config(path), config.values)
         if changes:
             self.service.update_config(path, changes)
-        self.service.report_summary(path, user_values(reported))
-        return _upserted(self.views.bucket(path, run_storage_id(path)), inserted=False)
+        summary = _text(v, "summaryMetrics")
+        if summary is not None:
+            reported = parse_json(summary, "summaryMetrics")
+            if not isinstance(reported, dict):
+                raise InvalidArgument("summaryMetrics is a JSON object")
+            self.service.report_summary(path, user_values(reported))
+        return _upserted(self.views.bucket(path, storage_id), inserted=False)
 
     # ---- RunResumeStatus -------------------------------------------------------------------
 
