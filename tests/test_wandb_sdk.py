@@ -239,7 +239,8 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
 def test_resume_must_and_allow_config_updates_and_the_summary(site: Site):
     made = site.run(
         """
-        run = wandb.init(project="p", id="res1", config={"lr": 0.1}, settings=quiet())
+        run = wandb.init(project="p", id="res1", name="first try", tags=["a", "b"],
+                         config={"lr": 0.1}, settings=quiet())
         for i in range(5):
             run.log({"loss": 1.0 / (i + 1)})
         run.summary["best"] = 0.5
@@ -291,6 +292,7 @@ def test_resume_must_and_allow_config_updates_and_the_summary(site: Site):
     assert made["losses"] == pytest.approx(losses)
     with site.api() as api:
         run = api.run(f"{ENTITY}/p/res1")
+        assert (run.name, run.tags) == ("first try", ["a", "b"])
         assert steps(run.history()) == list(range(9))
         assert run.config == {"lr": 0.1, "bs": 32, "late": True}
         assert run.summary == {"loss": 0.01, "best": 0.5}  # "best" kept as set
