@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from runhistory.domain.errors import RunHistoryError, Unauthenticated
+from runhistory.domain.errors import RunHistoryError
 from runhistory.service.runs import RunService
 from runhistory.service.wandb.caller import authenticate
 from runhistory.service.wandb.file_stream import FileStream
@@ -68,20 +68,20 @@ class WandbApp:
             return _json({"error": "no telemetry is collected here"}, 404)
         try:
             caller = authenticate(self.access, headers)
-        except Unauthenticated as error:
-            return _json(errors(error.message, error.code), 401)
-        if path == "/graphql":
-            return _json(self.graphql.execute(caller, body), 200)
-        entity, project, run_id = _file_stream_run(parts) or ("", "", "")
-        try:
+            if path == "/graphql":
+                # Refusals of an operation are GraphQL errors in a 200, inside `execute`.
+                return _json(self.graphql.execute(caller, body), 200)
+            entity, project, run_id = _file_stream_run(parts) or ("", "", "")
             return _json(self.file_stream.post(caller, entity, project, run_id, body), 200)
         except RunHistoryError as error:
-            log.info("file_stream post for %s/%s/%s refused: %s", entity, project, run_id, error)
+            log.info("W&B API request %s refused: %s", path, error.message)
             status = FILE_STREAM_STATUS.get(error.code, 400)
+            if path == "/graphql":
+                return _json(errors(error.message, error.code), status)
             return _json({"error": {"code": error.code, "message": error.message}}, status)
         except Exception:
             # The database may be down: a retry keeps the SDK's data until it is back.
-            log.exception("unexpected error in a file_stream post")
+            log.exception("unexpected error serving the W&B API request %s", path)
             return _json({"error": {"code": "UNAVAILABLE", "message": "retry later"}}, 503)
 
 
