@@ -422,12 +422,23 @@ class RunService:
         return ack
 
     def report_summary(
-        self, path: RunPath, reported: Mapping[str, object], *, writer: str | None = None
+        self,
+        path: RunPath,
+        reported: Mapping[str, object],
+        *,
+        step: int | None = None,
+        writer: str | None = None,
     ) -> Ack:
         """A client's whole summary as it sees it (W&B sends it so): the values that differ
-        from the summary derived from the history become explicit values, as if set with
-        `set_summary`; the others stay derived, so they follow rewinds and later rows."""
+        from the run's summary become explicit values, as if set with `set_summary`; the
+        others stay derived, so they follow rewinds and later rows.
+
+        `step` is the last step the client's summary covers. A summary sent ahead of its
+        rows, or behind them, is not compared (it would take rows for explicit values):
+        a later one, sent with its rows, is."""
         values = flatten(reported, self.limits)
+        if step is not None and step != self.run(path)["last_step"]:
+            return Ack(self._written, applied=False)
         derived = self.summary(path)
         explicit = {
             key: value

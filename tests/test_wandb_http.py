@@ -181,6 +181,19 @@ def test_a_run_logged_as_the_sdk_does_it(site: Site):
     assert types[3:] == ["ConfigUpdated", "SummarySet", "Finished"]
 
 
+def test_a_summary_sent_before_its_rows_makes_no_explicit_values(site: Site):
+    start(site, "r1")
+    summary = json.dumps({"loss": 3.0, "_step": 3})
+    ahead = {"files": {"wandb-summary.json": {"offset": 0, "content": [summary]}}}
+    assert site.stream("r1", ahead).status == 200
+    both = history(0, 0, 1, 2, 3)
+    both["files"].update(ahead["files"])
+    assert site.stream("r1", both).status == 200
+    assert "SummarySet" not in site.events("r1")
+    with site.api() as api:
+        assert api.run("team/p/r1").summary == {"loss": 3.0}
+
+
 def test_a_nonzero_exit_code_crashes_the_run(site: Site):
     start(site, "r1")
     assert site.stream("r1", {"complete": True, "exitcode": 1}).status == 200

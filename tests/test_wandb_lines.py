@@ -194,6 +194,20 @@ def test_a_reported_summary_keeps_what_differs_as_explicit_values(service: RunSe
     assert service.summary(PATH) == {"loss": 1.0}
 
 
+def test_a_summary_sent_ahead_of_its_rows_or_behind_them_is_not_compared(service: RunService):
+    service.create(PATH, writer="w1")
+    service.log_lines(PATH, 0, lines(0, 1, key="loss"), writer="w1")
+    # the SDK's summary of rows 0..3, before lines 2 and 3 arrived: "loss" is no explicit value
+    assert service.report_summary(PATH, {"loss": 3.0}, step=3, writer="w1").applied is False
+    service.log_lines(PATH, 2, lines(2, 3, key="loss"), writer="w1")
+    assert service.report_summary(PATH, {"loss": 2.0}, step=2, writer="w1").applied is False
+    assert service.report_summary(PATH, {"loss": 3.0}, step=3, writer="w1").applied is False
+    assert service.summary(PATH) == {"loss": 3.0}
+    ack = service.report_summary(PATH, {"loss": 3.0, "best": 1.0}, step=3, writer="w1")
+    assert ack.applied and service.summary(PATH) == {"loss": 3.0, "best": 1.0}
+    assert [e["type"] for e in service.events(path=PATH)].count("SummarySet") == 1
+
+
 def test_a_reported_summary_is_checked_like_logged_values(service: RunService):
     service.create(PATH, writer="w1")
     with pytest.raises(InvalidArgument):
