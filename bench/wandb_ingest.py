@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 import runhistory
-from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import start_server
+from runhistory.service.auth import Role
+from runhistory.service.bootstrap import start
 from runhistory.service.settings import Settings
-from runhistory.service.web.server import start_web, web_access
 
 KEYS = 10
 ENTITY = "bench"
@@ -140,17 +139,14 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        settings = Settings(db=str(folder / "bench.db"))
-        server = start_server(settings, "127.0.0.1:0")
-        access, tls = web_access(server.service, settings)
-        web = start_web(server.service, "127.0.0.1:0", access, tls)
-        posts = timed(web.server.app.wandb.file_stream, "post")
+        server = start(Settings(db=str(folder / "bench.db")), "127.0.0.1:0", "127.0.0.1:0")
+        assert server.web is not None and server.keys is not None
+        posts = timed(server.web.server.app.wandb.file_stream, "post")
         try:
-            _, key = KeyStore(server.service.db).create(ENTITY, Role.WRITER, "bench")
+            _, key = server.keys.create(ENTITY, Role.WRITER, "bench")
             ours = runhistory_ingest(server.address, key, steps)
-            theirs = wandb_ingest(web.url, server.address, key, steps, folder)
+            theirs = wandb_ingest(server.web.url, server.address, key, steps, folder)
         finally:
-            web.stop()
             server.stop()
 
     def rate(times: dict[str, float]) -> float:

@@ -437,7 +437,7 @@ class RunService:
         rows, or behind them, is not compared (it would take rows for explicit values):
         a later one, sent with its rows, is."""
         values = flatten(reported, self.limits)
-        if step is not None and step != self.run(path)["last_step"]:
+        if step is not None and step != self.run(path).last_step:
             return Ack(self._written, applied=False)
         derived = self.summary(path)
         explicit = {

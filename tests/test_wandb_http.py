@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 import runhistory
+from runhistory.service import bootstrap
 from runhistory.service.auth import KeyStore, Role
-from runhistory.service.grpc_server import RunningServer
 from runhistory.service.settings import Settings
 from runhistory.service.web.server import RunningWeb
-from tests.test_web_auth import Reply, request, serve_site
+from tests.test_web_auth import Reply, request
 
 # The operations as the SDK declares them (only declared variables reach an operation).
 UPSERT = (
@@ -49,7 +49,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 class Server:
     """A live server with the W&B API, and keys: three of entity `team`, one of `other`."""
 
-    grpc: RunningServer
+    grpc: bootstrap.Running
     web: RunningWeb
     keys: KeyStore
     writer: str
@@ -60,12 +60,13 @@ class Server:
 
 @contextmanager
 def serving(database: str) -> Iterator[Server]:
-    running, web = serve_site(Settings(db=database))
-    keys = KeyStore(running.service.db)
+    running = bootstrap.start(Settings(db=database), "127.0.0.1:0", "127.0.0.1:0")
+    assert running.web is not None and running.keys is not None
+    keys = running.keys
     try:
         yield Server(
             running,
-            web,
+            running.web,
             keys,
             writer=keys.create("team", Role.WRITER)[1],
             writer2=keys.create("team", Role.WRITER)[1],
@@ -73,7 +74,6 @@ def serving(database: str) -> Iterator[Server]:
             other=keys.create("other", Role.WRITER)[1],
         )
     finally:
-        web.stop()
         running.stop()
 
 

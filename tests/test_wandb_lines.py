@@ -178,8 +178,8 @@ def test_a_reported_summary_keeps_what_differs_as_explicit_values(service: RunSe
     ack = service.report_summary(PATH, {"loss": 2.0, "best": 0.5, "nan": math.nan}, writer="w1")
     assert ack.applied
     events = service.events(path=PATH)
-    assert events[-1]["type"] == "SummarySet"
-    assert set(events[-1]["payload"]["values"]) == {"best", "nan"}  # "loss" stays derived
+    assert events[-1].type == "SummarySet"
+    assert set(events[-1].payload["values"]) == {"best", "nan"}  # "loss" stays derived
     # the same summary again is no change at all, NaN included
     before = len(service.events(path=PATH))
     again = service.report_summary(PATH, {"loss": 2.0, "best": 0.5, "nan": math.nan})
@@ -205,7 +205,7 @@ def test_a_summary_sent_ahead_of_its_rows_or_behind_them_is_not_compared(service
     assert service.summary(PATH) == {"loss": 3.0}
     ack = service.report_summary(PATH, {"loss": 3.0, "best": 1.0}, step=3, writer="w1")
     assert ack.applied and service.summary(PATH) == {"loss": 3.0, "best": 1.0}
-    assert [e["type"] for e in service.events(path=PATH)].count("SummarySet") == 1
+    assert [e.type for e in service.events(path=PATH)].count("SummarySet") == 1
 
 
 def test_a_reported_summary_is_checked_like_logged_values(service: RunService):
@@ -214,4 +214,4 @@ def test_a_reported_summary_is_checked_like_logged_values(service: RunService):
         service.report_summary(PATH, {"_step": 1}, writer="w1")
     with pytest.raises(InvalidArgument):
         service.report_summary(PATH, {"x": [1, 2]}, writer="w1")
-    assert [e["type"] for e in service.events(path=PATH)] == ["Created"]
+    assert [e.type for e in service.events(path=PATH)] == ["Created"]

@@ -51,7 +51,7 @@ class RunViews:
         return {
             "id": storage_id,
             "name": path.run_id,
-            "displayName": record["name"],
+            "displayName": record.name,
             "description": None,
             "config": wrap_config(self.service.config(path)),
             "sweepName": None,
@@ -110,29 +110,29 @@ class Reading:
 
     def _run_node(self, path: RunPath) -> dict[str, Any]:
         record = self.service.run(path)
-        summary = self.views.summary(path, record["last_step"])
+        summary = self.views.summary(path, record.last_step)
         return {
             "projectId": str(project_id(path.entity, path.project)),
             "id": run_storage_id(path),
-            "tags": record["tags"],
+            "tags": record.tags,
             "name": path.run_id,
-            "displayName": record["name"],
+            "displayName": record.name,
             "sweepName": None,
-            "state": record["state"],
+            "state": record.state,
             "config": wrap_config(self.service.config(path)),
             "group": None,
             "jobType": None,
             "commit": None,
             "readOnly": False,
-            "createdAt": timestamp_text(record["created_at"]),
-            "heartbeatAt": timestamp_text(record["updated_at"]),
+            "createdAt": timestamp_text(record.created_at),
+            "heartbeatAt": timestamp_text(record.updated_at),
             "description": None,
             "notes": None,
             "systemMetrics": "{}",
             "summaryMetrics": dumps(summary),
             "historyLineCount": self.service.line_count(path),
             "user": {"name": path.entity, "username": path.entity},
-            "historyKeys": self.views.history_keys(summary, record["last_step"]),
+            "historyKeys": self.views.history_keys(summary, record.last_step),
         }
 
     def run_state(self, caller: Caller, v: Variables) -> dict[str, Any]:
@@ -140,14 +140,14 @@ class Reading:
             caller,
             v,
             "run",
-            lambda path: {"id": run_storage_id(path), "state": self.service.run(path)["state"]},
+            lambda path: {"id": run_storage_id(path), "state": self.service.run(path).state},
         )
 
     def query_run_info(self, caller: Caller, v: Variables) -> dict[str, Any]:
         def info(path: RunPath) -> dict[str, Any]:
             record = self.service.run(path)
-            summary = self.views.summary(path, record["last_step"])
-            return {"displayName": record["name"], "summaryMetrics": dumps(summary)}
+            summary = self.views.summary(path, record.last_step)
+            return {"displayName": record.name, "summaryMetrics": dumps(summary)}
 
         return self._run(caller, v, "run", info)
 
@@ -210,7 +210,7 @@ class Reading:
         """The keys and the last step, which bound `scan_history`."""
 
         def keys(path: RunPath) -> dict[str, Any]:
-            last_step = self.service.run(path)["last_step"]
+            last_step = self.service.run(path).last_step
             return {"historyKeys": self.views.history_keys(self.service.summary(path), last_step)}
 
         return self._run(caller, v, "name", keys)

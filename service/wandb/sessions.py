@@ -142,11 +142,11 @@ class Sessions:
             record = self.service.run(path)
         except NotFound:
             return {"model": {**model, "bucket": None}}
-        last_step = record["last_step"]
+        last_step = record.last_step
         bucket = {
             "id": run_storage_id(path),
             "name": path.run_id,
-            "displayName": record["name"],
+            "displayName": record.name,
             "summaryMetrics": dumps(self.views.summary(path, last_step)),
             "logLineCount": 0,
             "historyLineCount": self.service.line_count(path),
@@ -154,7 +154,7 @@ class Sessions:
             "historyTail": dumps(self.views.last_row(path, last_step)),
             "eventsTail": "[]",
             "config": wrap_config(self.service.config(path)),
-            "tags": record["tags"],
+            "tags": record.tags,
             "notes": None,
             # The SDK takes a run without "t" (W&B's telemetry) for one never started, and
             # would write over it from line 0; every runhistory run has started.
