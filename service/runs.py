@@ -426,18 +426,19 @@ class RunService:
         path: RunPath,
         reported: Mapping[str, object],
         *,
-        step: int | None = None,
+        taken_at: Mapping[str, object] | None = None,
         writer: str | None = None,
     ) -> Ack:
         """A client's whole summary as it sees it (W&B sends it so): the values that differ
         from the run's summary become explicit values, as if set with `set_summary`; the
         others stay derived, so they follow rewinds and later rows.
 
-        `step` is the last step the client's summary covers. A summary sent ahead of its
-        rows, or behind them, is not compared (it would take rows for explicit values):
-        a later one, sent with its rows, is."""
+        `taken_at` holds what the client says of the row its summary was taken at (its
+        `_step`, `_timestamp`). A summary taken at another row than the run's last, sent
+        ahead of its rows or behind them, is not compared (it would take rows for explicit
+        values): a later one, sent with its rows, is."""
         values = flatten(reported, self.limits)
-        if step is not None and step != self.run(path).last_step:
+        if taken_at and not self._is_last_row(path, taken_at):
             return Ack(self._written, applied=False)
         derived = self.summary(path)
         explicit = {
@@ -448,6 +449,13 @@ class RunService:
         if not explicit:
             return Ack(self._written, applied=False)
         return self.set_summary(path, explicit, writer=writer)
+
+    def _is_last_row(self, path: RunPath, fields: Mapping[str, object]) -> bool:
+        last_step = self.run(path).last_step
+        if last_step is None:
+            return False
+        rows = self.history(path, min_step=last_step, max_step=last_step)
+        return bool(rows) and all(same_value(rows[0].get(k), v) for k, v in fields.items())
 
     def heartbeat(self, path: RunPath, *, writer: str | None = None) -> None:
         """The writer of `path` is alive. TODO(issue 14): record it, so that a run whose

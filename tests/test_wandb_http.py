@@ -183,7 +183,7 @@ def test_a_run_logged_as_the_sdk_does_it(site: Site):
 
 def test_a_summary_sent_before_its_rows_makes_no_explicit_values(site: Site):
     start(site, "r1")
-    summary = json.dumps({"loss": 3.0, "_step": 3})
+    summary = json.dumps({"loss": 3.0, "_timestamp": T0 + 3})  # interim: no _step
     ahead = {"files": {"wandb-summary.json": {"offset": 0, "content": [summary]}}}
     assert site.stream("r1", ahead).status == 200
     both = history(0, 0, 1, 2, 3)

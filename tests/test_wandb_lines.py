@@ -197,14 +197,20 @@ def test_a_reported_summary_keeps_what_differs_as_explicit_values(service: RunSe
 def test_a_summary_sent_ahead_of_its_rows_or_behind_them_is_not_compared(service: RunService):
     service.create(PATH, writer="w1")
     service.log_lines(PATH, 0, lines(0, 1, key="loss"), writer="w1")
+
+    def report(summary: dict, **taken_at: object) -> bool:
+        return service.report_summary(PATH, summary, taken_at=taken_at, writer="w1").applied
+
     # the SDK's summary of rows 0..3, before lines 2 and 3 arrived: "loss" is no explicit value
-    assert service.report_summary(PATH, {"loss": 3.0}, step=3, writer="w1").applied is False
+    assert report({"loss": 3.0}, _step=3) is False
+    assert report({"loss": 3.0}, _timestamp=T0 + 3) is False  # interim ones have no _step
     service.log_lines(PATH, 2, lines(2, 3, key="loss"), writer="w1")
-    assert service.report_summary(PATH, {"loss": 2.0}, step=2, writer="w1").applied is False
-    assert service.report_summary(PATH, {"loss": 3.0}, step=3, writer="w1").applied is False
+    assert report({"loss": 2.0}, _step=2, _timestamp=T0 + 2) is False  # behind them
+    assert report({"loss": 2.0}, _timestamp=T0 + 2) is False
+    assert report({"loss": 3.0}, _step=3, _timestamp=T0 + 3) is False  # derived: no change
     assert service.summary(PATH) == {"loss": 3.0}
-    ack = service.report_summary(PATH, {"loss": 3.0, "best": 1.0}, step=3, writer="w1")
-    assert ack.applied and service.summary(PATH) == {"loss": 3.0, "best": 1.0}
+    assert report({"loss": 3.0, "best": 1.0}, _timestamp=T0 + 3) is True
+    assert service.summary(PATH) == {"loss": 3.0, "best": 1.0}
     assert [e.type for e in service.events(path=PATH)].count("SummarySet") == 1
 
 

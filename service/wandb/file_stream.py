@@ -45,7 +45,8 @@ class Post:
     first_line: int = 0
     lines: list[LogCall] = field(default_factory=list)
     summary: dict[str, Any] | None = None
-    summary_step: int | None = None  # the last step the summary covers, if it says
+    # `_step` and `_timestamp` of the row the summary was taken at, as far as it says
+    summary_taken_at: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None  # set when the post completes the run
 
 
@@ -66,7 +67,7 @@ def read_post(body: bytes) -> Post:
             post.first_line = offset
             post.lines = [history_call(line, offset + i) for i, line in enumerate(chunk["content"])]
         elif name == SUMMARY and chunk["content"]:
-            post.summary, post.summary_step = _summary(chunk["content"][-1])
+            post.summary, post.summary_taken_at = _summary(chunk["content"][-1])
     complete = document.get("complete")
     if complete not in (None, True, False):
         raise InvalidArgument(f"complete is true or false, got {complete!r}")
@@ -78,9 +79,9 @@ def read_post(body: bytes) -> Post:
     return post
 
 
-def _summary(line: object) -> tuple[dict[str, Any], int | None]:
+def _summary(line: object) -> tuple[dict[str, Any], dict[str, Any]]:
     """The summary line: the SDK's whole summary (it replaces the one before), and the
-    step of the last row it covers, `_step`, when it has one."""
+    `_step` and `_timestamp` of the row it was taken at (interim ones have no `_step`)."""
     if not isinstance(line, str):
         raise InvalidArgument("the summary line is a string of JSON")
     summary = parse_json(line, "the summary line")
@@ -88,8 +89,8 @@ def _summary(line: object) -> tuple[dict[str, Any], int | None]:
         raise InvalidArgument("the summary line is a JSON object")
     values = user_values(summary)
     flatten(values)  # checked now, so that nothing is applied if it is refused
-    step = summary.get("_step")
-    return values, step if type(step) is int else None
+    taken_at = {key: summary[key] for key in ("_step", "_timestamp") if key in summary}
+    return values, taken_at
 
 
 class FileStream:
@@ -113,7 +114,9 @@ class FileStream:
             self.service.log_lines(path, post.first_line, post.lines, writer=writer)
         if post.summary:
             # The SDK may send a summary before the rows it covers: see report_summary.
-            self.service.report_summary(path, post.summary, step=post.summary_step, writer=writer)
+            self.service.report_summary(
+                path, post.summary, taken_at=post.summary_taken_at, writer=writer
+            )
         if post.exit_code is not None:
             self._finish(path, post.exit_code, writer)
         return ANSWER
