@@ -1,7 +1,10 @@
-"""Domain errors. Each names the status it maps to at the edges (gRPC, CLI).
+"""Domain errors. Each names the status it maps to at the edges (gRPC, CLI), and a reason.
 
 The codes are plain strings so the domain does not depend on grpc; the service layer
-maps them to `grpc.StatusCode` members of the same name.
+maps them to `grpc.StatusCode` members of the same name. The reason tells apart errors that
+share a status (a superseded writer and a finished run are both FAILED_PRECONDITION): the
+gRPC server sends it as a `google.rpc.ErrorInfo`, and the SDK raises the class of that
+reason. A class that names no reason of its own has its code as its reason.
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ class RunHistoryError(Exception):
     """Base class: a request that was refused. It changed nothing."""
 
     code = "INTERNAL"
+    reason = "INTERNAL"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "reason" not in cls.__dict__ and "code" in cls.__dict__:
+            cls.reason = cls.code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -40,9 +49,13 @@ class FailedPrecondition(RunHistoryError):
 class Superseded(FailedPrecondition):
     """The writer's session was replaced by a rewind or a resume of the same run."""
 
+    reason = "SUPERSEDED"
+
 
 class RunNotRunning(FailedPrecondition):
     """Rows were logged to a run that is finished or crashed, without resuming it."""
+
+    reason = "RUN_NOT_RUNNING"
 
 
 class Aborted(RunHistoryError):

@@ -103,12 +103,8 @@ def series_from_protos(messages: Sequence[pb.Series]) -> list[Series]:
 
 
 def chunk_rows(chunk: pb.HistoryChunk) -> list[dict[str, Any]]:
-    """The rows of a chunk in any of its forms."""
-    if chunk.series:
-        return rows_of_series(series_from_protos(chunk.series))
-    if chunk.rows_json:
-        return json.loads(chunk.rows_json)
-    return [row_from_proto(row) for row in chunk.rows]
+    """The rows of a `ReadHistory` chunk."""
+    return rows_of_series(series_from_protos(chunk.series))
 
 
 def rows_from_chunks(chunks: Iterable[pb.HistoryChunk]) -> Iterable[dict[str, Any]]:

@@ -297,7 +297,7 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
-    __slots__ = ("path", "keys", "min_step", "max_step", "own_only", "version", "min_position", "json", "series")
+    __slots__ = ("path", "keys", "min_step", "max_step", "own_only", "version", "min_position")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     MIN_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -305,8 +305,6 @@ class HistoryRequest(_message.Message):
     OWN_ONLY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
-    JSON_FIELD_NUMBER: _ClassVar[int]
-    SERIES_FIELD_NUMBER: _ClassVar[int]
     path: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     min_step: int
@@ -314,9 +312,7 @@ class HistoryRequest(_message.Message):
     own_only: bool
     version: int
     min_position: int
-    json: bool
-    series: bool
-    def __init__(self, path: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ..., own_only: _Optional[bool] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ..., json: _Optional[bool] = ..., series: _Optional[bool] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ..., own_only: _Optional[bool] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
 
 class Series(_message.Message):
     __slots__ = ("key", "steps", "floats", "ints", "json")
@@ -333,16 +329,12 @@ class Series(_message.Message):
     def __init__(self, key: _Optional[str] = ..., steps: _Optional[bytes] = ..., floats: _Optional[bytes] = ..., ints: _Optional[bytes] = ..., json: _Optional[bytes] = ...) -> None: ...
 
 class HistoryChunk(_message.Message):
-    __slots__ = ("rows", "rows_json", "series", "upto_step")
-    ROWS_FIELD_NUMBER: _ClassVar[int]
-    ROWS_JSON_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("series", "upto_step")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     UPTO_STEP_FIELD_NUMBER: _ClassVar[int]
-    rows: _containers.RepeatedCompositeFieldContainer[Row]
-    rows_json: bytes
     series: _containers.RepeatedCompositeFieldContainer[Series]
     upto_step: int
-    def __init__(self, rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., rows_json: _Optional[bytes] = ..., series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., upto_step: _Optional[int] = ...) -> None: ...
+    def __init__(self, series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., upto_step: _Optional[int] = ...) -> None: ...
 
 class JsonDocument(_message.Message):
     __slots__ = ("json",)

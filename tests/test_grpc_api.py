@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from conftest import exact
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -16,6 +18,7 @@ from runhistory.domain.values import flatten
 from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.protos.status import ERROR_DOMAIN, refusal_reason
 from runhistory.service.bootstrap import Running, start
 from runhistory.service.settings import Settings
 
@@ -48,13 +51,16 @@ def stub(channel: grpc.Channel) -> pb_grpc.RunHistoryStub:
     return pb_grpc.RunHistoryStub(channel)
 
 
-def refused(code: grpc.StatusCode, call, *args, match: str = "", **kwargs) -> str:
+def refused(code: grpc.StatusCode, call, *args, match: str = "", reason: str = "", **kwargs) -> str:
+    """The refusal's message, once its code, message and reason (by default the code's name,
+    in the status details as a google.rpc.ErrorInfo) are as expected."""
     with pytest.raises(grpc.RpcError) as caught:
         result = call(*args, **kwargs)
         if isinstance(result, Iterator):
             list(result)
     assert caught.value.code() == code, caught.value.details()
     assert match in caught.value.details()
+    assert refusal_reason(caught.value) == (reason or code.name), caught.value.details()
     return caught.value.details()
 
 
@@ -243,18 +249,30 @@ def test_superseded_writer_and_finished_run(stub) -> None:
     s = init(stub, "fence")
     log(stub, s, {"a": 1}, {"a": 2})
     init(stub, branch=rewind("fence?_step=0"))
-    refused(
-        grpc.StatusCode.FAILED_PRECONDITION, log, stub, s, {"a": 3}, match="superseded by a rewind"
-    )
-    refused(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        stub.Finish,
-        pb.FinishRequest(path=s.path, writer=s.writer),
-        match="superseded",
-    )
+    superseded = {"match": "superseded", "reason": "SUPERSEDED"}
+    refused(grpc.StatusCode.FAILED_PRECONDITION, log, stub, s, {"a": 3}, **superseded)
+    finish = pb.FinishRequest(path=s.path, writer=s.writer)
+    refused(grpc.StatusCode.FAILED_PRECONDITION, stub.Finish, finish, **superseded)
     again = init(stub, "fence", resume="must")
     stub.Finish(pb.FinishRequest(path=s.path, writer=again.writer))
-    refused(grpc.StatusCode.FAILED_PRECONDITION, log, stub, again, {"a": 4}, match="finished")
+    not_running = {"match": "finished", "reason": "RUN_NOT_RUNNING"}
+    refused(grpc.StatusCode.FAILED_PRECONDITION, log, stub, again, {"a": 4}, **not_running)
+
+
+def test_a_refusal_carries_its_reason_as_a_google_rpc_error_info(stub) -> None:
+    s = init(stub, "reasons")
+    stub.Finish(pb.FinishRequest(path=s.path, writer=s.writer))
+    with pytest.raises(grpc.RpcError) as caught:
+        log(stub, s, {"a": 1})
+    error = caught.value
+    # The standard rich status: code and message as before, and the details beside them.
+    (details,) = [v for k, v in error.trailing_metadata() if k == "grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(details)
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert status.message == error.details() and "resume it first" in error.details()
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("RUN_NOT_RUNNING", ERROR_DOMAIN)
 
 
 def test_config_summary_metrics_artifacts(stub) -> None:
@@ -304,11 +322,12 @@ def test_history_filters(stub) -> None:
     rows = history(stub, s.path, keys=["nested.b"], min_step=10, max_step=2000)
     assert [r["_step"] for r in rows] == [i for i in range(12, 2001) if i % 3 == 0]
     assert set(rows[0]) == {"_step", "_timestamp", "_runtime", "nested.b"}
-    chunks = list(stub.ReadHistory(pb.HistoryRequest(path=s.path)))
-    assert len(chunks) == 3 and sum(len(c.rows) for c in chunks) == 3000
+    rows = history(stub, s.path)
+    assert [r["_step"] for r in rows] == list(range(3000))
+    assert [r["a"] for r in rows] == list(range(3000))
 
 
-def test_series_form_matches_the_json_rows(stub) -> None:
+def test_history_comes_as_series_holding_what_was_logged(stub) -> None:
     s = init(stub, "series")
     rows = [
         {"a": i, "f": i / 7, "s": f"#{i}"} | ({"eval": i % 2 == 0} if i % 100 == 0 else {})
@@ -317,6 +336,16 @@ def test_series_form_matches_the_json_rows(stub) -> None:
     log(stub, s, *rows[:2500])  # sealed into blocks by key
     log(stub, s, *rows[2500:])  # and these sealed too, but for the last few
     log(stub, s, *rows[:5])  # steps 3000..3004: not sealed yet
+    logged = {step: rows[step % 3000] for step in range(3005)}
+
+    def expected(keys=(), min_step=0, max_step=3004) -> list[dict]:
+        made = []
+        for step in range(min_step, max_step + 1):
+            values = {k: v for k, v in logged[step].items() if not keys or k in keys}
+            if values:
+                made.append({"_step": step, **values})
+        return made
+
     for fields in (
         {},
         {"keys": ["f"]},
@@ -325,14 +354,33 @@ def test_series_form_matches_the_json_rows(stub) -> None:
         {"keys": ["missing"]},
         {"min_step": 2990},
     ):
-        as_series = history(stub, s.path, series=True, **fields)
-        assert as_series == history(stub, s.path, json=True, **fields), fields
-    chunks = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, series=True, keys=["a"])))
+        got = history(stub, s.path, **fields)
+        assert all(r.pop("_timestamp") >= T0 and r.pop("_runtime") >= 0 for r in got), fields
+        assert exact(got) == exact(expected(**fields)), fields
+    chunks = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, keys=["a"])))
     assert {series.key for series in chunks[0].series} == {"_timestamp", "_runtime", "a"}
     assert chunks[-1].upto_step == 3004
-    sparse = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, series=True, keys=["eval"])))
+    sparse = list(stub.ReadHistory(pb.HistoryRequest(path=s.path, keys=["eval"])))
     # Times only for the rows that hold the key (every 100th and step 3000), not for all.
     assert sum(len(c.series[0].steps) // 8 for c in sparse) == 31
+
+
+def test_the_encoding_flags_of_older_clients_are_ignored(channel, stub) -> None:
+    """A request from a client of the three encodings, with `json = 8` and `series = 9`
+    set: the numbers are reserved, the flags skipped as unknown fields, and the history
+    comes as series like any other."""
+    s = init(stub, "old")
+    log(stub, s, {"a": 1}, {"a": 2})
+    old_request = pb.HistoryRequest(path=s.path).SerializeToString() + bytes([8 << 3, 1, 9 << 3, 1])
+    read = channel.unary_stream(
+        "/runhistory.v1.RunHistory/ReadHistory",
+        request_serializer=lambda raw: raw,
+        response_deserializer=pb.HistoryChunk.FromString,
+    )
+    (chunk,) = read(old_request)
+    assert [r["a"] for r in codec.chunk_rows(chunk)] == [1, 2]
+    assert {"rows", "rows_json"}.isdisjoint(pb.HistoryChunk.DESCRIPTOR.fields_by_name)
+    assert {"json", "series"}.isdisjoint(pb.HistoryRequest.DESCRIPTOR.fields_by_name)
 
 
 def test_events_follow_streams_new_events(stub) -> None:
@@ -398,22 +446,22 @@ def test_as_of_and_rebuild(stub) -> None:
     assert [r["_step"] for r in history(stub, s.path)] == [0, 1]
 
 
-def test_json_forms_of_calls_and_rows_match_the_typed_ones(stub) -> None:
+def test_the_json_form_of_calls_matches_the_typed_one(stub) -> None:
     s = init(stub, "json")
     payload = codec.calls_to_json(
         [({"x": 1, "f": math.nan, "s": "a"}, T0, None, None), ({"x": 2}, T0, 7, True)]
     )
     ack = stub.Log(pb.LogBatch(path=s.path, writer=s.writer, calls_json=payload))
     assert ack.rows == 2 and ack.next_step == 8
-    typed = history(stub, s.path)
-    as_json = history(stub, s.path, json=True)
-    as_series = history(stub, s.path, series=True, json=True)  # series wins
-    assert [r["_step"] for r in as_json] == [0, 7]
-    assert math.isnan(as_json[0].pop("f")) and math.isnan(typed[0].pop("f"))
-    assert math.isnan(as_series[0].pop("f"))
-    assert as_json == typed == as_series and isinstance(as_json[0]["x"], int)
-    assert history(stub, s.path, json=True, keys=["s"]) == [
-        {"_step": 0, "_timestamp": T0, "_runtime": typed[0]["_runtime"], "s": "a"}
+    rows = history(stub, s.path)
+    assert [r["_step"] for r in rows] == [0, 7]
+    assert math.isnan(rows[0].pop("f")) and isinstance(rows[0]["x"], int)
+    assert [{k: v for k, v in r.items() if k[0] != "_"} for r in rows] == [
+        {"x": 1, "s": "a"},
+        {"x": 2},
+    ]
+    assert history(stub, s.path, keys=["s"]) == [
+        {"_step": 0, "_timestamp": T0, "_runtime": rows[0]["_runtime"], "s": "a"}
     ]
     both = pb.LogBatch(path=s.path, calls=calls({"x": 3}), calls_json=payload)
     refused(grpc.StatusCode.INVALID_ARGUMENT, stub.Log, both, match="not both")

@@ -8,11 +8,12 @@ the wire codec both sides share (`protos/codec.py`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
 from runhistory.domain.values import LogCall
+from runhistory.projections.history import SeriesPage
 from runhistory.projections.runner import Progress
 from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
@@ -26,8 +27,6 @@ from runhistory.service.records import (
     VersionRecord,
 )
 from runhistory.service.runs import Ack, LogAck, Session
-
-HISTORY_CHUNK_ROWS = 1000
 
 # ---- requests -------------------------------------------------------------------------------
 
@@ -240,26 +239,10 @@ def rebuilt(last: Progress, checksums: dict[str, str], equal_to_live: bool) -> p
     )
 
 
-# ---- history rows, a chunk of them per message ---------------------------------------------
+# ---- history, a chunk per page of series -----------------------------------------------------
 
 
-def json_chunks(rows: Iterator[str]) -> Iterator[pb.HistoryChunk]:
-    chunk: list[str] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == HISTORY_CHUNK_ROWS:
-            yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
-            chunk = []
-    if chunk:
-        yield pb.HistoryChunk(rows_json=f"[{','.join(chunk)}]".encode())
-
-
-def chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pb.HistoryChunk]:
-    chunk: list[pb.Row] = []
-    for row in rows:
-        chunk.append(codec.row_to_proto(row))
-        if len(chunk) == HISTORY_CHUNK_ROWS:
-            yield pb.HistoryChunk(rows=chunk)
-            chunk = []
-    if chunk:
-        yield pb.HistoryChunk(rows=chunk)
+def history_chunks(pages: Iterable[SeriesPage]) -> Iterator[pb.HistoryChunk]:
+    for page in pages:
+        if page.series:
+            yield pb.HistoryChunk(series=codec.series_to_protos(page.series), upto_step=page.upto)

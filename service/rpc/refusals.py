@@ -1,7 +1,7 @@
 """How the gRPC edge refuses: every handler authenticates its caller, refuses a malformed
 request as INVALID_ARGUMENT, and maps a domain error to the gRPC status of the same name
-with the domain's message. Anything unexpected is logged here and reaches the client as
-INTERNAL with a one-line message.
+with the domain's message and, as a google.rpc.ErrorInfo, its reason. Anything unexpected
+is logged here and reaches the client as INTERNAL with a one-line message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
+from runhistory.protos.status import refusal_status
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,16 @@ def refusals(method: F) -> F:
     statuses, for unary and streaming handlers alike. The handler gets the caller."""
 
     def abort(context: grpc.ServicerContext, error: Exception) -> None:
+        # Every refusal carries its reason (google.rpc.ErrorInfo) beside code and message.
         if isinstance(error, RunHistoryError):
-            context.abort(_status_of(error), error.message)
+            context.abort_with_status(
+                refusal_status(_status_of(error), error.message, error.reason)
+            )
         log.exception("unexpected error in %s", method.__name__)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+        internal = f"internal error: {type(error).__name__}: {error}"
+        context.abort_with_status(
+            refusal_status(grpc.StatusCode.INTERNAL, internal, RunHistoryError.reason)
+        )
 
     if getattr(method, "_streams", False):
 

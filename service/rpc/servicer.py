@@ -238,25 +238,12 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> Iterator[pb.HistoryChunk]:
-        path = _allowed(caller, request.path, READ)
-        min_position = mapping.min_position(request.min_position)
-        if request.series:
-            pages = self.service.scan_series(
-                path, min_position=min_position, **mapping.history_options(request)
-            )
-            for page in pages:
-                if page.series:
-                    yield pb.HistoryChunk(
-                        series=codec.series_to_protos(page.series), upto_step=page.upto
-                    )
-            return
-        rows = self.service.scan_history(
-            path,
-            min_position=min_position,
-            as_json=request.json,
+        pages = self.service.scan_series(
+            _allowed(caller, request.path, READ),
+            min_position=mapping.min_position(request.min_position),
             **mapping.history_options(request),
         )
-        yield from mapping.json_chunks(rows) if request.json else mapping.chunks(rows)
+        yield from mapping.history_chunks(pages)
 
     @refusals
     def GetSummary(
