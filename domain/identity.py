@@ -63,6 +63,25 @@ class RunPath:
             + (" or a bare run ID with an entity and project" if len(parts) == 1 else "")
         )
 
+    @classmethod
+    def parse_reference(cls, text: str, entity: str, project: str) -> RunPath:
+        """A run as a reader names it, in W&B's forms: `entity/project/run_id`,
+        `entity/project/runs/run_id`, `project/run_id` (of `entity`) or `run_id` (of `entity`
+        and `project`); slashes around it are ignored."""
+        parts = text.strip("/").split("/") if isinstance(text, str) else []
+        if len(parts) == 4 and parts[2] == "runs":
+            parts = [parts[0], parts[1], parts[3]]
+        elif len(parts) == 2:
+            parts = [entity, *parts]
+        elif len(parts) == 1 and parts[0]:
+            parts = [entity, project, *parts]
+        if len(parts) != 3:
+            raise InvalidArgument(
+                f"invalid run path {text!r}: use 'entity/project/run_id' (or "
+                "'entity/project/runs/run_id', 'project/run_id', 'run_id')"
+            )
+        return cls(*parts)
+
 
 def run_aggregate_id(entity: str, project: str, run_id: str) -> UUID:
     return uuid5(_RUN_NAMESPACE, f"{entity}/{project}/{run_id}")

@@ -61,6 +61,8 @@ def check_run_name(name: str | None) -> str | None:
 
 
 def check_tags(tags: Sequence[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise InvalidArgument("tags is a list of strings, not a string")
     tags = list(tags or ())
     for tag in tags:
         if not isinstance(tag, str) or not tag or len(tag) > 64:

@@ -125,16 +125,19 @@ def row_size(values: Values) -> int:
     return size
 
 
-def check_row_size(step: int, values: Values, limits: Limits) -> None:
+def check_row_size(step: int | None, values: Values, limits: Limits) -> None:
+    """Refuse a row over the limits; `step=None`: a row not yet given a step (the SDK's
+    check before sending)."""
+    row = "the row" if step is None else f"row at step {step}"
     if len(values) > limits.max_keys_per_row:
         raise ResourceExhausted(
-            f"row at step {step} has {len(values)} keys; at most {limits.max_keys_per_row} "
+            f"{row} has {len(values)} keys; at most {limits.max_keys_per_row} "
             "keys are allowed per row (it was refused whole)"
         )
     size = row_size(values)
     if size > limits.max_row_bytes:
         raise ResourceExhausted(
-            f"row at step {step} is {size} bytes; at most {limits.max_row_bytes} bytes are allowed "
+            f"{row} is {size} bytes; at most {limits.max_row_bytes} bytes are allowed "
             "per row (it was refused whole)"
         )
 

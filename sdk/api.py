@@ -16,15 +16,16 @@ from runhistory.client import (
     Connection,
     Credentials,
     call,
+    default_entity,
+    default_project,
     forget_position,
     stream,
     written_position,
 )
 from runhistory.domain.errors import InvalidArgument, OutOfRange
-from runhistory.domain.series import series_of_rows
+from runhistory.domain.identity import RunPath
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import (
-    SYSTEM_KEYS,
     chunk_rows,
     extend_columns,
     loads,
@@ -93,31 +94,14 @@ def _history_request(
         own_only=bool(own_only),
         version=version or 0,
         min_position=min_position,
-        series=True,  # packed key by key: the fastest to send and to decode
-        json=True,  # what a server from before `series` sends instead of typed rows
     )
 
 
 def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest:
     resumed = pb.HistoryRequest()
     resumed.CopyFrom(request)
-    if last.series:
-        resumed.min_step = last.upto_step + 1
-    elif rows := chunk_rows(last):
-        resumed.min_step = rows[-1]["_step"] + 1
+    resumed.min_step = last.upto_step + 1
     return resumed
-
-
-def _row_tuples(rows: list[dict[str, Any]]) -> list[tuple[int, float, float, dict[str, Any]]]:
-    return [
-        (
-            row["_step"],
-            row["_timestamp"],
-            row["_runtime"],
-            {k: v for k, v in row.items() if k not in SYSTEM_KEYS},
-        )
-        for row in rows
-    ]
 
 
 def _resume_events(request: pb.EventsRequest, last: pb.Event) -> pb.EventsRequest:
@@ -217,9 +201,8 @@ class Api:
     def run(self, path: str) -> ApiRun:
         """A run by `entity/project/run_id` (also `entity/project/runs/run_id`; a bare
         `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT)."""
-        info = self._call(
-            "GetRun", pb.RunRequest(path=_run_path(path), min_position=self._min_position())
-        )
+        run = RunPath.parse_reference(path, default_entity(), default_project())
+        info = self._call("GetRun", pb.RunRequest(path=str(run), min_position=self._min_position()))
         return ApiRun(self, info)
 
     def runs(self, path: str | None = None) -> list[ApiRun]:
@@ -257,33 +240,10 @@ class Api:
             }
 
 
-def _default(variable: str, fallback: str) -> str:
-    return os.environ.get(variable) or fallback
-
-
-def _run_path(path: str) -> str:
-    if not isinstance(path, str) or not path.strip("/"):
-        raise InvalidArgument("a run is named 'entity/project/run_id'")
-    parts = path.strip("/").split("/")
-    if len(parts) == 4 and parts[2] == "runs":
-        parts = [parts[0], parts[1], parts[3]]
-    if len(parts) == 2:
-        parts = [_default("RUNHISTORY_ENTITY", "default"), *parts]
-    elif len(parts) == 1:
-        parts = [
-            _default("RUNHISTORY_ENTITY", "default"),
-            _default("RUNHISTORY_PROJECT", "uncategorized"),
-            *parts,
-        ]
-    if len(parts) != 3:
-        raise InvalidArgument(f"invalid run path {path!r}: use 'entity/project/run_id'")
-    return "/".join(parts)
-
-
 def _project_path(path: str | None) -> tuple[str, str]:
-    entity = _default("RUNHISTORY_ENTITY", "default")
+    entity = default_entity()
     if not path:
-        return entity, _default("RUNHISTORY_PROJECT", "uncategorized")
+        return entity, default_project()
     parts = path.strip("/").split("/")
     if len(parts) == 1:
         return entity, parts[0]
@@ -393,10 +353,7 @@ class ApiRun:
         )
         columns: dict[str, list[Any]] = {}
         for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
-            if chunk.series:
-                extend_columns(columns, series_from_protos(chunk.series))
-            elif rows := chunk_rows(chunk):  # a server from before `series`
-                extend_columns(columns, series_of_rows(_row_tuples(rows)))
+            extend_columns(columns, series_from_protos(chunk.series))
         return columns
 
     def _history_chunks(

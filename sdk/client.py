@@ -22,6 +22,7 @@ import grpc
 from runhistory.domain import errors
 from runhistory.domain.errors import RunHistoryError
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
+from runhistory.protos.status import refusal_reason
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -47,28 +48,37 @@ class Cancelled(RunHistoryError):
     code = "CANCELLED"
 
 
-_ERRORS: dict[str, type[RunHistoryError]] = {
-    cls.code: cls
-    for cls in (
-        errors.InvalidArgument,
-        errors.NotFound,
-        errors.AlreadyExists,
-        errors.OutOfRange,
-        errors.FailedPrecondition,
-        errors.Aborted,
-        errors.ResourceExhausted,
-        errors.DeadlineExceeded,
-        ConnectionFailed,
-        errors.Unauthenticated,
-        errors.PermissionDenied,
-        Cancelled,
-    )
+# The classes a refusal can be raised as: by the reason the server attached to it, else
+# (a status gRPC made itself: unreachable, deadline, size limit) by its status code.
+_REFUSALS: tuple[type[RunHistoryError], ...] = (
+    *(
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, RunHistoryError)
+    ),
+    ConnectionFailed,
+    Cancelled,
+)
+_BY_REASON: dict[str, type[RunHistoryError]] = {cls.reason: cls for cls in _REFUSALS}
+# A code's own class: the one whose reason is the code.
+_BY_CODE: dict[str, type[RunHistoryError]] = {
+    cls.code: cls for cls in _REFUSALS if cls.reason == cls.code
 }
 
 
 def resolve_address(address: str | None = None) -> str:
     """The address argument, else $RUNHISTORY_ADDRESS, else 127.0.0.1:50051."""
     return address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
+
+
+def default_entity() -> str:
+    """The entity of a run named without one: $RUNHISTORY_ENTITY, else "default"."""
+    return os.environ.get("RUNHISTORY_ENTITY") or "default"
+
+
+def default_project() -> str:
+    """The project of a run named without one: $RUNHISTORY_PROJECT, else "uncategorized"."""
+    return os.environ.get("RUNHISTORY_PROJECT") or "uncategorized"
 
 
 def retry_seconds() -> float:
@@ -238,21 +248,19 @@ def written_position(address: str) -> int:
 
 
 def error_from_rpc(error: grpc.RpcError) -> RunHistoryError:
-    """The domain error of the same status name, with the server's message."""
+    """The domain error of the refusal's reason (else of its status code), with the server's
+    message; a reason this SDK does not know keeps the class of its status code."""
     code = error.code() if hasattr(error, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     message = (error.details() if hasattr(error, "details") else None) or str(error)
-    cls = _ERRORS.get(name)
-    if cls is errors.FailedPrecondition:
-        if "superseded" in message:
-            cls = errors.Superseded
-        elif "resume it first" in message:
-            cls = errors.RunNotRunning
-    if cls is None:
-        converted = RunHistoryError(message)
-        converted.code = name
-        return converted
-    return cls(message)
+    reason = refusal_reason(error)
+    cls = _BY_REASON.get(reason) if reason else None
+    if cls is None or cls.code != name:
+        cls = _BY_CODE.get(name, RunHistoryError)
+    converted = cls(message)
+    converted.code = name
+    converted.reason = reason or name
+    return converted
 
 
 def _give_up(error: grpc.RpcError, address: str | None, attempts: int) -> RunHistoryError:

@@ -31,6 +31,8 @@ from runhistory.client import (
     ConnectionFailed,
     Credentials,
     call,
+    default_entity,
+    default_project,
     error_from_rpc,
     is_transient,
     note_position,
@@ -44,8 +46,14 @@ from runhistory.domain.errors import (
     RunHistoryError,
     RunNotRunning,
 )
-from runhistory.domain.rules import check_artifact, check_step, parse_summary_choice
-from runhistory.domain.values import check_config, flatten, row_size
+from runhistory.domain.rules import (
+    check_artifact,
+    check_run_name,
+    check_step,
+    check_tags,
+    parse_summary_choice,
+)
+from runhistory.domain.values import DEFAULT_LIMITS, check_config, check_row_size, flatten, row_size
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import calls_to_json, dumps, loads, to_values
 
@@ -55,20 +63,15 @@ _Call = tuple[dict[str, Any], float, int | None, bool | None]
 log = logging.getLogger("runhistory")
 
 MAX_BATCH_CALLS = 1000
-# Requests stay under the server's default limit of 16 MiB of rows per request. The estimate
+# Requests stay under the server's default limit of rows per request (16 MiB). The estimate
 # per call (its encoded size plus 8 bytes per value) is above both the encoded size and the
 # server's row-size measure.
-MAX_BATCH_BYTES = 16 * 1024 * 1024 - 64 * 1024
-MAX_ROW_BYTES = 10 * 1024 * 1024
+MAX_BATCH_BYTES = DEFAULT_LIMITS.max_request_bytes - 64 * 1024
 FLUSH_SECONDS = 0.05
 # Above this many queued writes, log() waits for the sender (only when the server cannot
 # keep up for a long time): memory stays bounded.
 MAX_QUEUED = 200_000
 WRITE_TIMEOUT = 60.0
-
-
-def _env_name(variable: str, default: str) -> str:
-    return os.environ.get(variable) or default
 
 
 def init(
@@ -95,8 +98,8 @@ def init(
     `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
     $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
     """
-    entity = entity or _env_name("RUNHISTORY_ENTITY", "default")
-    project = project or _env_name("RUNHISTORY_PROJECT", "uncategorized")
+    entity = entity or default_entity()
+    project = project or default_project()
     checked = check_config(_config_mapping(config))
     if resume is True or resume == "auto":
         resume = "allow"
@@ -104,8 +107,8 @@ def init(
         resume = "never"
     if resume is not None and not isinstance(resume, str):
         raise InvalidArgument(f"invalid resume {resume!r}: use 'allow', 'must' or 'never'")
-    if tags is not None and isinstance(tags, str):
-        raise InvalidArgument("tags is a list of strings, not a string")
+    name = check_run_name(name)
+    tags = check_tags(tags or ())
     branch = None
     if resume_from:
         branch = pb.Branch(mode=pb.Branch.REWIND, point=resume_from)
@@ -118,7 +121,7 @@ def init(
         project=project,
         run_id=id or "",
         name=name or "",
-        tags=list(tags or ()),
+        tags=tags,
         config_json=dumps(checked),
         resume=resume or "",
         branch=branch,
@@ -387,6 +390,7 @@ def _fresh(error: RunHistoryError) -> RunHistoryError:
     """A new instance to raise, so repeated raises do not grow one traceback."""
     fresh = type(error)(error.message)
     fresh.code = error.code
+    fresh.reason = error.reason
     return fresh
 
 
@@ -460,8 +464,8 @@ class Run:
         if commit is not None and commit is not True and commit is not False:
             raise InvalidArgument(f"commit is True, False or None, got {commit!r}")
         for value in flat.values():
-            if type(value) is str:
-                _check_row_size(flat)
+            if type(value) is str:  # only strings can take a row over the size limit
+                check_row_size(step, flat, DEFAULT_LIMITS)
                 break
         timestamp = time.time()
         # The step rules of the server, mirrored for `run.step`.
@@ -582,15 +586,6 @@ class Run:
         if not self._closed:
             return self._connection
         return self._connection.reopen()
-
-
-def _check_row_size(flat: dict[str, Any]) -> None:
-    size = row_size(flat)
-    if size > MAX_ROW_BYTES:
-        raise ResourceExhausted(
-            f"the logged data is {size} bytes; at most {MAX_ROW_BYTES} bytes are allowed per "
-            "row (nothing was logged)"
-        )
 
 
 # ---- config and summary -------------------------------------------------------------------
