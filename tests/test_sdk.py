@@ -1,5 +1,10 @@
 """The SDK end to end: `init / log / finish`, rewind, fork and the read API, against a real
-gRPC server on a loopback port (no mocks)."""
+gRPC server on a loopback port with an API key (no mocks).
+
+The server runs in this process where the server is installed, else (a client-only install,
+e.g. Python 3.10) as `runhistory serve` from $RUNHISTORY_TEST_SERVER_PYTHON: see
+sdk_server.py. This module imports nothing of the server, so it runs on a client install.
+"""
 
 from __future__ import annotations
 
@@ -14,41 +19,27 @@ from typing import Any
 
 import grpc
 import pytest
+from sdk_server import (  # noqa: F401 (the fixtures backend, database, server)
+    ENTITY,
+    SdkServer,
+    backend_fixture,
+    database_fixture,
+    server_fixture,
+    start_test_server,
+    use,
+)
 
 import runhistory
 import runhistory as wandb
 from runhistory import client as sdk_client
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.service.bootstrap import Running, start
-from runhistory.service.settings import Settings
 
-ENTITY = "your_entity_name"
 PROJECT = "your_project_name"
 
 
-def serve(tmp_path: Path, address: str = "127.0.0.1:0", **settings: Any) -> Running:
-    options: dict[str, Any] = {"require_keys": False, **settings}
-    return start(Settings(db=str(tmp_path / "rh.db"), **options), address)
-
-
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
-def server(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
-    running = start(Settings(db=database, require_keys=False), "127.0.0.1:0")
-    monkeypatch.setenv("RUNHISTORY_ADDRESS", running.address)
-    monkeypatch.delenv("RUNHISTORY_ENTITY", raising=False)
-    monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def api(server: Running) -> Iterator[runhistory.Api]:
+def api(server: SdkServer) -> Iterator[runhistory.Api]:
     with runhistory.Api() as reader:
         yield reader
 
@@ -224,18 +215,19 @@ def test_log_waits_for_room_when_the_queue_is_full(
     assert [row["i"] for row in api.run(run.path).history()] == list(range(500))
 
 
-def test_the_same_batch_sent_twice_lands_once(server: Running, api: runhistory.Api) -> None:
+def test_the_same_batch_sent_twice_lands_once(server: SdkServer, api: runhistory.Api) -> None:
+    key = (("authorization", f"Bearer {server.api_key}"),)
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.RunHistoryStub(channel)
-        session = stub.Init(pb.InitRequest(entity="e", project="p"))
+        session = stub.Init(pb.InitRequest(entity=ENTITY, project="p"), metadata=key)
         batch = pb.LogBatch(
             path=session.path,
             writer=session.writer,
             seq=1,
             calls=[pb.LogCall(data={"a": pb.Value(int_value=i)}, timestamp=1.0) for i in range(3)],
         )
-        first = stub.Log(batch)
-        second = stub.Log(batch)
+        first = stub.Log(batch, metadata=key)
+        second = stub.Log(batch, metadata=key)
     assert first.applied and first.rows == 3
     assert not second.applied and second.rows == 0
     assert [row["a"] for row in api.run(session.path).history()] == [0, 1, 2]
@@ -289,28 +281,21 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_seq(
     assert [row["i"] for row in api.run(run.path).history()] == [0, 1, 2, 3, 4]
 
 
-def test_rows_logged_while_the_server_restarts_arrive_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = serve(tmp_path)
-    monkeypatch.setenv("RUNHISTORY_ADDRESS", first.address)
+def test_rows_logged_while_the_server_restarts_arrive_once(server: SdkServer) -> None:
     run = runhistory.init(project="restart")
     for i in range(100):
         run.log({"i": i})
     run.flush()
-    first.stop()
+    server.stop()
     for i in range(100, 200):
         run.log({"i": i})
     time.sleep(0.3)  # the sender meets the stopped server and keeps retrying
-    second = serve(tmp_path, first.address)
-    try:
-        run.finish()
-        with runhistory.Api() as api:
-            rows = api.run(run.path).history()
-            assert [row["i"] for row in rows] == list(range(200))
-            assert api.run(run.path).state == "finished"
-    finally:
-        second.stop()
+    server.restart()  # same address, same database
+    run.finish()
+    with runhistory.Api() as api:
+        rows = api.run(run.path).history()
+        assert [row["i"] for row in rows] == list(range(200))
+        assert api.run(run.path).state == "finished"
 
 
 def test_config_summary_and_metric_writes_keep_their_order(api: runhistory.Api) -> None:
@@ -350,7 +335,7 @@ def test_a_superseded_writer_fails_at_finish(
     ):
         old.finish()
     assert isinstance(refused.value, runhistory.Superseded)
-    assert refused.value.code == "FAILED_PRECONDITION"
+    assert refused.value.code == "FAILED_PRECONDITION" and refused.value.reason == "SUPERSEDED"
     old.finish()  # idempotent
     with pytest.raises(runhistory.Superseded):
         old.log({"x": 100})
@@ -366,41 +351,66 @@ def test_a_superseded_writer_fails_at_finish(
     assert [(row["_step"], row["x"]) for row in rows] == [(0, 0), (1, 1), (2, 2), (3, 3)]
 
 
+def test_refusals_are_raised_as_the_class_of_their_reason(api: runhistory.Api) -> None:
+    """The server's ErrorInfo reason chooses the class, not the message: this run's path
+    has "superseded" in it, and writing to it after it finished is RUN_NOT_RUNNING."""
+    with runhistory.init(project="superseded", id="superseded") as run:
+        run.log({"x": 1})
+    stale = runhistory.init(project="superseded", id="superseded", resume="must")
+    with runhistory.init(project="superseded", id="superseded", resume="must") as current:
+        current.log({"x": 2})
+    stale.log({"x": 3})  # its session was superseded by `current`
+    with pytest.raises(runhistory.Superseded) as superseded:
+        stale.finish()
+    assert superseded.value.reason == "SUPERSEDED"
+
+    key = (("authorization", f"Bearer {api._connection.credentials.api_key}"),)
+    batch = pb.LogBatch(path=run.path, calls_json=b'[[{"x": 4}, 1.0, null, null]]')
+    with grpc.insecure_channel(api.address) as channel, pytest.raises(grpc.RpcError) as caught:
+        pb_grpc.RunHistoryStub(channel).Log(batch, metadata=key)
+    assert "superseded" in caught.value.details() and "resume it first" in caught.value.details()
+    refused = sdk_client.error_from_rpc(caught.value)
+    assert type(refused) is runhistory.RunNotRunning
+    assert (refused.code, refused.reason) == ("FAILED_PRECONDITION", "RUN_NOT_RUNNING")
+    assert refused.message == caught.value.details()
+    with pytest.raises(runhistory.NotFound) as missing:
+        api.run(f"{ENTITY}/superseded/nosuchrun")
+    assert (missing.value.code, missing.value.reason) == ("NOT_FOUND", "NOT_FOUND")
+
+
 def test_a_refused_row_stops_logging_and_finish_raises(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    api: runhistory.Api, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The server's row limit is lower than the SDK's default: only the server can refuse.
-    limited = serve(tmp_path, max_row_bytes=1024)
-    monkeypatch.setenv("RUNHISTORY_ADDRESS", limited.address)
-    try:
-        run = runhistory.init(project="limits")
-        for i in range(5):
-            run.log({"ok": i})
-        run.log({"text": "x" * 2000})  # in the same batch as the rows before it
-        run.log({"ok": 5})
-        with pytest.raises(runhistory.ResourceExhausted, match="1024"):
-            run.flush()
-        with pytest.raises(runhistory.ResourceExhausted):
-            run.log({"ok": 6})
-        with (
-            caplog.at_level(logging.ERROR, logger="runhistory"),
-            pytest.raises(runhistory.ResourceExhausted),
-        ):
-            run.finish()
-        with runhistory.Api() as api:
-            info = api.run(run.path)
-            # The rows logged before the refused one are recorded; the run ended crashed.
-            assert [row["ok"] for row in info.history()] == [0, 1, 2, 3, 4]
-            assert info.state == "crashed" and info.exit_code == 1
-    finally:
-        limited.stop()
+    run = runhistory.init(project="limits")
+    for i in range(5):
+        run.log({"ok": i})
+    # Each call is under the row limit (10 MiB), which the SDK checks; the row they merge
+    # into is over it, which only the server sees. They go in the batch of the rows above.
+    run.log({"text": "x" * (6 << 20)}, commit=False)
+    run.log({"more": "y" * (6 << 20)})
+    run.log({"ok": 5})
+    with pytest.raises(runhistory.ResourceExhausted, match="10485760"):
+        run.flush()
+    with pytest.raises(runhistory.ResourceExhausted):
+        run.log({"ok": 6})
+    with (
+        caplog.at_level(logging.ERROR, logger="runhistory"),
+        pytest.raises(runhistory.ResourceExhausted),
+    ):
+        run.finish()
+    info = api.run(run.path)
+    # The calls before the refused one are recorded (the first half of the big row too,
+    # committed when the run ended); nothing after it. The run ended crashed.
+    assert [row["ok"] for row in info.history(keys=["ok"])] == [0, 1, 2, 3, 4]
+    assert [row["_step"] for row in info.history(keys=["text", "more"])] == [5]
+    assert info.state == "crashed" and info.exit_code == 1 and info.last_step == 5
 
 
 def test_a_batch_over_the_servers_request_limit_goes_in_parts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = serve(tmp_path, max_request_bytes=64 * 1024)
-    monkeypatch.setenv("RUNHISTORY_ADDRESS", small.address)
+    small = start_test_server(database, tmp_path, max_request_bytes=64 * 1024)
+    use(small, monkeypatch)
     try:
         run = runhistory.init(project="limits")
         for i in range(200):  # about 400 KiB in one queue burst
@@ -412,7 +422,7 @@ def test_a_batch_over_the_servers_request_limit_goes_in_parts(
         small.stop()
 
 
-def test_bad_data_is_refused_synchronously(server: Running) -> None:
+def test_bad_data_is_refused_synchronously(server: SdkServer) -> None:
     run = runhistory.init(project="bad")
     with pytest.raises(runhistory.InvalidArgument, match="reserved"):
         run.log({"_step": 1})
@@ -437,9 +447,11 @@ def test_bad_data_is_refused_synchronously(server: Running) -> None:
         run.log({"a": 2})
 
 
-def test_errors_of_init_and_reads(server: Running, api: runhistory.Api) -> None:
+def test_errors_of_init_and_reads(server: SdkServer, api: runhistory.Api) -> None:
     with pytest.raises(runhistory.NotFound):
-        api.run("e/p/nosuchrun")
+        api.run(f"{ENTITY}/p/nosuchrun")
+    with pytest.raises(runhistory.PermissionDenied):
+        api.run("another/p/nosuchrun")  # the key's entity is ENTITY
     with pytest.raises(runhistory.InvalidArgument):
         api.run("a/b/c/d/e")
     with pytest.raises(runhistory.InvalidArgument, match="_step"):
@@ -545,7 +557,7 @@ def test_config_summary_metrics_and_artifacts_round_trip(api: runhistory.Api) ->
         tags=["baseline", "cnn"],
         config={"lr": 0.1, "layers": [64, 32]},
     )
-    assert run.name == "first try" and run.entity == "default" and run.project == "cfg"
+    assert run.name == "first try" and run.entity == ENTITY and run.project == "cfg"
     run.config.update({"batch": 32})
     run.config["optimizer"] = "adam"
     run.config.epochs = 3
@@ -605,7 +617,7 @@ def test_plain_resume_continues_after_the_last_step(api: runhistory.Api) -> None
     assert resumed.step == 2 and resumed.version == 1 and resumed.name == "kept"
     resumed.log({"x": 2})
     resumed.finish()
-    assert [row["x"] for row in api.run("default/resume/r1").history()] == [0, 1, 2]
+    assert [row["x"] for row in api.run("resume/r1").history()] == [0, 1, 2]
     created = runhistory.init(project="resume", id="r2", resume="allow")
     assert created.step == 0
     created.finish()
@@ -615,20 +627,20 @@ def test_plain_resume_continues_after_the_last_step(api: runhistory.Api) -> None
 
 
 def test_runs_events_as_of_and_rebuild(api: runhistory.Api) -> None:
-    with runhistory.init(project="reads", entity="team") as run:
+    with runhistory.init(project="reads", entity=ENTITY) as run:
         run.log({"x": 1})
         run.flush()
         first = run.step
         run.log({"x": 2})
-    fork = runhistory.init(project="reads", entity="team", fork_from=f"{run.id}?_step=0")
+    fork = runhistory.init(project="reads", entity=ENTITY, fork_from=f"{run.id}?_step=0")
     fork.finish()
     assert first == 1
 
-    listed = {r.id: r for r in api.runs("team/reads")}
+    listed = {r.id: r for r in api.runs(f"{ENTITY}/reads")}
     assert set(listed) == {run.id, fork.id}
     assert listed[fork.id].forked_from == {"run": run.path, "step": 0, "version": 1}
     assert listed[run.id].forked_from is None
-    assert api.runs("team/empty") == []
+    assert api.runs("empty") == []
 
     events = list(api.run(run.path).events())
     assert [e["type"] for e in events] == ["Created", "RowsLogged", "RowsLogged", "Finished"]
