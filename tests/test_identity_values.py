@@ -19,6 +19,7 @@ from runhistory.domain.identity import (
     generate_run_id,
     run_aggregate_id,
 )
+from runhistory.domain.rules import check_tags
 from runhistory.domain.run import Run
 from runhistory.domain.values import (
     Limits,
@@ -114,6 +115,28 @@ def test_run_path_parse_bare_id_with_entity_and_project():
 def test_run_path_parse_refuses_malformed_references(text, entity, project):
     with pytest.raises(InvalidArgument):
         RunPath.parse(text, entity, project)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ent/proj/run", ("ent", "proj", "run")),
+        ("/ent/proj/run/", ("ent", "proj", "run")),
+        ("ent/proj/runs/run", ("ent", "proj", "run")),  # W&B's page address
+        ("proj/run", ("e0", "proj", "run")),
+        ("run", ("e0", "p0", "run")),
+    ],
+)
+def test_run_path_parse_reference_takes_a_readers_forms(text, expected):
+    assert RunPath.parse_reference(text, "e0", "p0") == RunPath(*expected)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "/", "a/b/c/d", "a/b/c/d/e", "ent/proj/bad id", "ent//run", None]
+)
+def test_run_path_parse_reference_refuses_malformed_paths(text):
+    with pytest.raises(InvalidArgument):
+        RunPath.parse_reference(text, "e0", "p0")
 
 
 # ---- branch points -------------------------------------------------------------------------
@@ -328,6 +351,15 @@ def test_check_row_size_refuses_oversize_rows_with_the_limit():
         check_row_size(3, {"abc": 1}, limits)
     assert "step 3" in info.value.message
     assert "10 bytes" in info.value.message
+    # Before it has a step (the SDK checks a log call before sending it).
+    with pytest.raises(ResourceExhausted, match=r"^the row is 11 bytes; at most 10 bytes"):
+        check_row_size(None, {"abc": 1}, limits)
+
+
+def test_check_tags_refuses_a_string_for_the_list():
+    assert check_tags(("a", "b")) == ["a", "b"]
+    with pytest.raises(InvalidArgument, match="list of strings, not a string"):
+        check_tags("ab")
 
 
 def test_check_value_keeps_bools_as_bools():
