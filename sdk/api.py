@@ -23,7 +23,6 @@ from runhistory.client import (
     written_position,
 )
 from runhistory.domain.errors import InvalidArgument, OutOfRange
-from runhistory.domain.identity import RunPath
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import (
     chunk_rows,
@@ -201,6 +200,10 @@ class Api:
     def run(self, path: str) -> ApiRun:
         """A run by `entity/project/run_id` (also `entity/project/runs/run_id`; a bare
         `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT)."""
+        # Imported here: uuid and secrets, which identity needs, are a few ms of every
+        # `import runhistory` otherwise.
+        from runhistory.domain.identity import RunPath
+
         run = RunPath.parse_reference(path, default_entity(), default_project())
         info = self._call("GetRun", pb.RunRequest(path=str(run), min_position=self._min_position()))
         return ApiRun(self, info)

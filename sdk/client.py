@@ -22,7 +22,6 @@ import grpc
 from runhistory.domain import errors
 from runhistory.domain.errors import RunHistoryError
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
-from runhistory.protos.status import refusal_reason
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -253,6 +252,10 @@ def error_from_rpc(error: grpc.RpcError) -> RunHistoryError:
     code = error.code() if hasattr(error, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     message = (error.details() if hasattr(error, "details") else None) or str(error)
+    # Imported at the first error: grpc_status and google.rpc are a few ms of every
+    # `import runhistory` otherwise.
+    from runhistory.protos.status import refusal_reason
+
     reason = refusal_reason(error)
     cls = _BY_REASON.get(reason) if reason else None
     if cls is None or cls.code != name:
