@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def in_process() -> bool:
     return not os.environ.get(SERVER_PYTHON) and server_problem() is None
 
 
-class SdkServer:
+class SdkServer(ABC):
     """A running server the SDK can reach at `address` with `api_key` (an admin key of
     `entity`)."""
 
@@ -56,12 +57,12 @@ class SdkServer:
     api_key: str
     entity: str
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None: ...
 
+    @abstractmethod
     def restart(self) -> None:
         """Start again on the same address and database (after `stop`)."""
-        raise NotImplementedError
 
 
 class ServerProcess(SdkServer):
