@@ -97,6 +97,26 @@ def test_without_the_server_require_server_says_what_to_install_in_one_line() ->
         assert f"pip install '{SERVER_EXTRA}'" in message and "eventsourcing" in message
 
 
+@client_only
+@pytest.mark.parametrize(
+    "args", [["serve"], ["keys", "list"], ["project"], ["demo"], ["rebuild", "--db", "x.db"]]
+)
+def test_on_a_client_install_server_commands_say_in_one_line_what_to_install(
+    args: list[str], tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "runhistory"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"runhistory: FAILED_PRECONDITION: `runhistory {args[0]}")
+    assert len(done.stderr.splitlines()) == 1 and SERVER_EXTRA in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())  # no database made
+
+
 @server_installed
 def test_with_the_server_require_server_passes() -> None:
     assert server_problem() is None

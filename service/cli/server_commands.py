@@ -3,13 +3,12 @@
 They import the server (the service layer, SQLAlchemy, eventsourcing, pydantic) when they
 run, never at import time: a client-only install (`pip install runhistory`, without the
 `[server]` extra) runs the client commands, and a server command there says in one line
-what to install.
+what it lacks (`runhistory.extras.require_server`, first thing in each).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -20,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runhistory.domain.errors import FailedPrecondition, InvalidArgument, NotFound, RunHistoryError
+from runhistory.domain.errors import InvalidArgument, NotFound, RunHistoryError
+from runhistory.extras import require_server
 from runhistory.service.addresses import DEFAULT_ADDRESS
 from runhistory.service.cli.demo import rewind_and_fork
 from runhistory.service.cli.read_commands import reader
@@ -33,28 +33,9 @@ from runhistory.service.cli.render import (
     print_table,
 )
 
-# What the `[server]` extra installs, as imported by the server side.
-SERVER_MODULES = ("pydantic", "sqlalchemy", "eventsourcing")
-
 
 class Unavailable(RunHistoryError):
     code = "UNAVAILABLE"
-
-
-class ServerNotInstalled(FailedPrecondition):
-    """A server command on an install without the server side."""
-
-
-def require_server(command: str) -> None:
-    """Refuse a server command in one line when the server side is not installed."""
-    for name in SERVER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ServerNotInstalled(
-                f"`{PROG} {command}` runs the server, which this install does not have (no "
-                f"module {name!r}): pip install 'runhistory[server]'"
-            ) from None
 
 
 @contextmanager
