@@ -100,7 +100,7 @@ class Run(Aggregate):
 
     # ---- the events -----------------------------------------------------------------
     # What the event store holds of each: its TOPIC and its fields, by name. Events already
-    # stored must keep decoding, so neither changes (tests/test_stored_events.py). Each
+    # stored must keep decoding, so neither changes (tests/integration/test_stored_events.py). Each
     # `@event` method below applies its event: it only assigns, as it runs on every replay.
 
     class Event(Aggregate.Event):

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from sqlalchemy.exc import OperationalError
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 
-BACKENDS = ["memory", "sqlite-file", "postgres"]
+# The one backend matrix. SHARED: the stores that outlive a process, so that several
+# processes, or a process after a restart, can share them.
+BACKENDS = ("memory", "sqlite-file", "postgres")
+SHARED = ("sqlite-file", "postgres")
 POSTGRES = os.environ.get(
     "RUNHISTORY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -78,9 +82,19 @@ def database(backend: str, tmp_path: Path) -> Iterator[str]:
         yield from postgres_schema_url()
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes `backend` runs on the one matrix, BACKENDS, or on the subset its
+    `backends` marker names (on the test or, as `pytestmark`, on its module)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition._fixtureinfo.name2fixturedefs.get("backend"):
+        return  # a fixture of its own (tests/e2e/sdk_server.py, which runs without conftest)
+    marker = metafunc.definition.get_closest_marker("backends")
+    chosen = marker.args if marker is not None else BACKENDS
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backends {sorted(unknown)}: choose from {BACKENDS}")
+    metafunc.parametrize("backend", chosen)
 
 
 @pytest.fixture
@@ -100,10 +114,21 @@ def exact(value: Any) -> Any:
     return (type(value).__name__, repr(value))
 
 
-def make_service(backend: str, tmp_path: Path, **settings: object) -> RunService:
-    """A service on the in-memory store or a SQLite file in `tmp_path`."""
-    db = "memory" if backend == "memory" else str(tmp_path / "runhistory.db")
-    return RunService(Settings(db=db, **settings))
+@contextmanager
+def service_on(backend: str, folder: Path, **settings: object) -> Iterator[RunService]:
+    """A service on a fresh, empty store of the backend (files go in `folder`); closed, and
+    its PostgreSQL schema dropped, afterwards."""
+    schemas = postgres_schema_url() if backend == "postgres" else None
+    if schemas is not None:
+        db = next(schemas)
+    else:
+        db = "memory" if backend == "memory" else str(folder / "runhistory.db")
+    try:
+        with RunService(Settings(db=db, **settings)) as svc:
+            yield svc
+    finally:
+        if schemas is not None:
+            schemas.close()  # drops the schema
 
 
 # ---- TLS: a certificate authority made by the test --------------------------------------

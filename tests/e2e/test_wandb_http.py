@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import SHARED
+from test_web_auth import Reply, request
 
 import runhistory
 from runhistory.service import bootstrap
 from runhistory.service.auth import KeyStore, Role
 from runhistory.service.settings import Settings
 from runhistory.service.web.server import RunningWeb
-from tests.test_web_auth import Reply, request
 
 # The operations as the SDK declares them (only declared variables reach an operation).
 UPSERT = (
@@ -40,9 +41,8 @@ CREATE_RUN_FILES = (
 T0 = 1.7e9
 
 
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+# Servers in other processes, or restarted, share the store.
+pytestmark = pytest.mark.backends(*SHARED)
 
 
 @dataclass

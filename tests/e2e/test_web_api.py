@@ -274,7 +274,7 @@ def test_as_of_an_event(web: RunningWeb, scenario: Scenario) -> None:
         ("?sparkline=loss&points=0", 400, "invalid points 0"),
     ],
 )
-@pytest.mark.parametrize("backend", ["sqlite-file"])  # the mapping does not depend on it
+@pytest.mark.backends("sqlite-file")  # the mapping does not depend on it
 def test_refusals(web: RunningWeb, scenario: Scenario, tail: str, status: int, says: str) -> None:
     reply = api(web, tail)
     assert reply.status == status, reply.body
@@ -288,7 +288,7 @@ def test_refusals(web: RunningWeb, scenario: Scenario, tail: str, status: int, s
 # ---- once: pages, static files, methods, JSON edge cases, the auth seam ---------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite-file"])
+@pytest.mark.backends("sqlite-file")
 def test_pages_and_static_files(web: RunningWeb, scenario: Scenario) -> None:
     for path, kind in [
         ("/", "home"),
@@ -320,7 +320,7 @@ def test_pages_and_static_files(web: RunningWeb, scenario: Scenario) -> None:
     assert head.status == 200 and head.body == b""
 
 
-@pytest.mark.parametrize("backend", ["memory"])
+@pytest.mark.backends("memory")
 def test_non_finite_values_are_strict_json(web: RunningWeb, service: RunService) -> None:
     session = service.init(E, P, "odd", config={"bad": float("nan")}, started_at=T0)
     log(service, session, [{"x": float("inf")}, {"x": float("-inf")}, {"x": 1.0}])

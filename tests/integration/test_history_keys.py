@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from conftest import exact
+from conftest import SHARED, exact
 from sqlalchemy import select
 
 import runhistory
@@ -252,7 +252,7 @@ def server(database: str) -> Iterator[Running]:
     running.stop()
 
 
-@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"], indirect=True)
+@pytest.mark.backends(*SHARED)
 def test_sdk_reads_the_same_values(server: Running, database: str) -> None:
     run = runhistory.init(entity="ent", project="proj", id="sdk", address=server.address)
     for row in ROWS * 30:

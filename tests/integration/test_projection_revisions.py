@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import pytest
-from conftest import exact
+from conftest import SHARED, exact
 from sqlalchemy import select
 
 from runhistory.domain.identity import RunPath
@@ -133,7 +133,7 @@ def tracking_keys(service: RunService) -> set[str]:
         return set(conn.execute(select(tracking.c.projection)).scalars())
 
 
-@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
+@pytest.mark.backends(*SHARED)
 @pytest.mark.parametrize("projection", ALL_PROJECTIONS, ids=[p.name for p in ALL_PROJECTIONS])
 def test_a_raised_revision_replays_to_what_a_rebuild_makes(
     projection: type[Projection], database: str, monkeypatch: pytest.MonkeyPatch

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import SHARED
 from rpc_requests import calls_json, requests_for
 
 import runhistory
@@ -31,9 +32,8 @@ HIDDEN_RUN = "alice/p/no-such-run"
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+# Servers in other processes, or restarted, share the store.
+pytestmark = pytest.mark.backends(*SHARED)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from conftest import SHARED
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
@@ -25,10 +26,8 @@ from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
 
-
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+# Servers in other processes, or restarted, share the store.
+pytestmark = pytest.mark.backends(*SHARED)
 
 
 def free_port() -> int:
@@ -94,8 +93,6 @@ def own_rows_by_version(service: RunService, path) -> list[dict]:
 
 
 def test_two_servers_and_a_worker(database: str, processes) -> None:
-    if database == "memory":
-        pytest.skip("processes cannot share an in-memory store")
     ports = [free_port(), free_port()]
     processes += [serve(database, port, "--no-projections") for port in ports]
     processes.append(cli("project", "--db", database, "--interval", "0.02"))
@@ -183,8 +180,6 @@ def test_two_servers_and_a_worker(database: str, processes) -> None:
 
 
 def test_sigkill_of_a_server_loses_no_acknowledged_row(database: str, processes) -> None:
-    if database == "memory":
-        pytest.skip("a killed process takes an in-memory store with it")
     port = free_port()
     processes.append(serve(database, port))
     os.environ["RUNHISTORY_RETRY_SECONDS"] = "60"
@@ -203,8 +198,6 @@ def test_sigkill_of_a_server_loses_no_acknowledged_row(database: str, processes)
 
 
 def test_sigkill_of_a_worker_resumes_equal_to_a_rebuild(database: str, processes) -> None:
-    if database == "memory":
-        pytest.skip("a worker process cannot share an in-memory store")
     with RunService(Settings(db=database), projections=False) as service:
         for r in range(4):
             session = service.init("e", "w", f"r{r}")
@@ -234,8 +227,6 @@ def test_sigkill_of_a_worker_resumes_equal_to_a_rebuild(database: str, processes
 
 
 def test_a_rewind_on_one_server_fences_a_writer_on_another(database: str, processes) -> None:
-    if database == "memory":
-        pytest.skip("processes cannot share an in-memory store")
     ports = [free_port(), free_port()]
     processes += [serve(database, port) for port in ports]  # both apply projections
     a, b = (pb_grpc.RunHistoryStub(grpc.insecure_channel(f"127.0.0.1:{p}")) for p in ports)

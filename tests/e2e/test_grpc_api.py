@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import exact
+from conftest import SHARED, exact
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -25,9 +25,8 @@ from runhistory.service.settings import Settings
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+# Servers in other processes, or restarted, share the store.
+pytestmark = pytest.mark.backends(*SHARED)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from conftest import make_service
+from conftest import service_on
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +51,7 @@ BULK_ROWS = (510, 530)
 BURST_REQUESTS = (100, 104)
 MEMORY_EXAMPLES = int(os.environ.get("RUNHISTORY_PROPERTY_EXAMPLES", "100"))
 SQLITE_FILE_EXAMPLES = max(1, MEMORY_EXAMPLES // 5)
+POSTGRES_EXAMPLES = max(1, MEMORY_EXAMPLES // 5)
 
 
 # ============================================================================================
@@ -982,33 +983,29 @@ def commands(draw: st.DrawFn, ref: Reference) -> Command | Stop:
 
 
 def run_scenario(backend: str, data: st.DataObject) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        service = make_service(backend, Path(tmp))
-        try:
-            ref = Reference()
-            as_of_after = data.draw(
-                st.integers(1, MAX_COMMANDS), label="as-of check after command (or the last)"
-            )
-            as_of: tuple[int, Reference] | None = None
-            for i in range(1, MAX_COMMANDS + 1):
-                command = data.draw(commands(ref), label=f"command {i}")
-                if isinstance(command, Stop):
-                    break
-                execute(command, service, ref)
-                touched = getattr(command, "run_id", None)
-                if touched in ref.runs:  # fail at the first command that diverges
-                    check_history_and_summary(service, ref.runs[touched], f"after command {i}")
-                if i == as_of_after:
-                    as_of = (service.store.last_position(), copy.deepcopy(ref))
-            check_all(service, ref, "after the commands")
-            position, then = as_of or (service.store.last_position(), ref)
-            check_as_of(service, then, position, f"as of position {position}")
-            live = service.checksums()
-            service.rebuild()
-            assert_same("checksums of the read models after a rebuild", service.checksums(), live)
-            check_all(service, ref, "after a rebuild")
-        finally:
-            service.close()
+    with tempfile.TemporaryDirectory() as tmp, service_on(backend, Path(tmp)) as service:
+        ref = Reference()
+        as_of_after = data.draw(
+            st.integers(1, MAX_COMMANDS), label="as-of check after command (or the last)"
+        )
+        as_of: tuple[int, Reference] | None = None
+        for i in range(1, MAX_COMMANDS + 1):
+            command = data.draw(commands(ref), label=f"command {i}")
+            if isinstance(command, Stop):
+                break
+            execute(command, service, ref)
+            touched = getattr(command, "run_id", None)
+            if touched in ref.runs:  # fail at the first command that diverges
+                check_history_and_summary(service, ref.runs[touched], f"after command {i}")
+            if i == as_of_after:
+                as_of = (service.store.last_position(), copy.deepcopy(ref))
+        check_all(service, ref, "after the commands")
+        position, then = as_of or (service.store.last_position(), ref)
+        check_as_of(service, then, position, f"as of position {position}")
+        live = service.checksums()
+        service.rebuild()
+        assert_same("checksums of the read models after a rebuild", service.checksums(), live)
+        check_all(service, ref, "after a rebuild")
 
 
 COMMON = settings(
@@ -1031,16 +1028,22 @@ def test_service_matches_the_contract_model_sqlite_file(data: st.DataObject) -> 
     run_scenario("sqlite-file", data)
 
 
+@pytest.mark.slow
+@settings(COMMON, max_examples=POSTGRES_EXAMPLES)
+@given(data=st.data())
+def test_service_matches_the_contract_model_postgres(data: st.DataObject) -> None:
+    run_scenario("postgres", data)
+
+
 # ============================================================================================
 # Own rows after rewinds (a bug this property found), pinned as an example
 # ============================================================================================
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite-file"])
 def test_own_rows_of_a_rewound_run_include_its_rows_before_the_rewind(
     backend: str, tmp_path: Path
 ) -> None:
-    with make_service(backend, tmp_path) as service:
+    with service_on(backend, tmp_path) as service:
         root = service.init(ENTITY, PROJECT, "root")
         calls = [LogCall({"x": i}, 1_700_000_000.0 + i) for i in range(4)]
         service.log(root.path, calls, writer=root.writer)  # steps 0..3

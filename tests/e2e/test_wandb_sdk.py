@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED
+from test_wandb_http import Server, serving
 
 import runhistory
 from runhistory.domain.errors import NotFound
-from tests.test_wandb_http import Server, backend, serving  # noqa: F401 (a fixture)
 
 ENTITY = "team"
 SCRIPT_SECONDS = 180  # a script that hangs fails its test after this long
@@ -46,6 +47,9 @@ def quiet(**more):
 def result(value):
     print("RESULT " + json.dumps(value), flush=True)
 """
+
+
+pytestmark = pytest.mark.backends(*SHARED)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from runhistory.service.web.server import RunningWeb
 
 CHROMIUM = Path(os.environ.get("RUNHISTORY_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RUNHISTORY_CHROMEDRIVER", "/usr/bin/chromedriver"))
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 WAIT = 20.0
 
 
