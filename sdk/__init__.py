@@ -27,7 +27,7 @@ from runhistory.domain.errors import (
     Superseded,
     Unauthenticated,
 )
-from runhistory.run import Config, Run, Summary, init
+from runhistory.writer import Config, Run, Summary, init
 
 __all__ = [
     "Aborted",

@@ -206,7 +206,7 @@ def test_many_log_calls_arrive_once_in_few_batches(api: runhistory.Api) -> None:
 def test_log_waits_for_room_when_the_queue_is_full(
     api: runhistory.Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runhistory.run, "MAX_QUEUED", 8)
+    monkeypatch.setattr(runhistory.sender.Sender, "max_queued", 8)
     run = runhistory.init(project="bulk")
     for i in range(500):
         run.log({"i": i})

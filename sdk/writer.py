@@ -1,13 +1,7 @@
-"""The writer side of the SDK: `init()`, `Run` and its ordered background sender.
+"""The writer side of the SDK: `init()`, `Run`, its `Config` and `Summary`.
 
 `Run.log()` only checks and flattens the data, stamps the wall clock and appends to an
-in-memory queue. A background thread drains the queue in order: consecutive log calls become
-one `LogBatch` (up to MAX_BATCH_CALLS calls or MAX_BATCH_BYTES), every other write (config,
-summary, metric definitions, artifacts, finish) is one request, and each request carries the
-session's writer token and the next sequence number. A transient failure resends the same
-request with the same sequence number, which the server applies at most once. A refused
-request stops the sender: the error is logged once and raised by the next `log()` and by
-`finish()`.
+in-memory queue that `runhistory.sender` drains in order in the background.
 """
 
 from __future__ import annotations
@@ -19,30 +13,21 @@ import os
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
-
-import grpc
 
 from runhistory.client import (
     CONNECTING,
     Connection,
-    ConnectionFailed,
     Credentials,
     call,
     default_entity,
     default_project,
-    error_from_rpc,
-    is_transient,
     note_position,
     written_position,
 )
 from runhistory.domain.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
     InvalidArgument,
-    ResourceExhausted,
     RunHistoryError,
     RunNotRunning,
 )
@@ -53,25 +38,12 @@ from runhistory.domain.rules import (
     check_tags,
     parse_summary_choice,
 )
-from runhistory.domain.values import DEFAULT_LIMITS, check_config, check_row_size, flatten, row_size
+from runhistory.domain.values import DEFAULT_LIMITS, check_config, check_row_size, flatten
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.protos.codec import calls_to_json, dumps, loads, to_values
-
-# A queued log() call: flattened data, timestamp, step, commit.
-_Call = tuple[dict[str, Any], float, int | None, bool | None]
+from runhistory.protos.codec import dumps, loads, to_values
+from runhistory.sender import WRITE_TIMEOUT, Sender, Write, fresh_error
 
 log = logging.getLogger("runhistory")
-
-MAX_BATCH_CALLS = 1000
-# Requests stay under the server's default limit of rows per request (16 MiB). The estimate
-# per call (its encoded size plus 8 bytes per value) is above both the encoded size and the
-# server's row-size measure.
-MAX_BATCH_BYTES = DEFAULT_LIMITS.max_request_bytes - 64 * 1024
-FLUSH_SECONDS = 0.05
-# Above this many queued writes, log() waits for the sender (only when the server cannot
-# keep up for a long time): memory stays bounded.
-MAX_QUEUED = 200_000
-WRITE_TIMEOUT = 60.0
 
 
 def init(
@@ -157,243 +129,6 @@ def _config_mapping(config: Any) -> Mapping[str, Any]:
     raise InvalidArgument(f"config must be a dict, got {type(config).__name__}")
 
 
-# ---- the queue's items --------------------------------------------------------------------
-# A log call is a plain tuple (flat values, timestamp, step, commit), the cheapest to build.
-
-
-class _Write:
-    """A request other than rows: sent alone, in queue order, with the next seq."""
-
-    __slots__ = ("final", "request", "rpc", "what")
-
-    def __init__(self, rpc: str, request: Any, what: str, final: bool = False) -> None:
-        self.rpc = rpc
-        self.request = request
-        self.what = what
-        self.final = final
-
-
-class _Flush:
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-_STOP = object()
-# After these, sending Finish is pointless: it would be refused or not arrive.
-_UNREACHABLE_OR_FENCED = (ConnectionFailed, DeadlineExceeded, FailedPrecondition)
-# Refusals of a batch that may concern only some of its rows.
-_SPLIT_ON = (ResourceExhausted, InvalidArgument)
-
-
-class _Sender:
-    """The background thread that sends the queue in order, one request at a time."""
-
-    def __init__(self, connection: Connection, path: str, writer: str) -> None:
-        self.connection = connection
-        self.stub = connection.stub
-        self.path = path
-        self.writer = writer
-        self.queue: deque[Any] = deque()
-        self.wake = threading.Event()
-        self.error: RunHistoryError | None = None
-        self.warnings: list[str] = []
-        self.seq = 0
-        self.batches = 0
-        self.unsent = 0  # log calls taken from the queue but never sent, after a refusal
-        self.in_flight: tuple[list[_Call], pb.LogBatch, grpc.Future] | None = None
-        self.thread = threading.Thread(
-            target=self._run, name=f"runhistory-sender-{path}", daemon=True
-        )
-        self.thread.start()
-
-    # ---- in the caller's thread --------------------------------------------------------
-
-    def put(self, item: Any) -> None:
-        self.queue.append(item)
-        self.wake.set()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        marker = _Flush()
-        self.put(marker)
-        return marker.done.wait(timeout)
-
-    def stop(self, timeout: float | None = None) -> None:
-        self.put(_STOP)
-        self.thread.join(timeout)
-
-    def wait_for_room(self) -> None:
-        self.wake.set()
-        while len(self.queue) > MAX_QUEUED // 2 and self.error is None and self.thread.is_alive():
-            time.sleep(0.001)
-
-    # ---- in the sender's thread --------------------------------------------------------
-    # One request is in flight at a time, so the server applies them in queue order; the
-    # next batch is built while the previous one is in flight.
-
-    def _run(self) -> None:
-        while True:
-            try:
-                if not self._next():
-                    return
-            except Exception as error:  # a bug: one line for the user, the trace at debug level
-                log.debug("runhistory sender of %s failed", self.path, exc_info=True)
-                self._fail(RunHistoryError(f"internal error in the SDK: {error!r}"))
-
-    def _next(self) -> bool:
-        """Handle the next item of the queue (or wait for one); False at the end."""
-        queue = self.queue
-        if not queue:
-            if self.in_flight is not None:
-                self._guarded(self._settle)
-            else:
-                self.wake.wait(FLUSH_SECONDS)
-                self.wake.clear()
-            return True
-        item = queue[0]
-        if type(item) is tuple:
-            if self.error is None:
-                self._guarded(self._send_rows)
-            else:
-                queue.popleft()  # refused or unreachable: nothing more is sent
-            return True
-        queue.popleft()
-        self._guarded(self._settle)
-        if item is _STOP:
-            return False
-        if type(item) is _Flush:
-            item.done.set()
-        elif self.error is None:
-            self._guarded(lambda: self._send_write(item))
-        elif item.final and not isinstance(self.error, _UNREACHABLE_OR_FENCED):
-            self._finish_after_refusal(item)
-        return True
-
-    def _guarded(self, send: Callable[[], None]) -> None:
-        try:
-            send()
-        except RunHistoryError as error:
-            self._fail(error)
-
-    def _fail(self, error: RunHistoryError) -> None:
-        self.in_flight = None
-        self.error = error
-        dropped = self.unsent + sum(1 for item in self.queue if type(item) is tuple)
-        log.error(
-            "runhistory: writes to %s stopped: %s: %s%s",
-            self.path,
-            error.code,
-            error.message,
-            f" ({dropped} queued log calls were not sent)" if dropped else "",
-        )
-
-    def _send_rows(self) -> None:
-        queue = self.queue
-        calls: list[_Call] = []
-        size = 0
-        while queue and len(calls) < MAX_BATCH_CALLS:
-            item = queue[0]
-            if type(item) is not tuple:
-                break
-            # Above the JSON text's length: 24 characters per number, quotes and separators.
-            estimate = row_size(item[0]) + 32 * len(item[0]) + 48
-            if calls and size + estimate > MAX_BATCH_BYTES:
-                break
-            queue.popleft()
-            calls.append(item)
-            size += estimate
-        batch = self._batch(calls)
-        try:
-            self._settle()
-        except RunHistoryError:
-            self.unsent = len(calls)
-            raise
-        batch.seq = self.seq + 1
-        self.in_flight = (calls, batch, self.stub.Log.future(batch, timeout=WRITE_TIMEOUT))
-
-    def _batch(self, calls: list[_Call]) -> pb.LogBatch:
-        # JSON, not typed LogCalls: a fifth of the encoding cost here and on the server.
-        return pb.LogBatch(path=self.path, writer=self.writer, calls_json=calls_to_json(calls))
-
-    def _settle(self) -> None:
-        """Wait for the batch in flight to be acknowledged; resend it on a transient
-        failure (same seq: the server applies it at most once)."""
-        if self.in_flight is None:
-            return
-        calls, _batch, future = self.in_flight
-        self.in_flight = None
-        try:
-            ack = future.result()
-        except grpc.RpcError as error:
-            if is_transient(error):
-                self._send_calls(calls)
-                return
-            refused = error_from_rpc(error)
-            if len(calls) > 1 and isinstance(refused, _SPLIT_ON):
-                self._send_halves(calls)
-                return
-            raise refused from None
-        self._acknowledged(ack)
-
-    def _send_calls(self, calls: list[_Call]) -> None:
-        """Send rows and wait for the acknowledgement, with retries."""
-        batch = self._batch(calls)
-        batch.seq = self.seq + 1
-        try:
-            ack = self._call("Log", batch)
-        except _SPLIT_ON:
-            # A refused request changed nothing. Its halves go with the same and the next
-            # seq: a request over the server's size limit gets through in parts, and a row
-            # the server refuses is isolated, so the rows logged before it are recorded.
-            if len(calls) == 1:
-                raise
-            self._send_halves(calls)
-            return
-        self._acknowledged(ack)
-
-    def _send_halves(self, calls: list[_Call]) -> None:
-        half = len(calls) // 2
-        self._send_calls(calls[:half])
-        self._send_calls(calls[half:])
-
-    def _acknowledged(self, ack: pb.LogAck) -> None:
-        note_position(self.connection.address, ack.position)
-        self.seq += 1
-        self.batches += 1
-        for warning in ack.warnings:
-            log.warning("runhistory: %s", warning)
-            self.warnings.append(warning)
-
-    def _send_write(self, item: _Write) -> None:
-        item.request.seq = self.seq + 1
-        ack = self._call(item.rpc, item.request)
-        note_position(self.connection.address, ack.position)
-        self.seq += 1
-
-    def _call(self, rpc: str, request: Any) -> Any:
-        return call(
-            getattr(self.stub, rpc), request, timeout=WRITE_TIMEOUT, address=self.connection.address
-        )
-
-    def _finish_after_refusal(self, item: _Write) -> None:
-        # Rows were refused and the rest dropped: end the run as crashed rather than leave
-        # it running. The refusal, not this, is what finish() raises.
-        item.request.exit_code = item.request.exit_code or 1
-        try:
-            self._send_write(item)
-        except Exception as error:
-            log.debug("runhistory: finishing %s after a refusal failed: %r", self.path, error)
-
-
-def _fresh(error: RunHistoryError) -> RunHistoryError:
-    """A new instance to raise, so repeated raises do not grow one traceback."""
-    fresh = type(error)(error.message)
-    fresh.code = error.code
-    fresh.reason = error.reason
-    return fresh
-
-
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -421,7 +156,7 @@ class Run:
         self._writer = session.writer
         self._closed = False
         self._finish_lock = threading.Lock()
-        self._sender = _Sender(connection, self.path, session.writer)
+        self._sender = Sender(connection, self.path, session.writer)
         self._queue = self._sender.queue
         self.config = Config(self, loads(session.config_json) if session.config_json else {})
         self.summary = Summary(self)
@@ -477,7 +212,7 @@ class Run:
             self.step = step + 1 if commit else step
         queue = self._queue
         queue.append((flat, timestamp, step, commit))
-        if len(queue) > MAX_QUEUED:
+        if len(queue) > self._sender.max_queued:
             self._sender.wait_for_room()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -486,7 +221,7 @@ class Run:
         if not self._closed:
             self._sender.flush(timeout)
         if self._sender.error is not None:
-            raise _fresh(self._sender.error)
+            raise fresh_error(self._sender.error)
 
     # ---- other writes, in the same order as the rows -------------------------------------
 
@@ -495,7 +230,7 @@ class Run:
             self._refuse(what)
         request.path = self.path
         request.writer = self._writer
-        self._sender.put(_Write(rpc, request, what))
+        self._sender.put(Write(rpc, request, what))
 
     def define_metric(self, key: str, summary: str | None = None, *, hidden: bool = False) -> None:
         """Choose the summary of `key`: a comma-separated subset of min,max,mean,first,last,
@@ -546,10 +281,10 @@ class Run:
                 return
             self._closed = True
             request = pb.FinishRequest(path=self.path, writer=self._writer, exit_code=exit_code)
-            self._sender.put(_Write("Finish", request, "finish", final=True))
+            self._sender.put(Write("Finish", request, "finish", final=True))
         self._wait_for_sender()
         if self._sender.error is not None:
-            raise _fresh(self._sender.error)
+            raise fresh_error(self._sender.error)
 
     def _wait_for_sender(self, timeout: float | None = None) -> None:
         """Wait until everything queued is sent; then release the channel. If interrupted,
@@ -575,7 +310,7 @@ class Run:
 
     def _refuse(self, what: str) -> None:
         if self._sender.error is not None:
-            raise _fresh(self._sender.error)
+            raise fresh_error(self._sender.error)
         raise RunNotRunning(
             f"cannot {what}: this session of {self.path} is finished; start a new one with "
             f"init(id={self.id!r}, resume='must') or init(resume_from=...)"
