@@ -10,6 +10,11 @@ reason. A class that names no reason of its own has its code as its reason.
 from __future__ import annotations
 
 
+def a_or_an(noun: str) -> str:
+    """The noun with its indefinite article, for messages: "an entity", "a project"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 class RunHistoryError(Exception):
     """Base class: a request that was refused. It changed nothing."""
 

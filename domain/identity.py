@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.errors import InvalidArgument, a_or_an
 
 NAME_RULE = "1-64 characters of letters, digits, '-', '_' and '.'"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -21,8 +21,10 @@ _RUN_NAMESPACE = uuid5(NAMESPACE_URL, "runhistory:run")
 
 
 def check_name(kind: str, value: str) -> str:
+    if value == "":
+        raise InvalidArgument(f"the {kind} is empty: {a_or_an(kind)} is {NAME_RULE}")
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise InvalidArgument(f"invalid {kind} {value!r}: a {kind} is {NAME_RULE}")
+        raise InvalidArgument(f"invalid {kind} {value!r}: {a_or_an(kind)} is {NAME_RULE}")
     return value
 
 

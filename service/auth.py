@@ -35,6 +35,7 @@ from runhistory.domain.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    a_or_an,
 )
 from runhistory.domain.identity import check_name
 from runhistory.projections.database import Database
@@ -106,14 +107,14 @@ class Principal:
                 f"this key belongs to entity {self.entity!r}; it may not {action} runs of "
                 f"entity {entity!r}"
             )
-        self.require_role(role, action)
+        self.require_role(role, f"{action} runs of entity {entity!r}")
 
     def require_role(self, role: Role, action: str) -> None:
         if self.role < role:
             allowed = " or ".join(r.label for r in Role if r >= role)
-            article = "an" if allowed[0] in "aeiou" else "a"
             raise PermissionDenied(
-                f"a {self.role.label} key may not {action}; that needs {article} {allowed} key"
+                f"{a_or_an(self.role.label)} key may not {action}; that needs "
+                f"{a_or_an(allowed)} key"
             )
 
 

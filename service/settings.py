@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from runhistory.domain.values import Limits
+from runhistory.service.limits import SIZE_LIMITS, variable
 
 DEFAULT_DB = "runhistory.db"
 
@@ -36,6 +38,20 @@ class Settings(BaseModel):
     tls_key: Path | None = None
     # Set to require client certificates signed by this CA.
     tls_client_ca: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_from_environment(cls, data: Any) -> Any:
+        """A size limit not given is taken from its RUNHISTORY_MAX_... variable, if set;
+        validated as if given (`serve --max-row-bytes` passes it in)."""
+        if not isinstance(data, dict):
+            return data
+        found = {
+            name: os.environ[variable(name)].strip()
+            for name in SIZE_LIMITS
+            if name not in data and os.environ.get(variable(name), "").strip()
+        }
+        return {**data, **found} if found else data
 
     @field_validator("db")
     @classmethod

@@ -43,6 +43,7 @@ from runhistory.service.cli.server_commands import (
     cmd_rebuild,
     cmd_serve,
 )
+from runhistory.service.limits import SIZE_LIMITS, flag, variable
 
 # Adds a command: its name, help, parent parsers and handler; returns its parser.
 Command = Callable[[str, str, list, Callable], argparse.ArgumentParser]
@@ -110,6 +111,14 @@ def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
         action="store_false",
         help="serve without API keys (refused unless the address is a loopback one)",
     )
+    for name, counts in SIZE_LIMITS.items():
+        serve.add_argument(
+            flag(name),
+            dest=name,
+            type=_limit_arg,
+            metavar="N",
+            help=f"at most N {counts}; also set by ${variable(name)}",
+        )
     serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
     serve.add_argument("--tls-key", metavar="PEM", help="the TLS certificate's private key")
     serve.add_argument(
@@ -124,13 +133,17 @@ def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
         [common],
         cmd_keys,
     )
-    keys.add_argument(
-        "--db",
-        help="database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)",
-    )
+    db_help = "database: SQLAlchemy URL or SQLite file (default: $RUNHISTORY_DB or runhistory.db)"
+    keys.add_argument("--db", help=db_help)
+    # `keys create --db X` as well as `keys --db X create`: SUPPRESS keeps the one given
+    # before the action when none follows it.
+    action_db = argparse.ArgumentParser(add_help=False)
+    action_db.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_commands.add_parser(
-        "create", help="a new key for an entity; its last line of output is the key"
+        "create",
+        help="a new key for an entity; its last line of output is the key",
+        parents=[action_db],
     )
     create.add_argument("--entity", required=True, type=_entity_arg, help="the key's entity")
     create.add_argument(
@@ -141,10 +154,14 @@ def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
         "event log and rebuild (default: writer)",
     )
     create.add_argument("--label", default="", help="a note on who or what uses the key")
-    listing = key_commands.add_parser("list", help="the keys, revoked ones included")
+    listing = key_commands.add_parser(
+        "list", help="the keys, revoked ones included", parents=[action_db]
+    )
     listing.add_argument("--entity", type=_entity_arg, help="only this entity's keys")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    revoke = key_commands.add_parser("revoke", help="revoke a key: refused at once everywhere")
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke a key: refused at once everywhere", parents=[action_db]
+    )
     revoke.add_argument("key_id", metavar="KEY_ID", help="the key's ID, as `keys list` shows it")
 
     project = command(
@@ -315,6 +332,16 @@ def _count_arg(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer >= 0")
+    return value
+
+
+def _limit_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: an integer >= 1")
     return value
 
 

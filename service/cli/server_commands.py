@@ -32,6 +32,7 @@ from runhistory.service.cli.render import (
     print_json,
     print_table,
 )
+from runhistory.service.limits import SIZE_LIMITS, flag, variable
 
 
 class Unavailable(RunHistoryError):
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        **{name: getattr(args, name) for name in SIZE_LIMITS},
     )
     address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
     with _until_signalled() as stopping:
@@ -319,6 +321,11 @@ def _settings(db: str | None, **options: Any) -> Any:
         reason = problem["msg"].removeprefix("Value error, ")
         if problem["loc"] == ("db",):
             raise InvalidArgument(f"invalid database {db!r}: {reason}") from None
+        if problem["loc"] and problem["loc"][0] in SIZE_LIMITS:
+            name = str(problem["loc"][0])
+            raise InvalidArgument(
+                f"invalid {name} {problem['input']!r} ({flag(name)} or {variable(name)}): {reason}"
+            ) from None
         raise InvalidArgument(reason) from None
 
 

@@ -69,10 +69,21 @@ class ServerProcess(SdkServer):
     """`runhistory serve` in a process of its own, on a free port."""
 
     def __init__(
-        self, database: str, logs: Path, entity: str = ENTITY, python: str | None = None
+        self,
+        database: str,
+        logs: Path,
+        entity: str = ENTITY,
+        python: str | None = None,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.database = database
         self.entity = entity
+        # Size limits as `serve` flags: max_row_bytes=100 is --max-row-bytes 100.
+        self.limit_flags = [
+            part
+            for name, value in (limits or {}).items()
+            for part in ("--" + name.replace("_", "-"), str(value))
+        ]
         self.python = python or server_python()
         self.logs = logs  # the server's stdout and stderr
         self.process: subprocess.Popen[bytes] | None = None
@@ -98,7 +109,9 @@ class ServerProcess(SdkServer):
         out, err = self.logs / "stdout", self.logs / "stderr"
         with out.open("wb") as stdout, err.open("ab") as stderr:
             self.process = subprocess.Popen(
-                self._command("serve", "--db", self.database, "--address", address),
+                self._command(
+                    "serve", "--db", self.database, "--address", address, *self.limit_flags
+                ),
                 stdout=stdout,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
@@ -165,16 +178,17 @@ class InProcessServer(SdkServer):
 
 def start_test_server(database: str, logs: Path, **settings: Any) -> SdkServer:
     """A server on `database` with the given settings, in this process when it can be.
-    `runhistory serve` takes no size limits, so a test that sets them skips when the server
-    runs in another process."""
+    In another process, `runhistory serve` takes the size limits (`max_...`) as flags; a
+    test that sets other settings skips there."""
     if in_process():
         return InProcessServer(database, **settings)
-    if settings:
+    others = sorted(name for name in settings if not name.startswith("max_"))
+    if others:
         pytest.skip(
-            f"server settings {sorted(settings)} are set in this process only; the server "
+            f"server settings {others} are set in this process only; the server "
             f"runs in another ({server_python()})"
         )
-    return ServerProcess(database, logs)
+    return ServerProcess(database, logs, limits=settings)
 
 
 def use(server: SdkServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -802,3 +802,59 @@ def test_serve_refuses_a_bad_http_address(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"UNAVAILABLE: cannot serve the web UI on {address}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_keys_take_db_after_the_action_too(tmp_path: Path) -> None:
+    db = str(tmp_path / "keys.db")
+    made = ok("keys", "create", "--db", db, "--entity", "after", "--role", "reader")
+    key_id = made.strip().splitlines()[-1].split("_")[1]
+    ok("keys", "--db", db, "create", "--entity", "before")
+    listed = {k["key_id"]: k for k in json.loads(ok("keys", "list", "--db", db, "--json"))}
+    assert {k["entity"] for k in listed.values()} == {"after", "before"}
+    assert listed[key_id]["role"] == "reader"
+    ok("keys", "revoke", "--db", db, key_id)
+    listed = {k["key_id"]: k for k in json.loads(ok("keys", "list", "--json", "--db", db))}
+    assert listed[key_id]["revoked_at"] is not None
+
+
+def test_serve_takes_size_limits_from_flags_and_the_environment(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "runhistory.service.cli", "serve", "--no-auth"),
+            *("--address", "127.0.0.1:0", "--db", str(tmp_path / "limits.db")),
+            *("--max-keys-per-row", "3"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(RUNHISTORY_MAX_ROW_BYTES="200", RUNHISTORY_MAX_KEY_LENGTH="9999"),
+    )
+    try:
+        assert server.stdout is not None
+        found = re.search(r"serving on (127\.0\.0\.1:\d+)", server.stdout.readline())
+        assert found, server.stderr.read() if server.stderr else ""
+        common = {"entity": "e", "project": "limits", "address": found[1]}
+        run = runhistory.init(**common)
+        run.log({"a": 1, "b": 2, "c": 3, "d": 4})  # the flag: at most 3 keys
+        with pytest.raises(runhistory.ResourceExhausted, match="at most 3 keys"):
+            run.finish()
+        run = runhistory.init(**common)
+        run.log({"text": "x" * 300})  # the variable: at most 200 bytes
+        with pytest.raises(runhistory.ResourceExhausted, match="200"):
+            run.finish()
+        run = runhistory.init(**common)
+        run.log({"a": 1, "text": "fits"})
+        run.finish()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=TIMEOUT) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    # A bad value, from a flag or the environment, is one line naming both.
+    done = cli("serve", "--db", str(tmp_path / "x.db"), env=cli_env(RUNHISTORY_MAX_DEPTH="deep"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "invalid max_depth 'deep' (--max-depth or RUNHISTORY_MAX_DEPTH)" in done.stderr
+    done = cli("serve", "--max-row-bytes", "-5")
+    assert done.returncode == 2 and "invalid limit '-5': an integer >= 1" in done.stderr

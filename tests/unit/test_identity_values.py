@@ -465,3 +465,28 @@ def test_same_value_true(a, b):
 )
 def test_same_value_false(a, b):
     assert not same_value(a, b)
+
+
+def test_names_are_refused_with_the_right_article_and_an_empty_one_says_so() -> None:
+    with pytest.raises(InvalidArgument, match=r"invalid entity 'a b': an entity is 1-64"):
+        check_name("entity", "a b")
+    with pytest.raises(InvalidArgument, match=r"invalid project 'a/b': a project is 1-64"):
+        check_name("project", "a/b")
+    with pytest.raises(InvalidArgument, match=r"^the entity is empty: an entity is 1-64"):
+        check_name("entity", "")
+
+
+def test_a_role_refusal_names_what_the_key_may_not_touch() -> None:
+    from runhistory.domain.errors import PermissionDenied
+    from runhistory.service.auth import Principal, Role
+
+    reader = Principal(entity="vision", role=Role.READER, key_id="k")
+    with pytest.raises(PermissionDenied) as refused:
+        reader.require("vision", Role.WRITER, "write to")
+    assert refused.value.message == (
+        "a reader key may not write to runs of entity 'vision'; that needs a writer or admin key"
+    )
+    with pytest.raises(
+        PermissionDenied, match=r"^a writer key may not rebuild; that needs an admin key$"
+    ):
+        Principal(entity=None, role=Role.WRITER).require_role(Role.ADMIN, "rebuild")
