@@ -54,6 +54,24 @@ def check_step(step: object) -> int:
     return value
 
 
+def check_step_range(min_step: object, max_step: object) -> tuple[int | None, int | None]:
+    """The bounds of a history read, each optional: integers >= 0, `min_step <= max_step`.
+    The one rule for the SDK, gRPC, the command line and the web API."""
+    bounds = []
+    for name, bound in (("min_step", min_step), ("max_step", max_step)):
+        index = getattr(bound, "__index__", None)
+        value = None if bound is None or isinstance(bound, bool) or index is None else index()
+        if bound is not None and (value is None or value < 0):
+            raise InvalidArgument(
+                f"invalid {name} {bound!r}: a step bound is an integer >= 0, or none"
+            )
+        bounds.append(value)
+    low, high = bounds
+    if low is not None and high is not None and low > high:
+        raise InvalidArgument(f"min_step {low} is above max_step {high}: give min_step <= max_step")
+    return low, high
+
+
 def check_run_name(name: str | None) -> str | None:
     if name is not None and (not isinstance(name, str) or len(name) > 128):
         raise InvalidArgument("a run name is a string of at most 128 characters")

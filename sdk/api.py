@@ -23,6 +23,7 @@ from runhistory.client import (
     written_position,
 )
 from runhistory.domain.errors import InvalidArgument, OutOfRange
+from runhistory.domain.rules import check_step_range
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import (
     chunk_rows,
@@ -85,6 +86,7 @@ def _history_request(
     version: int | None,
     min_position: int = 0,
 ) -> pb.HistoryRequest:
+    min_step, max_step = check_step_range(min_step, max_step)
     return pb.HistoryRequest(
         path=path,
         keys=_keys(keys),

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -21,8 +22,15 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Connection
 
-from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from runhistory.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+)
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
+from runhistory.domain.rules import check_step_range
 from runhistory.domain.run import LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
@@ -500,6 +508,7 @@ class RunService:
     ) -> Iterator[Any]:
         """Visible rows in step order; a fork's inherited rows first unless `own_only`.
         Each a dict, or with `as_json` its JSON text."""
+        min_step, max_step = check_step_range(min_step, max_step)
         with self._reading(min_position) as conn:
             segment = self._segment(conn, path, version)
             yield from history.read_rows(
@@ -520,6 +529,7 @@ class RunService:
         min_position: int | None = None,
     ) -> Iterator[history.SeriesPage]:
         """The rows of `scan_history` key by key, in pages of packed series."""
+        min_step, max_step = check_step_range(min_step, max_step)
         with self._reading(min_position) as conn:
             segment = self._segment(conn, path, version)
             yield from history.read_series(conn, segment, keys, min_step, max_step, own_only)
@@ -632,7 +642,30 @@ class RunService:
         """The run as it stood at an event position or a time (seconds since the epoch)."""
         if (position is None) == (at is None):
             raise InvalidArgument("give exactly one of a position and a time for an as-of query")
+        self._check_as_of_point(path, position, at)
         return AsOf(replay_until(self.store, self._lineage_uuids(path), position, at), path)
+
+    def _check_as_of_point(self, path: RunPath, position: int | None, at: float | None) -> None:
+        """A point past the end of the log, or before the run was created, is OUT_OF_RANGE,
+        saying where the log ends or when the run began."""
+        record = self.run(path)  # NotFound for a run that does not exist now
+        if position is not None:
+            last = self.store.last_position()
+            if position > last:
+                raise OutOfRange(
+                    f"position {position} is past the end of the event log: the last "
+                    f"position is {last}"
+                )
+            if position < record.created_position:
+                raise OutOfRange(
+                    f"run {path} did not exist yet at position {position}: it was created "
+                    f"at position {record.created_position}"
+                )
+        if at is not None and at < record.created_at:
+            raise OutOfRange(
+                f"run {path} did not exist yet at {_utc(at)}: it was created at "
+                f"{_utc(record.created_at)} (position {record.created_position})"
+            )
 
     def _lineage_uuids(self, path: RunPath) -> set[UUID]:
         uuids = {path.aggregate_id}
@@ -662,6 +695,7 @@ class AsOf:
     path: RunPath
 
     def history(self, **options: Any) -> list[dict[str, Any]]:
+        check_step_range(options.get("min_step"), options.get("max_step"))
         with self.db.read() as conn:
             segment = RunService._segment(conn, self.path, options.pop("version", None))
             return list(history.read_rows(conn, segment, **options))
@@ -721,6 +755,11 @@ def _forked_from(link: Mapping[str, Any] | None) -> ForkedFrom | None:
     if link is None:
         return None
     return ForkedFrom(run=link["run"], step=link["step"], version=link["version"])
+
+
+def _utc(seconds: float) -> str:
+    """A time for messages: ISO-8601 in UTC, to the millisecond, as the times given are."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def _new_writer() -> str:

@@ -290,8 +290,10 @@ def _history_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keys", type=_keys_arg, metavar="K1,K2", help="only these keys: k1,k2,..."
     )
-    parser.add_argument("--min-step", type=_count_arg, metavar="N", help="from step N")
-    parser.add_argument("--max-step", type=_count_arg, metavar="N", help="up to step N")
+    # Any integer: the bounds are checked by the one rule every surface uses (an
+    # INVALID_ARGUMENT, as from the SDK, gRPC and the web API).
+    parser.add_argument("--min-step", type=_integer_arg, metavar="N", help="from step N")
+    parser.add_argument("--max-step", type=_integer_arg, metavar="N", help="up to step N")
     parser.add_argument(
         "--own-only", action="store_true", help="a fork's own rows, without the inherited ones"
     )
@@ -323,6 +325,13 @@ def _project_arg(text: str) -> str:
     except RunHistoryError as error:
         raise argparse.ArgumentTypeError(error.message) from None
     return text
+
+
+def _integer_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer") from None
 
 
 def _count_arg(text: str) -> int:

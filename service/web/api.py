@@ -21,6 +21,7 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.rules import check_step_range
 from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.projections.history import SeriesPage
@@ -186,12 +187,10 @@ class WebApi:
         keys = params.keys()
         version = params.integer("version", None, 1, None)
         max_points = params.integer("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
-        min_step = params.integer("min_step", None, 0, None)
-        max_step = params.integer("max_step", None, 0, None)
-        if min_step is not None and max_step is not None and min_step > max_step:
-            raise InvalidArgument(
-                f"min_step {min_step} is above max_step {max_step}: give min_step <= max_step"
-            )
+        min_step, max_step = check_step_range(
+            params.integer("min_step", None, None, None),
+            params.integer("max_step", None, None, None),
+        )
         path = self._path(principal, entity, project, run_id)
         record = self.service.run(path)
         cache_key = (
@@ -384,7 +383,7 @@ class Params:
         values = self.query.get(name)
         return values[0] if values and values[0] != "" else None
 
-    def integer(self, name: str, default: Any, low: int, high: int | None) -> Any:
+    def integer(self, name: str, default: Any, low: int | None, high: int | None) -> Any:
         text = self.text(name)
         return default if text is None else _parse_int(name, text, low, high)
 
@@ -416,13 +415,15 @@ class Params:
         return keys
 
 
-def _parse_int(name: str, text: str, low: int, high: int | None) -> int:
-    allowed = f"an integer >= {low}" + ("" if high is None else f" and <= {high}")
+def _parse_int(name: str, text: str, low: int | None, high: int | None) -> int:
+    """An integer within [low, high] (None: unbounded on that side)."""
+    allowed = "an integer" + ("" if low is None else f" >= {low}")
+    allowed += "" if high is None else f" and <= {high}"
     try:
         value = int(text)
     except ValueError:
         raise InvalidArgument(f"invalid {name} {text!r}: {allowed}") from None
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         raise InvalidArgument(f"invalid {name} {value}: {allowed}")
     return value
 

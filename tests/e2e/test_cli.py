@@ -476,7 +476,7 @@ def test_an_unreachable_server(tmp_path: Path) -> None:
         ["history"],
         ["history", "team/cli"],
         ["history", "team/cli/bad id"],
-        ["history", BASE, "--min-step", "-1"],
+        ["history", BASE, "--min-step", "x"],
         ["history", BASE, "--version", "0"],
         ["runs", "team"],
         ["as-of", BASE],

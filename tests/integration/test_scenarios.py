@@ -334,8 +334,8 @@ def test_events_and_as_of_queries(service: RunService) -> None:
     assert steps(at_time.history()) == [0, 1, 2, 3, 4]
     now = service.as_of(s.path, position=events[-1].position)
     assert steps(now.history()) == [0, 1] and now.config() == {"lr": 2}
-    with pytest.raises(NotFound):
-        service.as_of(s.path, position=0).history()
+    with pytest.raises(OutOfRange, match="did not exist yet at position 0: it was created at"):
+        service.as_of(s.path, position=0)
 
 
 def test_the_event_log_by_run_type_position_and_limit(
