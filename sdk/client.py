@@ -80,6 +80,26 @@ def default_project() -> str:
     return os.environ.get("RUNHISTORY_PROJECT") or "uncategorized"
 
 
+def init_target(entity: str | None, project: str | None) -> tuple[str, str]:
+    """The entity and project `init` sends. One left out (None) is $RUNHISTORY_ENTITY or
+    $RUNHISTORY_PROJECT; else the entity is sent empty, which the server reads as the API
+    key's entity (as W&B uses the account's default entity; "default" on a server without
+    keys), and the project is "uncategorized". An empty string is refused: it is a
+    mistake, not a wish for the default."""
+    for kind, given, default in (
+        ("entity", entity, "your API key's entity"),
+        ("project", project, "$RUNHISTORY_PROJECT or 'uncategorized'"),
+    ):
+        if given is not None and (not isinstance(given, str) or not given.strip()):
+            raise errors.InvalidArgument(
+                f"{kind} {given!r} is empty: give {errors.a_or_an(kind)} name, or leave "
+                f"{kind} out (None) for {default}"
+            )
+    if entity is None:
+        entity = os.environ.get("RUNHISTORY_ENTITY") or ""
+    return entity, project or default_project()
+
+
 def retry_seconds() -> float:
     text = os.environ.get("RUNHISTORY_RETRY_SECONDS")
     if not text:

@@ -21,8 +21,7 @@ from runhistory.client import (
     Connection,
     Credentials,
     call,
-    default_entity,
-    default_project,
+    init_target,
     note_position,
     written_position,
 )
@@ -70,8 +69,7 @@ def init(
     `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
     $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
     """
-    entity = entity or default_entity()
-    project = project or default_project()
+    entity, project = init_target(entity, project)
     checked = check_config(_config_mapping(config))
     if resume is True or resume == "auto":
         resume = "allow"

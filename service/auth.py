@@ -99,6 +99,11 @@ class Principal:
     role: Role
     key_id: str = ""
 
+    @property
+    def own_entity(self) -> str:
+        """The entity of a run named without one: the key's ("default" without keys)."""
+        return self.entity or KEYLESS_ENTITY
+
     def require(self, entity: str, role: Role, action: str) -> None:
         """Refuse unless this caller may do `action` on `entity`'s runs. Decided on the
         entity alone, before any lookup, so a refusal says nothing about what exists."""
@@ -119,6 +124,8 @@ class Principal:
 
 
 LOCAL_OPERATOR = Principal(entity=None, role=Role.ADMIN)
+# A run created without an entity goes to the key's; on a server without keys, here.
+KEYLESS_ENTITY = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,13 +87,15 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             raise InvalidArgument("a branch needs a point: '<run_id>?_step=<N>'")
         if branch.point and branch.mode == pb.Branch.MODE_UNSPECIFIED:
             raise InvalidArgument("a branch needs a mode: REWIND or FORK")
-        caller.require(check_name("entity", request.entity), *WRITE)
+        # No entity: the key's, as W&B takes the account's default entity.
+        entity = check_name("entity", request.entity or caller.own_entity)
+        caller.require(entity, *WRITE)
         if branch.point:
             # A fork reads its source; a rewind rewrites the run it names.
-            source = BranchPoint.parse(branch.point, request.entity, request.project or "_")
+            source = BranchPoint.parse(branch.point, entity, request.project or "_")
             caller.require(source.run.entity, *(READ if branch.mode == pb.Branch.FORK else WRITE))
         session = self.service.init(
-            request.entity,
+            entity,
             request.project,
             request.run_id or None,
             name=request.name or None,

@@ -18,9 +18,6 @@ from runhistory.service.auth import LOCAL_OPERATOR, Principal, Role
 from runhistory.service.wandb.protocol import DEFAULT_PROJECT
 from runhistory.service.web.access import Access, header
 
-# A server without keys (loopback only) logs to the entity runhistory's own SDK uses then.
-DEFAULT_ENTITY = "default"
-
 READ = (Role.READER, "read")
 WRITE = (Role.WRITER, "log, resume, rewind or fork")
 
@@ -32,7 +29,7 @@ class Caller:
     @property
     def entity(self) -> str:
         """The entity W&B's `entity: null` stands for."""
-        return self.principal.entity or DEFAULT_ENTITY
+        return self.principal.own_entity
 
     @property
     def key_id(self) -> str:

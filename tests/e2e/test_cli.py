@@ -858,3 +858,9 @@ def test_serve_takes_size_limits_from_flags_and_the_environment(tmp_path: Path) 
     assert "invalid max_depth 'deep' (--max-depth or RUNHISTORY_MAX_DEPTH)" in done.stderr
     done = cli("serve", "--max-row-bytes", "-5")
     assert done.returncode == 2 and "invalid limit '-5': an integer >= 1" in done.stderr
+
+
+def test_a_server_without_keys_puts_runs_without_an_entity_in_default(address: str) -> None:
+    run = runhistory.init(project="no-entity", address=address)
+    run.finish()
+    assert run.path.startswith("default/no-entity/")

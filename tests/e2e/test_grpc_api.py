@@ -428,7 +428,12 @@ def test_as_of_and_rebuild(stub) -> None:
         pb.AsOfRequest(path=s.path),
         match="position or a time",
     )
-    refused(grpc.StatusCode.NOT_FOUND, stub.AsOf, pb.AsOfRequest(path=s.path, time=0.0))
+    refused(
+        grpc.StatusCode.OUT_OF_RANGE,
+        stub.AsOf,
+        pb.AsOfRequest(path=s.path, time=0.0),
+        match="did not exist yet at 1970-01-01T00:00:00.000",
+    )
 
     progress = list(stub.Rebuild(pb.RebuildRequest()))
     final = progress[-1]
