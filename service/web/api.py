@@ -27,6 +27,7 @@ from runhistory.domain.listing import (
     MAX_PAGE_SIZE,
     RunFilter,
     check_order,
+    check_page_size,
 )
 from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
@@ -469,6 +470,16 @@ class Params:
             raise InvalidArgument(f"invalid {name} {text!r}: a finite number")
         return value
 
+    def per_page(self) -> int | None:
+        text = self.text("per_page")
+        try:
+            return None if text is None else int(text)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid page size {text!r}: 1 to {MAX_PAGE_SIZE} runs (default "
+                f"{DEFAULT_PAGE_SIZE})"
+            ) from None
+
     def listing(self) -> dict[str, Any]:
         """`RunService.runs_page`'s options from LISTING_PARAMS."""
 
@@ -476,7 +487,7 @@ class Params:
             return tuple(v.strip() for v in (self.text(name) or "").split(",") if v.strip())
 
         return {
-            "page_size": self.integer("per_page", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+            "page_size": check_page_size(self.per_page()),
             "cursor": self.text("cursor"),
             "order": check_order(self.text("order")),
             "run_filter": RunFilter(
