@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Connection, Row, exists, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, exists, func, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
@@ -157,6 +157,19 @@ def list_runs(
     Keyset paging: the query is a range scan of the (entity, project, position) index, so a
     page costs the same whatever the project's size and wherever the page starts (a filter
     reads on until it has `limit` matching runs)."""
+    query = page_query(entity, project, run_filter, order, after, limit)
+    return [_run_dict(row) for row in conn.execute(query)]
+
+
+def page_query(
+    entity: str,
+    project: str,
+    run_filter: RunFilter | None,
+    order: str,
+    after: int | None,
+    limit: int | None,
+) -> Select[Any]:
+    """`list_runs`' query."""
     column_name, descending = ORDERS[order]
     column = runs.c[column_name]
     query = select(runs).where(
@@ -167,7 +180,7 @@ def list_runs(
     query = query.order_by(column.desc() if descending else column)
     if limit is not None:
         query = query.limit(limit)
-    return [_run_dict(row) for row in conn.execute(query)]
+    return query
 
 
 def count_runs(conn: Connection, entity: str, project: str, run_filter: RunFilter | None) -> int:
