@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, exists, func, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
+from runhistory.domain.listing import DEFAULT_ORDER, ORDERS, RunFilter
 from runhistory.domain.run import RUNNING, Run
 from runhistory.projections.base import (
     Projection,
@@ -18,12 +19,14 @@ from runhistory.projections.base import (
     last_step_change,
     to_json,
 )
-from runhistory.projections.schema import configs, runs
+from runhistory.projections.schema import configs, forks, run_tags, runs
 
 
 class RunsProjection(Projection):
     name = "runs"
-    tables = (runs,)
+    # 2: rh_run_tags and the listing indexes on rh_runs.
+    revision = 2
+    tables = (runs, run_tags)
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
         changes: dict[str, Any] = {}
@@ -74,6 +77,11 @@ class RunsProjection(Projection):
                 updated_position=position,
             )
         )
+        tags = list(dict.fromkeys(event.tags))  # a tag given twice is one row
+        if tags:
+            conn.execute(
+                run_tags.insert(), [{"run_uuid": str(event.originator_id), "tag": t} for t in tags]
+            )
 
 
 class ConfigProjection(Projection):
@@ -134,13 +142,104 @@ def run_by_uuid(conn: Connection, run_uuid: str) -> dict[str, Any]:
     return _run_dict(conn.execute(select(runs).where(runs.c.run_uuid == run_uuid)).one())
 
 
-def list_runs(conn: Connection, entity: str, project: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(runs)
-        .where(runs.c.entity == entity, runs.c.project == project)
-        .order_by(runs.c.created_position)
+def list_runs(
+    conn: Connection,
+    entity: str,
+    project: str,
+    run_filter: RunFilter | None = None,
+    order: str = DEFAULT_ORDER,
+    after: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The project's runs that match `run_filter`, in `order` (see domain/listing.py), after
+    the run at position `after` of that order, at most `limit`.
+
+    Keyset paging: the query is a range scan of the (entity, project, position) index, so a
+    page costs the same whatever the project's size and wherever the page starts (a filter
+    reads on until it has `limit` matching runs)."""
+    query = page_query(entity, project, run_filter, order, after, limit)
+    return [_run_dict(row) for row in conn.execute(query)]
+
+
+def page_query(
+    entity: str,
+    project: str,
+    run_filter: RunFilter | None,
+    order: str,
+    after: int | None,
+    limit: int | None,
+) -> Select[Any]:
+    """`list_runs`' query."""
+    column_name, descending = ORDERS[order]
+    column = runs.c[column_name]
+    query = select(runs).where(
+        runs.c.entity == entity, runs.c.project == project, *_conditions(run_filter)
     )
-    return [_run_dict(row) for row in rows]
+    if after is not None:
+        query = query.where(column < after if descending else column > after)
+    query = query.order_by(column.desc() if descending else column)
+    if limit is not None:
+        query = query.limit(limit)
+    return query
+
+
+def count_runs(conn: Connection, entity: str, project: str, run_filter: RunFilter | None) -> int:
+    """How many runs `list_runs` gives in all: one count over the index."""
+    query = select(func.count()).where(
+        runs.c.entity == entity, runs.c.project == project, *_conditions(run_filter)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _conditions(run_filter: RunFilter | None) -> list[ColumnElement[bool]]:
+    if run_filter is None:
+        return []
+    found: list[ColumnElement[bool]] = []
+    if run_filter.states:
+        found.append(runs.c.state.in_(run_filter.states))
+    if run_filter.run_id is not None:
+        found.append(runs.c.run_id == run_filter.run_id)
+    if run_filter.run_id_regex is not None:
+        found.append(runs.c.run_id.regexp_match(run_filter.run_id_regex))
+    if run_filter.name is not None:
+        found.append(runs.c.name == run_filter.name)
+    if run_filter.name_regex is not None:
+        found.append(runs.c.name.regexp_match(run_filter.name_regex))
+    if run_filter.tags:
+        found.append(
+            exists().where(
+                run_tags.c.run_uuid == runs.c.run_uuid, run_tags.c.tag.in_(run_filter.tags)
+            )
+        )
+    return found
+
+
+def forked_from_of(conn: Connection, run_uuids: list[str]) -> dict[str, dict[str, Any]]:
+    """The fork link of each of `run_uuids` that is a fork, with its source's path: one query
+    for a page of runs."""
+    if not run_uuids:
+        return {}
+    source = runs.alias("source")
+    rows = conn.execute(
+        select(
+            forks.c.run_uuid,
+            forks.c.source_step,
+            forks.c.source_version,
+            source.c.entity,
+            source.c.project,
+            source.c.run_id,
+        )
+        .join(source, source.c.run_uuid == forks.c.source_uuid)
+        .where(forks.c.run_uuid.in_(run_uuids))
+    )
+    return {
+        row.run_uuid: {
+            "run": f"{row.entity}/{row.project}/{row.run_id}",
+            "step": row.source_step,
+            "version": row.source_version,
+        }
+        for row in rows
+    }
 
 
 def _run_dict(row: Row[Any]) -> dict[str, Any]:

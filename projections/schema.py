@@ -126,6 +126,19 @@ runs = Table(
     UniqueConstraint("entity", "project", "run_id", name="rh_runs_path"),
 )
 
+# Listings page by keyset on these (see projections/runs.py `list_runs`): a page is a range
+# scan of one index, whatever the project's size.
+Index("rh_runs_created", runs.c.entity, runs.c.project, runs.c.created_position)
+Index("rh_runs_updated", runs.c.entity, runs.c.project, runs.c.updated_position)
+
+# A run's tags, a row each, for filtering listings by tag (rh_runs.tags keeps the list).
+run_tags = Table(
+    "rh_run_tags",
+    metadata,
+    Column("run_uuid", String(36), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+)
+
 configs = Table(
     "rh_configs",
     metadata,

@@ -281,20 +281,50 @@ class RunInfo(_message.Message):
     def __init__(self, path: _Optional[str] = ..., entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., last_step: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("entity", "project", "min_position")
+    __slots__ = ("entity", "project", "min_position", "page_size", "cursor", "order", "filter", "with_total")
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    WITH_TOTAL_FIELD_NUMBER: _ClassVar[int]
     entity: str
     project: str
     min_position: int
-    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+    page_size: int
+    cursor: str
+    order: str
+    filter: RunFilter
+    with_total: bool
+    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., min_position: _Optional[int] = ..., page_size: _Optional[int] = ..., cursor: _Optional[str] = ..., order: _Optional[str] = ..., filter: _Optional[_Union[RunFilter, _Mapping]] = ..., with_total: _Optional[bool] = ...) -> None: ...
+
+class RunFilter(_message.Message):
+    __slots__ = ("states", "tags", "run_id", "run_id_regex", "name", "name_regex")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_REGEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_REGEX_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    run_id: str
+    run_id_regex: str
+    name: str
+    name_regex: str
+    def __init__(self, states: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., run_id_regex: _Optional[str] = ..., name: _Optional[str] = ..., name_regex: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "next_cursor", "total")
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
-    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+    next_cursor: str
+    total: int
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
     __slots__ = ("path", "keys", "min_step", "max_step", "own_only", "version", "min_position")

@@ -10,7 +10,7 @@ rewound = wandb.init(project="mnist", resume_from=f"{run.id}?_step=0")
 
 __version__ = "0.1.0"
 
-from runhistory.api import Api, ApiRun
+from runhistory.api import Api, ApiRun, Runs
 from runhistory.client import Cancelled, ConnectionFailed
 from runhistory.domain.errors import (
     Aborted,
@@ -47,6 +47,7 @@ __all__ = [
     "Run",
     "RunHistoryError",
     "RunNotRunning",
+    "Runs",
     "Summary",
     "Superseded",
     "Unauthenticated",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from runhistory.client import (
     Connection,
@@ -32,6 +32,9 @@ from runhistory.protos.codec import (
     row_from_proto,
     series_from_protos,
 )
+
+if TYPE_CHECKING:
+    from runhistory.domain.listing import RunFilter
 
 READ_TIMEOUT = 60.0
 
@@ -210,15 +213,37 @@ class Api:
         info = self._call("GetRun", pb.RunRequest(path=str(run), min_position=self._min_position()))
         return ApiRun(self, info)
 
-    def runs(self, path: str | None = None) -> list[ApiRun]:
+    def runs(
+        self,
+        path: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        order: str = "+created_at",
+        per_page: int = 50,
+        cursor: str | None = None,
+    ) -> Runs:
         """The runs of a project, `entity/project` (a bare `project` uses the default
-        entity; none: the default entity and project)."""
+        entity; none: the default entity and project), as W&B's `api.runs` gives them: a
+        lazy sequence that reads a page of `per_page` runs (at most 1000) at a time.
+
+        `order`: "+created_at" (oldest first), "-created_at", "+updated_at" or
+        "-updated_at". `filters`: W&B's MongoDB-style filters, the subset of
+        `{"state": S or {"$in": [...]}}`, `{"tags": T or {"$in": [...]}}` (any of),
+        `{"display_name": N or {"$regex": R}}` (the run's name) and `{"name": ID or
+        {"$regex": R}}` (the run ID), combined directly or in an `{"$and": [...]}`;
+        anything else raises InvalidArgument. `cursor`: start after the runs a listing with
+        the same options had read (its `cursor`)."""
+        from runhistory.domain.listing import check_order, check_page_size, from_mongo
+
         entity, project = _project_path(path)
-        response = self._call(
-            "ListRuns",
-            pb.ListRunsRequest(entity=entity, project=project, min_position=self._min_position()),
+        return Runs(
+            self,
+            entity,
+            project,
+            from_mongo(filters),
+            check_order(order),
+            check_page_size(per_page),
+            cursor or "",
         )
-        return [ApiRun(self, info) for info in response.runs]
 
     # ---- the event log and maintenance -------------------------------------------------
 
@@ -255,6 +280,111 @@ def _project_path(path: str | None) -> tuple[str, str]:
     if len(parts) == 2:
         return parts[0], parts[1]
     raise InvalidArgument(f"invalid project path {path!r}: use 'entity/project'")
+
+
+class Runs:
+    """A project's runs in order, read a page at a time as they are iterated or indexed
+    (W&B's `Runs`). Each page is one ListRuns call; a page continues after the last run
+    of the one before, so runs created meanwhile never shift a run into a second page.
+    `len()` asks the server for the count once (one count query, no runs sent)."""
+
+    def __init__(
+        self,
+        api: Api,
+        entity: str,
+        project: str,
+        run_filter: RunFilter,
+        order: str,
+        per_page: int,
+        cursor: str = "",
+    ) -> None:
+        self._api = api
+        self.entity = entity
+        self.project = project
+        self.order = order
+        self.per_page = per_page
+        self._filter = run_filter
+        self._loaded: list[ApiRun] = []
+        self._cursor = cursor
+        self._more = True
+        self._total: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<runhistory.Runs {self.entity}/{self.project} ({self.order})>"
+
+    def _request(self, cursor: str = "", page_size: int = 0, total: bool = False) -> Any:
+        given = self._filter
+        return pb.ListRunsRequest(
+            entity=self.entity,
+            project=self.project,
+            min_position=self._api._min_position(),
+            page_size=page_size or self.per_page,
+            cursor=cursor,
+            order=self.order,
+            filter=pb.RunFilter(
+                states=given.states,
+                tags=given.tags,
+                run_id=given.run_id,
+                run_id_regex=given.run_id_regex,
+                name=given.name,
+                name_regex=given.name_regex,
+            ),
+            with_total=total,
+        )
+
+    def next_page(self) -> list[ApiRun]:
+        """Read the next page and return its runs (none once every page is read)."""
+        if not self._more:
+            return []
+        response = self._api._call("ListRuns", self._request(self._cursor))
+        page = [ApiRun(self._api, info) for info in response.runs]
+        self._loaded.extend(page)
+        self._cursor = response.next_cursor
+        self._more = bool(response.next_cursor)
+        return page
+
+    @property
+    def cursor(self) -> str | None:
+        """Continues after the runs read so far (`Api.runs(..., cursor=)`); None once every
+        page is read."""
+        return self._cursor if self._more else None
+
+    def __iter__(self) -> Iterator[ApiRun]:
+        index = 0
+        while True:
+            while index < len(self._loaded):
+                yield self._loaded[index]
+                index += 1
+            if not self.next_page():
+                return
+
+    def __len__(self) -> int:
+        if not self._more:
+            return len(self._loaded)
+        if self._total is None:
+            response = self._api._call("ListRuns", self._request(page_size=1, total=True))
+            self._total = response.total
+        return self._total
+
+    def __bool__(self) -> bool:
+        return bool(self._loaded or self.next_page())
+
+    @overload
+    def __getitem__(self, index: int) -> ApiRun: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ApiRun]: ...
+
+    def __getitem__(self, index: int | slice) -> ApiRun | list[ApiRun]:
+        # How many runs must be read: all of them for an index from the end.
+        needed = index.stop if isinstance(index, slice) else index + 1
+        if needed is None or needed <= 0:
+            while self.next_page():
+                pass
+        else:
+            while len(self._loaded) < needed and self.next_page():
+                pass
+        return self._loaded[index]
 
 
 class ApiRun:

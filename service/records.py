@@ -43,6 +43,18 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunsPage:
+    """A page of a project's runs; `next_cursor` continues the listing (None: it was the
+    last page). `total` (when asked for) counts the matching runs of every page.
+    `summaries` (when asked for) holds each run's summary by run ID, read with the page."""
+
+    runs: list[RunRecord]
+    next_cursor: str | None
+    total: int | None = None
+    summaries: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VersionRecord:
     """One version of a run, as it was; all but the last are archived."""
 

@@ -21,6 +21,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from runhistory.domain.errors import (
     Aborted,
@@ -31,6 +32,15 @@ from runhistory.domain.errors import (
 )
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
 from runhistory.domain.rules import check_step_range
+from runhistory.domain.listing import (
+    MAX_PAGE_SIZE,
+    RunFilter,
+    check_order,
+    check_page_size,
+    decode_cursor,
+    encode_cursor,
+    listing_key,
+)
 from runhistory.domain.run import LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
@@ -47,6 +57,7 @@ from runhistory.service.records import (
     LineageRecord,
     LineageVersion,
     RunRecord,
+    RunsPage,
     VersionRecord,
 )
 from runhistory.service.settings import Settings
@@ -491,9 +502,82 @@ class RunService:
         with self._reading(min_position) as conn:
             return _run_record(conn, runs.find_run(conn, path))
 
-    def runs(self, entity: str, project: str, min_position: int | None = None) -> list[RunRecord]:
+    def runs_page(
+        self,
+        entity: str,
+        project: str,
+        *,
+        run_filter: RunFilter | None = None,
+        order: str | None = None,
+        page_size: int | None = None,
+        cursor: str | None = None,
+        with_total: bool = False,
+        with_summaries: bool = False,
+        min_position: int | None = None,
+    ) -> RunsPage:
+        """A page of the project's runs (see domain/listing.py for the options), read in one
+        read transaction: a listing never holds the database longer than a page."""
+        check_name("entity", entity)
+        check_name("project", project)
+        run_filter = (run_filter or RunFilter()).checked()
+        order = check_order(order)
+        size = check_page_size(page_size)
+        key = listing_key(entity, project, order, run_filter)
+        after = decode_cursor(cursor, key) if cursor else None
         with self._reading(min_position) as conn:
-            return [_run_record(conn, r) for r in runs.list_runs(conn, entity, project)]
+            try:
+                found = runs.list_runs(conn, entity, project, run_filter, order, after, size + 1)
+                total = runs.count_runs(conn, entity, project, run_filter) if with_total else None
+            except DBAPIError as error:
+                if run_filter.name_regex is None and run_filter.run_id_regex is None:
+                    raise
+                # PostgreSQL's regular expressions are POSIX ones; a pattern Python takes
+                # may still be refused there.
+                raise InvalidArgument(
+                    f"the database refused the $regex: {error.orig}".strip()
+                ) from None
+            shown = found[:size]
+            links = runs.forked_from_of(conn, [r["run_uuid"] for r in shown])
+            records = [
+                _from_row(RunRecord, r, forked_from=_forked_from(links.get(r["run_uuid"])))
+                for r in shown
+            ]
+            summaries = None
+            if with_summaries:
+                summaries = {
+                    r.run_id: summary.read_summary(conn, history.segment_of(conn, r.run_uuid, None))
+                    for r in records
+                }
+        column = "updated_position" if "updated" in order else "created_position"
+        next_cursor = encode_cursor(shown[-1][column], key) if len(found) > size else None
+        return RunsPage(records, next_cursor, total, summaries)
+
+    def runs(
+        self,
+        entity: str,
+        project: str,
+        min_position: int | None = None,
+        *,
+        run_filter: RunFilter | None = None,
+        order: str | None = None,
+    ) -> list[RunRecord]:
+        """Every run of `runs_page`, page by page."""
+        found: list[RunRecord] = []
+        cursor = None
+        while True:
+            page = self.runs_page(
+                entity,
+                project,
+                run_filter=run_filter,
+                order=order,
+                page_size=MAX_PAGE_SIZE,
+                cursor=cursor,
+                min_position=min_position,
+            )
+            found.extend(page.runs)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     def scan_history(
         self,

@@ -24,6 +24,14 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
 from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.listing import (
+    DEFAULT_ORDER,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    ORDERS,
+    RUN_STATES,
+    check_page_size,
+)
 from runhistory.service.addresses import DEFAULT_ADDRESS, DEFAULT_HTTP, parse_http_address
 from runhistory.service.cli.read_commands import (
     cmd_as_of,
@@ -204,8 +212,37 @@ def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
 
 
 def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
-    runs = command("runs", "list the runs of a project", [client], cmd_runs)
+    runs = command(
+        "runs", "list the runs of a project, a page at a time (oldest first)", [client], cmd_runs
+    )
     runs.add_argument("project", metavar="ENTITY/PROJECT", type=_project_arg)
+    runs.add_argument(
+        "--order",
+        choices=tuple(ORDERS),
+        default=DEFAULT_ORDER,
+        help=f"by creation or latest update, ascending (+) or descending (-) "
+        f"(default {DEFAULT_ORDER})",
+    )
+    runs.add_argument(
+        "--state", action="append", choices=RUN_STATES, help="only runs in this state (repeatable)"
+    )
+    runs.add_argument(
+        "--tag", action="append", metavar="TAG", help="only runs with this tag (repeatable: any)"
+    )
+    named = runs.add_mutually_exclusive_group()
+    named.add_argument("--name", help="only runs of this name")
+    named.add_argument("--name-regex", metavar="REGEX", help="only runs whose name matches")
+    runs.add_argument("--id-regex", metavar="REGEX", help="only runs whose ID matches")
+    runs.add_argument(
+        "--per-page",
+        type=_page_size_arg,
+        default=DEFAULT_PAGE_SIZE,
+        metavar="N",
+        help=f"runs per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})",
+    )
+    paging = runs.add_mutually_exclusive_group()
+    paging.add_argument("--cursor", help="the page after this cursor, as a page before printed it")
+    paging.add_argument("--all", action="store_true", help="every page")
 
     history = command("history", "a run's history rows", [client], cmd_history)
     history.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
@@ -332,6 +369,13 @@ def _integer_arg(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer") from None
+def _page_size_arg(text: str) -> int:
+    try:
+        return check_page_size(int(text))
+    except (ValueError, RunHistoryError):
+        raise argparse.ArgumentTypeError(
+            f"invalid page size {text!r}: 1 to {MAX_PAGE_SIZE} runs"
+        ) from None
 
 
 def _count_arg(text: str) -> int:

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 from typing import Any
 
 import runhistory
@@ -41,12 +42,26 @@ def _run(args: argparse.Namespace) -> Any:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    found = reader(args).runs(args.project)
+    listing = reader(args).runs(
+        args.project,
+        filters=_run_filters(args),
+        order=args.order,
+        per_page=args.per_page,
+        cursor=args.cursor,
+    )
+    found = list(listing) if args.all else listing.next_page()
+    if listing.cursor is not None:
+        # On stderr: stdout stays the table (or the JSON list) of this page.
+        print(
+            f"more runs: add --cursor {listing.cursor} for the next page, or --all",
+            file=sys.stderr,
+        )
     if args.json:
         print_json([_run_record(run) for run in found])
         return 0
     if not found:
-        print(f"no runs in {args.project}")
+        matching = " match the filters" if _run_filters(args) else ""
+        print(f"no runs in {args.project}{matching}")
         return 0
     rows = [
         [
@@ -64,6 +79,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     headers = ["run", "name", "state", "version", "last step", "created", "updated", "tags"]
     print_table(headers, rows)
     return 0
+
+
+def _run_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as W&B-style filters, which the SDK takes."""
+    filters: dict[str, Any] = {}
+    if args.state:
+        filters["state"] = {"$in": args.state}
+    if args.tag:
+        filters["tags"] = {"$in": args.tag}
+    if args.name is not None:
+        filters["display_name"] = args.name
+    if args.name_regex is not None:
+        filters["display_name"] = {"$regex": args.name_regex}
+    if args.id_regex is not None:
+        filters["name"] = {"$regex": args.id_regex}
+    return filters
 
 
 def _run_record(run: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.listing import RunFilter
 from runhistory.domain.values import LogCall
 from runhistory.projections.history import SeriesPage
 from runhistory.projections.runner import Progress
@@ -24,6 +25,7 @@ from runhistory.service.records import (
     ForkedFrom,
     LineageRecord,
     RunRecord,
+    RunsPage,
     VersionRecord,
 )
 from runhistory.service.runs import Ack, LogAck, Session
@@ -52,6 +54,30 @@ def min_position(value: int) -> int | None:
     """The position a read must include: read your writes across servers, where the client
     names the last position it wrote (0: none, the server's own writes only)."""
     return value or None
+
+
+def listing_options(request: pb.ListRunsRequest) -> dict[str, Any]:
+    """`RunService.runs_page`'s options: page, order and filter."""
+    given = request.filter
+
+    def optional(field: str) -> str | None:
+        return getattr(given, field) if given.HasField(field) else None
+
+    return {
+        "run_filter": RunFilter(
+            states=tuple(given.states),
+            tags=tuple(given.tags),
+            run_id=optional("run_id"),
+            run_id_regex=optional("run_id_regex"),
+            name=optional("name"),
+            name_regex=optional("name_regex"),
+        ),
+        "order": request.order or None,
+        "page_size": request.page_size,
+        "cursor": request.cursor or None,
+        "with_total": request.with_total,
+        "min_position": min_position(request.min_position),
+    }
 
 
 def history_options(request: pb.HistoryRequest) -> dict[str, Any]:
@@ -131,6 +157,14 @@ def run_info(record: RunRecord) -> pb.RunInfo:
         updated_at=record.updated_at,
         forked_from=forked_from(record.forked_from),
         exit_code=record.exit_code,
+    )
+
+
+def runs_page(page: RunsPage) -> pb.ListRunsResponse:
+    return pb.ListRunsResponse(
+        runs=[run_info(r) for r in page.runs],
+        next_cursor=page.next_cursor or "",
+        total=page.total,
     )
 
 

@@ -227,10 +227,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         caller: Principal,
     ) -> pb.ListRunsResponse:
         caller.require(check_name("entity", request.entity), *READ)
-        records = self.service.runs(
-            request.entity, request.project, mapping.min_position(request.min_position)
+        page = self.service.runs_page(
+            request.entity, request.project, **mapping.listing_options(request)
         )
-        return pb.ListRunsResponse(runs=[mapping.run_info(r) for r in records])
+        return mapping.runs_page(page)
 
     @refusals
     @streams

@@ -22,6 +22,14 @@ from typing import Any
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath, check_name
 from runhistory.domain.rules import check_step_range
+from runhistory.domain.listing import (
+    DEFAULT_ORDER,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    RunFilter,
+    check_order,
+    check_page_size,
+)
 from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.projections.history import SeriesPage
@@ -39,6 +47,19 @@ from runhistory.service.web.downsample import (
 Query = Mapping[str, Sequence[str]]
 
 EVENT_TYPES = event_types()
+MAX_SPARKLINE_RUNS = 100  # runs whose sparklines one request draws
+# The listing's query parameters, as `Params.listing` reads them.
+LISTING_PARAMS = (
+    "per_page",
+    "cursor",
+    "order",
+    "state",
+    "tags",
+    "name",
+    "name_regex",
+    "run_id",
+    "run_id_regex",
+)
 MAX_KEYS = 50  # series per history request
 MAX_EVENTS = 1000
 SPARKLINE_POINTS = 60
@@ -95,32 +116,81 @@ class WebApi:
     # ---- project ---------------------------------------------------------------------
 
     def runs(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
-        """The project's runs, oldest first, with their summaries; `sparkline=KEY` adds a
-        downsampled series of KEY to each (`points`, default 60)."""
-        params = Params(query, {"sparkline", "points"})
+        """A page of the project's runs with their summaries (see domain/listing.py):
+        `per_page` (default 50, at most 1000), `cursor` (the `next_cursor` of the page
+        before), `order`, and the filters `state` and `tags` (comma-separated: any of),
+        `name`, `name_regex`, `run_id`, `run_id_regex`; `total=1` counts the matching runs.
+        `metrics` are the chartable keys of the page's runs. `sparkline=KEY` adds each run's
+        downsampled series of KEY (`points`, default 60), for pages of at most
+        MAX_SPARKLINE_RUNS runs."""
+        params = Params(query, {"sparkline", "points", "total", *LISTING_PARAMS})
         key = params.text("sparkline")
         points = params.integer("points", SPARKLINE_POINTS, MIN_POINTS, 1000)
+        with_total = params.integer("total", 0, 0, 1) == 1
+        options = params.listing()
+        if key and options["page_size"] > MAX_SPARKLINE_RUNS:
+            raise InvalidArgument(
+                f"sparklines are drawn for at most {MAX_SPARKLINE_RUNS} runs a request: "
+                f"ask for per_page <= {MAX_SPARKLINE_RUNS}, or use /sparklines"
+            )
         self._entity(principal, entity)
         check_name("project", project)
-        records = self.service.runs(entity, project)
+        page = self.service.runs_page(
+            entity, project, with_total=with_total, with_summaries=True, **options
+        )
+        summaries = page.summaries or {}
         found = []
         metrics: set[str] = set()
-        for record in records:
-            path = RunPath(entity, project, record.run_id)
+        for record in page.runs:
             run = _fields(record, RUN_FIELDS)
-            run["summary"] = self.service.summary(path)
+            run["summary"] = summaries[record.run_id]
             metrics.update(_chartable_keys(run["summary"]))
             if key:
-                reducer = MinMaxReducer(max_points=points)
-                for page in self.service.scan_series(path, [key]):
-                    for _key, steps, numbers in _chart_series(page):
-                        for step, number in zip(steps, numbers, strict=True):
-                            if number is not None:
-                                reducer.add(step, number)  # it leaves non-finite ones out
-                steps, values = reducer.points()
-                run["sparkline"] = {"key": key, "steps": steps, "values": values}
+                run["sparkline"] = self._sparkline(
+                    RunPath(entity, project, record.run_id), key, points
+                )
             found.append(run)
-        return {"entity": entity, "project": project, "metrics": sorted(metrics), "runs": found}
+        return {
+            "entity": entity,
+            "project": project,
+            "order": options["order"] or DEFAULT_ORDER,
+            "per_page": options["page_size"],
+            "metrics": sorted(metrics),
+            "runs": found,
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+        }
+
+    def sparklines(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
+        """Downsampled series of `key` (`points`, default 60) for the runs named in `runs`
+        (comma-separated run IDs, at most MAX_SPARKLINE_RUNS): those of the page shown."""
+        params = Params(query, {"key", "runs", "points"})
+        key = params.text("key")
+        if key is None:
+            raise InvalidArgument("give the metric to draw: key=KEY")
+        points = params.integer("points", SPARKLINE_POINTS, MIN_POINTS, 1000)
+        run_ids = list(dict.fromkeys(r for r in (params.text("runs") or "").split(",") if r))
+        if not run_ids or len(run_ids) > MAX_SPARKLINE_RUNS:
+            raise InvalidArgument(
+                f"give the runs to draw as runs=ID,ID,...: 1 to {MAX_SPARKLINE_RUNS} run IDs "
+                f"(got {len(run_ids)})"
+            )
+        self._entity(principal, entity)
+        paths = [RunPath(entity, project, run_id) for run_id in run_ids]
+        return {
+            "key": key,
+            "sparklines": {p.run_id: self._sparkline(p, key, points) for p in paths},
+        }
+
+    def _sparkline(self, path: RunPath, key: str, points: int) -> dict:
+        reducer = MinMaxReducer(max_points=points)
+        for page in self.service.scan_series(path, [key]):
+            for _key, steps, numbers in _chart_series(page):
+                for step, number in zip(steps, numbers, strict=True):
+                    if number is not None:
+                        reducer.add(step, number)  # it leaves non-finite ones out
+        steps, values = reducer.points()
+        return {"key": key, "steps": steps, "values": values}
 
     # ---- one run ---------------------------------------------------------------------
 
@@ -398,6 +468,36 @@ class Params:
         if not math.isfinite(value):
             raise InvalidArgument(f"invalid {name} {text!r}: a finite number")
         return value
+
+    def per_page(self) -> int | None:
+        text = self.text("per_page")
+        try:
+            return None if text is None else int(text)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid page size {text!r}: 1 to {MAX_PAGE_SIZE} runs (default "
+                f"{DEFAULT_PAGE_SIZE})"
+            ) from None
+
+    def listing(self) -> dict[str, Any]:
+        """`RunService.runs_page`'s options from LISTING_PARAMS."""
+
+        def listed(name: str) -> tuple[str, ...]:
+            return tuple(v.strip() for v in (self.text(name) or "").split(",") if v.strip())
+
+        return {
+            "page_size": check_page_size(self.per_page()),
+            "cursor": self.text("cursor"),
+            "order": check_order(self.text("order")),
+            "run_filter": RunFilter(
+                states=listed("state"),
+                tags=listed("tags"),
+                name=self.text("name"),
+                name_regex=self.text("name_regex"),
+                run_id=self.text("run_id"),
+                run_id_regex=self.text("run_id_regex"),
+            ),
+        }
 
     def keys(self) -> list[str]:
         """`keys=a,b` (comma-separated metric keys), or an empty list for all of them."""

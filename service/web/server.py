@@ -192,6 +192,8 @@ class WebApp:
             (5, "events"): api.events,
             (5, "as-of"): api.as_of,
         }
+        if len(parts) == 3 and parts[2] == "sparklines":
+            return json_response(api.sparklines(principal, parts[0], parts[1], query))
         if len(parts) >= 3 and parts[2] == "runs":
             entity, project = parts[0], parts[1]
             if len(parts) == 6 and parts[4] == "versions":
@@ -204,7 +206,7 @@ class WebApp:
         return error_response(
             "NOT_FOUND",
             "no such endpoint: use /api/ENTITY/PROJECT/runs[/RUN_ID[/history|/lineage|/events|"
-            "/as-of|/versions/N]]",
+            "/as-of|/versions/N]] or /api/ENTITY/PROJECT/sparklines",
         )
 
     def _static(self, parts: list[str]) -> Response:

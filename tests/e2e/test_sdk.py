@@ -640,7 +640,7 @@ def test_runs_events_as_of_and_rebuild(api: runhistory.Api) -> None:
     assert set(listed) == {run.id, fork.id}
     assert listed[fork.id].forked_from == {"run": run.path, "step": 0, "version": 1}
     assert listed[run.id].forked_from is None
-    assert api.runs("empty") == []
+    assert list(api.runs("empty")) == []
 
     events = list(api.run(run.path).events())
     assert [e["type"] for e in events] == ["Created", "RowsLogged", "RowsLogged", "Finished"]

@@ -368,7 +368,7 @@ def test_tls_with_required_client_certificates(
         _, key = KeyStore(running.service.db).create("alice", Role.READER)
         without = runhistory.Api(address=running.address, api_key=key, tls_ca=pki["ca"])
         with without, pytest.raises(runhistory.ConnectionFailed):
-            without.runs("alice/p")
+            list(without.runs("alice/p"))
         with runhistory.Api(
             address=running.address,
             api_key=key,
@@ -376,7 +376,7 @@ def test_tls_with_required_client_certificates(
             tls_cert=pki["client"],
             tls_key=pki["client_key"],
         ) as api:
-            assert api.runs("alice/p") == []
+            assert list(api.runs("alice/p")) == []
     finally:
         running.stop()
 

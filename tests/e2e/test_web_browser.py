@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 import runhistory
+from runhistory.domain.identity import RunPath
+from runhistory.domain.values import LogCall
 from runhistory.service.auth import Role
 from runhistory.service.bootstrap import Running, start
 from runhistory.service.cli.demo import rewind_and_fork
@@ -340,3 +342,36 @@ def test_a_running_runs_chart_grows_live(driver: Any, demo: Demo) -> None:
     finally:
         run.finish()
     wait_for(lambda: css(driver, "#live").text == "", "the live marker to go once finished")
+
+
+def test_the_project_page_loads_a_page_of_runs_at_a_time(driver: Any, demo: Demo) -> None:
+    service = demo.server.service
+    for i in range(55):
+        session = service.create(RunPath("demo", "many", f"m{i:02d}"))
+        calls = [LogCall({"loss": 1.0 / (s + 1 + i)}, 1.0 + s) for s in range(5)]
+        service.log(session.path, calls, writer=session.writer)
+    open_page(driver, f"{demo.web.url}/demo/many")
+    rows = driver.find_elements("css selector", "#runs tbody tr")
+    assert [row.get_attribute("data-run") for row in rows] == [f"m{i:02d}" for i in range(50)]
+    assert len(driver.find_elements("css selector", "#runs svg.sparkline")) == 50
+    assert css(driver, "#run-count").text == "50 runs shown; more to load"
+    # The sparklines asked for are those of the runs shown.
+    asked = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/sparklines?'))"
+    )
+    assert len(asked) == 1 and "m49" in asked[0] and "m50" not in asked[0]
+    screenshot(driver, "12-project-first-page")
+
+    click(driver, "#load-more")
+    wait_for(
+        lambda: len(driver.find_elements("css selector", "#runs svg.sparkline")) == 55,
+        "the next page with its sparklines",
+    )
+    assert css(driver, "#run-count").text == "55 runs"
+    assert not css(driver, "#load-more").is_displayed()
+
+    open_page(driver, f"{demo.web.url}/demo/many?order=-created_at")
+    first = css(driver, "#runs tbody tr").get_attribute("data-run")
+    assert first == "m54"
+    assert css(driver, "#order").get_attribute("value") == "-created_at"

@@ -415,23 +415,51 @@ function sparkline(spark) {
   return svg;
 }
 
+// The project page reads the runs a page at a time (keyset pages: "Load more" continues
+// after the last run shown), and the sparklines of only the runs shown.
+const RUNS_PER_PAGE = 50;
+const RUN_ORDERS = [
+  ["+created_at", "Oldest first"], ["-created_at", "Newest first"],
+  ["-updated_at", "Recently updated"], ["+updated_at", "Least recently updated"],
+];
+
 async function projectPage() {
   const { entity, project } = page;
   setTitle(`${entity}/${project}`);
   crumbs([{ text: entity }, { text: project }]);
   const params = new URLSearchParams(location.search);
-  const base = `/api/${enc(entity)}/${enc(project)}/runs`;
-  const listing = await getJSON(base);
-  const metric = params.get("metric") || listing.metrics[0] || "";
-  const data = metric ? await getJSON(`${base}?sparkline=${enc(metric)}`) : listing;
+  const order = params.get("order") || RUN_ORDERS[0][0];
+  const base = `/api/${enc(entity)}/${enc(project)}`;
+  const listingUrl = (cursor) => `${base}/runs?${new URLSearchParams({
+    per_page: RUNS_PER_PAGE, order, ...(cursor ? { cursor } : {}) })}`;
+  const first = await getJSON(listingUrl(null));
+  const metric = params.get("metric") || first.metrics[0] || "";
+  const metrics = new Set(first.metrics);
+  if (metric) metrics.add(metric);
 
+  const reload = (changes) => {
+    const next = new URLSearchParams(location.search);
+    for (const [name, value] of Object.entries(changes)) next.set(name, value);
+    location.search = `?${next}`;
+  };
   const picker = el("select", { id: "metric", name: "metric",
-    onchange: () => { location.search = `?metric=${enc(picker.value)}`; } },
-  data.metrics.map((m) => el("option", { value: m, selected: m === metric, text: m })));
+    onchange: () => reload({ metric: picker.value }) });
+  const fillPicker = () => picker.replaceChildren(...[...metrics].sort().map((m) =>
+    el("option", { value: m, selected: m === metric, text: m })));
+  fillPicker();
+  const orderPicker = el("select", { id: "order", name: "order",
+    onchange: () => reload({ order: orderPicker.value }) },
+  RUN_ORDERS.map(([value, label]) => el("option", { value, selected: value === order, text: label })));
+
   const compareBox = el("div", { id: "compare-charts", class: "charts" });
   const checks = [];
-  const rows = data.runs.map((run, i) => {
-    const check = el("input", { type: "checkbox", checked: i < 8, value: run.path,
+  const body = el("tbody", {});
+  const count = el("p", { class: "muted", id: "run-count", role: "status" });
+  const more = el("button", { type: "button", id: "load-more", text: "Load more runs" });
+  let cursor = first.next_cursor;
+
+  function row(run) {
+    const check = el("input", { type: "checkbox", checked: checks.length < 8, value: run.path,
       "aria-label": `compare ${run.run_id}` });
     checks.push(check);
     return el("tr", { "data-run": run.run_id },
@@ -445,16 +473,53 @@ async function projectPage() {
         ? el("span", {}, el("a", { href: pathUrl(run.forked_from.run), text: pathParts(run.forked_from.run).runId }),
           ` @ ${run.forked_from.step} (v${run.forked_from.version})`)
         : el("span", { class: "muted", text: run.version > 1 ? `rewound (v${run.version})` : "–" })),
-      el("td", {}, sparkline(run.sparkline)));
+      el("td", { class: "spark" }, el("span", { class: "muted", text: metric ? "…" : "–" })));
+  }
+
+  // The sparklines of one page's runs, drawn into their rows.
+  async function drawSparklines(runs) {
+    if (!metric || !runs.length) return;
+    const query = new URLSearchParams({ key: metric, runs: runs.map((r) => r.run_id).join(",") });
+    const found = await getJSON(`${base}/sparklines?${query}`);
+    for (const run of runs) {
+      const cell = body.querySelector(`tr[data-run="${CSS.escape(run.run_id)}"] td.spark`);
+      if (cell) cell.replaceChildren(sparkline(found.sparklines[run.run_id]));
+    }
+  }
+
+  async function show(listing) {
+    body.append(...listing.runs.map(row));
+    for (const m of listing.metrics) metrics.add(m);
+    fillPicker();
+    cursor = listing.next_cursor;
+    const shown = body.children.length;
+    count.textContent = `${shown} run${shown === 1 ? "" : "s"}${cursor ? " shown; more to load" : ""}`;
+    more.hidden = !cursor;
+    await drawSparklines(listing.runs);
+  }
+
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      await show(await getJSON(listingUrl(cursor)));
+    } catch (error) {
+      count.textContent = `Could not load more runs: ${error.message}`;
+    } finally {
+      more.disabled = false;
+    }
   });
+
   main.replaceChildren(
     el("h1", { text: `${entity}/${project}` }),
-    el("p", { class: "muted", text: `${data.runs.length} run${data.runs.length === 1 ? "" : "s"}` }),
-    data.runs.length
+    count,
+    first.runs.length
       ? el("div", {},
-        el("div", { class: "controls" }, el("label", { for: "metric", text: "Metric" }), picker),
-        table(["Compare", "Run", "State", "Step", "Created", "Forked from", metric || "Sparkline"], rows,
+        el("div", { class: "controls" },
+          el("label", { for: "metric", text: "Metric" }), picker,
+          el("label", { for: "order", text: "Order" }), orderPicker),
+        table(["Compare", "Run", "State", "Step", "Created", "Forked from", metric || "Sparkline"], body,
           { class: "runs", id: "runs" }),
+        el("div", { class: "controls" }, more),
         section("Compare runs",
           el("p", { class: "muted", text: `${metric} of the checked runs, overlaid.` }),
           el("button", { type: "button", id: "compare", text: "Update comparison",
@@ -462,6 +527,9 @@ async function projectPage() {
           compareBox))
       : el("p", { class: "muted", text: "No runs in this project yet." }),
   );
+  await show(first);
+  if (!first.runs.length) count.textContent = "";
+
   let board = null;
   async function compare() {
     const chosen = checks.filter((c) => c.checked).map((c) => c.value);
@@ -472,7 +540,7 @@ async function projectPage() {
     });
     await board.render();
   }
-  if (metric && data.runs.length) await compare();
+  if (metric && first.runs.length) await compare();
 }
 
 async function overviewPage() {
