@@ -225,6 +225,7 @@ def forked_from_of(conn: Connection, run_uuids: list[str]) -> dict[str, dict[str
             forks.c.run_uuid,
             forks.c.source_step,
             forks.c.source_version,
+            forks.c.source_uuid,
             source.c.entity,
             source.c.project,
             source.c.run_id,
@@ -237,6 +238,7 @@ def forked_from_of(conn: Connection, run_uuids: list[str]) -> dict[str, dict[str
             "run": f"{row.entity}/{row.project}/{row.run_id}",
             "step": row.source_step,
             "version": row.source_version,
+            "source_uuid": row.source_uuid,
         }
         for row in rows
     }

@@ -369,6 +369,8 @@ def _integer_arg(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer") from None
+
+
 def _page_size_arg(text: str) -> int:
     try:
         return check_page_size(int(text))

@@ -205,7 +205,12 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
         ]
         assert versions[0]["rewound_to_step"] == 200
         forked = api.run(f"{ENTITY}/rewind/{fork}")
-        assert forked.forked_from == {"run": f"{ENTITY}/rewind/{run}", "step": 300, "version": 2}
+        assert forked.forked_from == {
+            "run": f"{ENTITY}/rewind/{run}",
+            "step": 300,
+            "version": 2,
+            "immutable_id": rewound.immutable_id,
+        }
         fork_rows = forked.history()
         assert steps(fork_rows) == [*range(301), *range(301, 311)]
         assert fork_rows[300] == rows[300]
