@@ -14,11 +14,14 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import StaticPool
 
 from runhistory.domain.errors import ServerBusy
 from runhistory.projections.schema import metadata
+
+# The first key of the advisory lock for making tables (the second is the schema's).
+SCHEMA_LOCK_KEY = 0x52554E48  # "RUNH"
 
 # How long a writer waits for its turn before its request is refused as busy (UNAVAILABLE,
 # which clients retry). Turns last one insert or one page of read-model changes.
@@ -126,7 +129,32 @@ class Database:
         )
         if self.is_sqlite:
             _use_explicit_sqlite_transactions(self.engine)
-        metadata.create_all(self.engine)
+        with self.making_tables():
+            metadata.create_all(self.engine)
+
+    @contextmanager
+    def making_tables(self) -> Iterator[None]:
+        """Hold this schema's lock for making tables, on PostgreSQL: processes started at
+        the same moment on an empty database make them one after another. (Two that race
+        both see a table missing and both create it; one fails, with a UniqueViolation on
+        pg_type_typname_nsp_index.) SQLite's own write lock does this for a file.
+
+        The lock is a session advisory lock keyed by the schema's name, on a connection of
+        its own, held until the block ends."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = {"app": SCHEMA_LOCK_KEY}
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:app, hashtext(current_schema()))"), key)
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(
+                    text("SELECT pg_advisory_unlock(:app, hashtext(current_schema()))"), key
+                )
+                conn.commit()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
