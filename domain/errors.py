@@ -71,6 +71,31 @@ class ResourceExhausted(RunHistoryError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class DiskFull(ResourceExhausted):
+    """The server's database could not store the request: its disk is full. Retrying once
+    space is freed succeeds; the SDK keeps such writes and retries them."""
+
+    reason = "DISK_FULL"
+
+
+class Unavailable(RunHistoryError):
+    """The server cannot serve the request now; retrying it later may succeed."""
+
+    code = "UNAVAILABLE"
+
+
+class ServerBusy(Unavailable):
+    """The request waited too long for the database (many writers at once)."""
+
+    reason = "SERVER_BUSY"
+
+
+class ReadOnlyDatabase(Unavailable):
+    """The server's database refuses writes (a read-only file, mount or replica)."""
+
+    reason = "DATABASE_READ_ONLY"
+
+
 class DeadlineExceeded(RunHistoryError):
     code = "DEADLINE_EXCEEDED"
 

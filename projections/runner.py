@@ -109,6 +109,25 @@ class Progress:
     target: int  # the last position in the log when the call started
 
 
+def _cut(
+    events: Sequence[tuple[int, Run.Event]], limit: int, points: int
+) -> tuple[list[tuple[int, Run.Event]], list[tuple[int, Run.Event]]]:
+    """The next page of `events` (at most `limit` events, and `points` history values unless
+    its first event alone holds more) and the events after it."""
+    size = 0
+    for count, (_position, event) in enumerate(events[:limit]):
+        size += _points(event)
+        if count and size > points:
+            return list(events[:count]), list(events[count:])
+    return list(events[:limit]), list(events[limit:])
+
+
+def _points(event: Run.Event) -> int:
+    """The history values an event carries (rows x keys), and 1 for the event itself."""
+    rows = getattr(event, "rows", None) or ()
+    return 1 + sum(len(row[3]) for row in rows)
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -117,14 +136,19 @@ class ProjectionRunner:
         projections: Sequence[type[Projection]] = ALL_PROJECTIONS,
         page_size: int = 50,
         inline: bool = True,
+        page_points: int = 50_000,
     ) -> None:
         """`inline`: readers waiting for a position apply the events themselves. Without it
-        they only wait, for a worker process (`runhistory project`) to apply them."""
+        they only wait, for a worker process (`runhistory project`) to apply them.
+
+        A page (one transaction) holds at most `page_size` events and, beyond its first
+        event, at most `page_points` history values: writers wait while it is applied."""
         self.source = source
         self.inline = inline
         self.db = db
         self.projections = [cls() for cls in in_dependency_order(projections)]
         self.page_size = page_size
+        self.page_points = page_points
         self._lock = threading.RLock()
         self._applied = 0
         self._stop = threading.Event()
@@ -197,23 +221,34 @@ class ProjectionRunner:
         progress: Callable[[Progress], None] | None = None,
         max_events: int | None = None,
     ) -> int:
-        """Apply every event not yet applied; returns how many were applied."""
+        """Apply every event not yet applied; returns how many were applied.
+
+        Each page is read from the event log before its write transaction begins: reading
+        the log inside it would wait for the event store's connections while holding the
+        read models' write lock, which the event store's writers wait for in turn."""
         with self._lock:
             target = self.source.last_position()
             applied = 0
+            start = self.position()
+            ahead: list[tuple[int, Run.Event]] = []  # read past the last page, in order
             while max_events is None or applied < max_events:
                 limit = (
                     self.page_size
                     if max_events is None
                     else min(self.page_size, max_events - applied)
                 )
+                events = ahead or list(self.source.read(after=start, limit=limit))
+                page, ahead = _cut(events, limit, self.page_points)
+                if not page:
+                    self._applied = start
+                    break
                 with self.db.write() as conn:
                     positions = self._positions(conn, lock=True)
-                    start = min(positions.values())
-                    page = self.source.read(after=start, limit=limit)
-                    if not page:
-                        self._applied = start
-                        break
+                    if min(positions.values()) != start:
+                        # Another process applied events since, or a new revision of a
+                        # projection starts over: read on from where the positions are.
+                        start, ahead = min(positions.values()), []
+                        continue
                     for position, event in page:
                         for projection in self.projections:
                             if position > positions[projection.tracking_key()]:
@@ -226,7 +261,7 @@ class ProjectionRunner:
                         .values(position=last)
                     )
                 applied += len(page)
-                self._applied = last
+                self._applied = start = last
                 if progress is not None:
                     progress(Progress(applied, last, max(target, last)))
             return applied

@@ -11,27 +11,63 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.persistence import Recording
+from eventsourcing.persistence import Recording, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+    SQLiteFactory,
+)
 
 from runhistory.domain.run import Run
+from runhistory.projections.database import write_turn
 
 
 def event_store_env(db_url: str) -> dict[str, str]:
     """The `eventsourcing` persistence settings for a database URL.
 
-    A SQLite file uses the library's own SQLite module (it raises on every failed commit
-    and is the fastest here); `sqlite://` keeps events in memory; any other SQLAlchemy URL
-    goes through `eventsourcing_sqlalchemy`.
+    A SQLite file uses the library's own SQLite module, whose inserts take the file's
+    write turn (`TurnTakingSQLiteFactory`); `sqlite://` keeps events in memory; any other
+    SQLAlchemy URL goes through `eventsourcing_sqlalchemy`.
     """
     if db_url == "sqlite://":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if db_url.startswith("sqlite:///"):
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": f"{__name__}:{TurnTakingSQLiteFactory.__qualname__}",
             "SQLITE_DBNAME": db_url.removeprefix("sqlite:///"),
             "SQLITE_LOCK_TIMEOUT": "30",
         }
     return {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy", "SQLALCHEMY_URL": db_url}
+
+
+class _TakesWriteTurn:
+    """A recorder of eventsourcing's SQLite module that inserts in the file's write turn,
+    shared with the read models (`projections.database.WriteTurn`). It waits for its turn
+    before it takes the module's single writer connection, so no request holds that
+    connection while SQLite makes it wait."""
+
+    datastore: SQLiteDatastore
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        with write_turn(self.datastore.pool.db_name).taken():
+            return super().insert_events(stored_events, **kwargs)  # type: ignore[misc]
+
+
+class _TurnTakingAggregateRecorder(_TakesWriteTurn, SQLiteAggregateRecorder):
+    """The snapshots' recorder."""
+
+
+class _TurnTakingApplicationRecorder(_TakesWriteTurn, SQLiteApplicationRecorder):
+    """The events' recorder."""
+
+
+class TurnTakingSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite module (it raises on every failed commit and is the fastest
+    here), whose inserts take the file's write turn."""
+
+    aggregate_recorder_class = _TurnTakingAggregateRecorder
+    application_recorder_class = _TurnTakingApplicationRecorder
 
 
 class RunEvents(Application):

@@ -149,7 +149,7 @@ class KeyStore:
         self.db = db
         # In a write transaction: on SQLite a deferred one that reads the schema and then
         # creates the table fails at once, without waiting, if another writer is active.
-        with db.write() as conn:
+        with db.making_tables(), db.write() as conn:
             keys_metadata.create_all(conn)
 
     def create(self, entity: str, role: Role, label: str = "") -> tuple[ApiKey, str]:

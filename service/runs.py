@@ -118,9 +118,10 @@ class RunService:
         self.settings = settings or Settings()
         self.limits = self.settings.limits
         url = self.settings.db_url
-        self.store = RunEvents(env=event_store_env(url))
         self.db = Database(url)
-        self.runner = ProjectionRunner(self.store, self.db, inline=projections)
+        with self.db.making_tables():  # the event store's and the projections' tracking
+            self.store = RunEvents(env=event_store_env(url))
+            self.runner = ProjectionRunner(self.store, self.db, inline=projections)
         self._locks: defaultdict[UUID, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         # Reads wait for what was acknowledged before this process started, too: after a

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import SHARED
+from conftest import SHARED, postgres_schema_url
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
@@ -49,6 +49,11 @@ def cli(*args: str) -> subprocess.Popen[str]:
 
 def serve(database: str, port: int, *flags: str) -> subprocess.Popen[str]:
     process = cli("serve", "--no-auth", "--db", database, "--address", f"127.0.0.1:{port}", *flags)
+    return healthy(process, port)
+
+
+def healthy(process: subprocess.Popen[str], port: int) -> subprocess.Popen[str]:
+    """The server process, once it answers as SERVING on `port`."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 20
@@ -250,3 +255,42 @@ def test_a_rewind_on_one_server_fences_a_writer_on_another(database: str, proces
     request = pb.HistoryRequest(path=session.path, min_position=rewound.position)
     rows = list(codec.rows_from_chunks(a.ReadHistory(request)))
     assert [row["_step"] for row in rows] == [0, 1]
+
+
+@pytest.mark.backends("postgres")
+def test_servers_and_a_worker_started_at_once_on_an_empty_database(processes) -> None:
+    """Two servers and a projection worker, started at the same moment on a new schema, all
+    come up: they make the tables one after another. Before, two of them racing to create
+    a table failed one (UniqueViolation on pg_type_typname_nsp_index), about one start in
+    two here; so four fresh schemas."""
+    for _round in range(4):
+        schemas = postgres_schema_url()
+        database = next(schemas)
+        try:
+            ports = [free_port(), free_port()]
+            started = [
+                cli("serve", "--no-auth", "--no-projections", "--db", database, "--address", a)
+                for a in (f"127.0.0.1:{port}" for port in ports)
+            ]
+            started.append(cli("project", "--db", database, "--interval", "0.02"))
+            processes += started
+            for process, port in zip(started, ports, strict=False):
+                healthy(process, port)
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+            stubs = [pb_grpc.RunHistoryStub(channel) for channel in channels]
+            session = stubs[0].Init(pb.InitRequest(entity="e", project="p", run_id="r"))
+            ack = stubs[0].Log(
+                pb.LogBatch(path=session.path, calls=[pb.LogCall(data=codec.to_values({"x": 1}))])
+            )
+            # Read through the other server: the worker applied the row.
+            request = pb.HistoryRequest(path=session.path, keys=["x"], min_position=ack.position)
+            assert len(list(codec.rows_from_chunks(stubs[1].ReadHistory(request)))) == 1
+            for process in started:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            for channel in channels:
+                channel.close()
+            for process in started:
+                stop(process)
+                assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+        finally:
+            schemas.close()  # drops the schema
