@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
-from runhistory.domain.run import RUNNING, Run
+from runhistory.domain.run import CRASHED, RUNNING, Run
 from runhistory.projections.base import (
     Projection,
     epoch,
@@ -46,6 +46,10 @@ class RunsProjection(Projection):
                     "version": event.archived_version + 1,
                     "last_step": event.step,
                 }
+            case Run.CrashDetected():
+                changes = {"state": CRASHED, "exit_code": None}
+            case Run.Revived():
+                changes = {"state": RUNNING}
         # Every event of a run, these and the others, is its latest update.
         conn.execute(
             update(runs)

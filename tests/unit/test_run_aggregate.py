@@ -1038,6 +1038,8 @@ PINNED_TOPICS = {
     "Finished": "runhistory:Run.Finished",
     "Resumed": "runhistory:Run.Resumed",
     "Rewound": "runhistory:Run.Rewound",
+    "CrashDetected": "runhistory:Run.CrashDetected",
+    "Revived": "runhistory:Run.Revived",
 }
 
 
