@@ -147,6 +147,17 @@ def list_runs(conn: Connection, entity: str, project: str) -> list[dict[str, Any
     return [_run_dict(row) for row in rows]
 
 
+def quiet_runs(conn: Connection, before: float) -> list[tuple[RunPath, float]]:
+    """The running runs without an event since `before` (seconds since the epoch), each with
+    the time of its last event: where crash detection looks for silent writers."""
+    rows = conn.execute(
+        select(runs.c.entity, runs.c.project, runs.c.run_id, runs.c.updated_at).where(
+            runs.c.state == RUNNING, runs.c.updated_at <= before
+        )
+    )
+    return [(RunPath(entity, project, run_id), at) for entity, project, run_id, at in rows]
+
+
 def _run_dict(row: Row[Any]) -> dict[str, Any]:
     record = row._asdict()
     record["tags"] = from_json(record["tags"])
