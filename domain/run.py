@@ -179,6 +179,22 @@ class Run(Aggregate):
         writer: str
         started_at: float
 
+    class CrashDetected(Event):
+        """Nothing was heard from the writer for longer than the server's crash timeout:
+        the run is crashed. The writer keeps its session (a network partition is not a
+        rewind), so if it comes back, its next write revives the run."""
+
+        TOPIC = "runhistory:Run.CrashDetected"
+        writer: str  # the session that fell silent
+        silent_since: float  # when it was last heard from, seconds since the epoch
+        crash_after: float  # the timeout it exceeded, seconds
+
+    class Revived(Event):
+        """The writer of a run crashed by silence was heard from again: running again."""
+
+        TOPIC = "runhistory:Run.Revived"
+        writer: str
+
     # ---- creation -------------------------------------------------------------------
 
     @staticmethod
@@ -332,8 +348,10 @@ class Run(Aggregate):
                 "Start a new session with resume or resume_from to write again"
             )
 
-    def _check_running(self, action: str) -> None:
-        if self.state != RUNNING:
+    def _check_running(self, action: str, writer: str | None = None) -> None:
+        """Refuses unless the run is running, or crashed by silence and `writer` (checked by
+        `_accepts` before) is its own writer back: that write revives it (`_revive`)."""
+        if self.state != RUNNING and not (self.silenced and writer is not None):
             raise RunNotRunning(
                 f"cannot {action}: run {self.path} is {self.state}; resume it first "
                 "(resume='must') or rewind it (resume_from)"
@@ -364,7 +382,7 @@ class Run(Aggregate):
         """Apply a batch of `log()` calls with W&B's step rules; one event for the batch."""
         if not self._accepts(writer, seq):
             return LogOutcome(next_step=self.next_step, duplicate=True)
-        self._check_running("log rows")
+        self._check_running("log rows", writer)
         if len(calls) > limits.max_calls_per_batch:
             raise ResourceExhausted(
                 f"the request holds {len(calls)} log calls; at most "
@@ -413,6 +431,7 @@ class Run(Aggregate):
         outcome.next_step = step
         if pending is not None:
             self._check_pending(pending, bound, limits)
+        self._revive(writer)
         if outcome.rows or pending != self.pending or step != self.next_step or seq is not None:
             self._rows_logged(
                 rows=outcome.rows,
@@ -526,7 +545,9 @@ class Run(Aggregate):
     ) -> bool:
         if not self._accepts(writer, seq):
             return False
-        self._config_updated(changes=check_config(changes), writer=writer, seq=seq)
+        checked = check_config(changes)
+        self._revive(writer)
+        self._config_updated(changes=checked, writer=writer, seq=seq)
         return True
 
     @event(ConfigUpdated)
@@ -542,7 +563,9 @@ class Run(Aggregate):
         """Explicit summary values: each holds until its key is logged again."""
         if not self._accepts(writer, seq):
             return False
-        self._summary_set(values=flatten(values), writer=writer, seq=seq)
+        flat = flatten(values)
+        self._revive(writer)
+        self._summary_set(values=flat, writer=writer, seq=seq)
         return True
 
     @event(SummarySet)
@@ -555,9 +578,9 @@ class Run(Aggregate):
         if not self._accepts(writer, seq):
             return False
         flatten({key: 0})  # the same key rules as logged values
-        self._metric_defined(
-            key=key, aggregates=parse_summary_choice(summary), writer=writer, seq=seq
-        )
+        aggregates = parse_summary_choice(summary)
+        self._revive(writer)
+        self._metric_defined(key=key, aggregates=aggregates, writer=writer, seq=seq)
         return True
 
     @event(MetricDefined)
@@ -581,6 +604,7 @@ class Run(Aggregate):
         if not self._accepts(writer, seq):
             return False
         check_artifact(direction, name, type, size)
+        self._revive(writer)
         self._artifact_recorded(
             artifact={
                 "direction": direction,
@@ -610,7 +634,8 @@ class Run(Aggregate):
             return False
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
             raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")
-        self._check_running("finish")
+        self._check_running("finish", writer)
+        self._revive(writer)
         self._finished(
             rows=self._closing_rows(),
             state=FINISHED if exit_code == 0 else CRASHED,
@@ -709,6 +734,62 @@ class Run(Aggregate):
         self.exit_code = None
         self._begin_session(writer, started_at, f"rewind to step {step}")
 
+    # ---- crash detection: a writer that falls silent -----------------------------------
+    #
+    # When the writer was last heard from is not in the stream (a heartbeat every few
+    # seconds would bloat it): the service layer keeps it and asks `detect_crash` when a
+    # run looks silent. The writer keeps its session through a detected crash, so a write
+    # from it (or a heartbeat) revives the run, while resume and rewind work as on any
+    # crashed run. Crashed by silence is the one crashed state without an exit code.
+
+    @property
+    def silenced(self) -> bool:
+        """Crashed because its writer fell silent, not by an exit code: the writer may
+        still come back."""
+        return self.state == CRASHED and self.exit_code is None
+
+    def detect_crash(self, last_heard: float, now: float, crash_after: float) -> bool:
+        """Mark the run crashed when, at `now`, its writer has been silent for at least
+        `crash_after` seconds: not heard from since `last_heard` (its last heartbeat, as the
+        caller knows it) nor since the run's last event. False, recording nothing, when the
+        run is not running or was heard from since."""
+        for name, value in (("last_heard", last_heard), ("now", now)):
+            if not _is_finite_number(value):
+                raise InvalidArgument(f"{name} is seconds since the epoch, got {value!r}")
+        if not _is_finite_number(crash_after) or crash_after <= 0:
+            raise InvalidArgument(f"crash_after is a number of seconds > 0, got {crash_after!r}")
+        if self.state != RUNNING:
+            return False
+        heard = max(float(last_heard), self.modified_on.timestamp())
+        if now - heard < crash_after:
+            return False
+        self._crash_detected(writer=self.writer, silent_since=heard, crash_after=float(crash_after))
+        return True
+
+    @event(CrashDetected)
+    def _crash_detected(self, writer: str, silent_since: float, crash_after: float) -> None:
+        self.state = CRASHED
+        self.exit_code = None
+
+    def revive(self, writer: str) -> bool:
+        """The writer was heard from (a heartbeat): if the run is crashed by silence, it is
+        running again. Refuses a superseded writer; False when there was nothing to revive."""
+        self._check_writer(writer)
+        if not self.silenced:
+            return False
+        self._revive(writer)
+        return True
+
+    def _revive(self, writer: str | None) -> None:
+        """Before a write of the run's own writer: revive the run if it was crashed by
+        silence (the write was checked, and is recorded right after)."""
+        if writer is not None and self.silenced:
+            self._revived(writer=writer)
+
+    @event(Revived)
+    def _revived(self, writer: str) -> None:
+        self.state = RUNNING
+
 
 # Every event class of a run, in the order a run usually meets them.
 EVENT_CLASSES: tuple[type[Run.Event], ...] = (
@@ -721,6 +802,8 @@ EVENT_CLASSES: tuple[type[Run.Event], ...] = (
     Run.Finished,
     Run.Resumed,
     Run.Rewound,
+    Run.CrashDetected,
+    Run.Revived,
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from runhistory.domain.identity import version_id
-from runhistory.domain.run import RUNNING, Run
+from runhistory.domain.run import CRASHED, RUNNING, Run
 from runhistory.projections.base import Projection, epoch, last_step_change
 from runhistory.projections.schema import versions
 
@@ -28,6 +28,10 @@ class ArchiveProjection(Projection):
                 _update_live(conn, event, state=event.state, **last_step_change(event.rows))
             case Run.Resumed():
                 _update_live(conn, event, state=RUNNING, **last_step_change(event.rows))
+            case Run.CrashDetected():
+                _update_live(conn, event, state=CRASHED)
+            case Run.Revived():
+                _update_live(conn, event, state=RUNNING)
             case Run.Rewound():
                 _update_live(
                     conn,

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Row, Select, exists, func, sel
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
 from runhistory.domain.listing import DEFAULT_ORDER, ORDERS, RunFilter
-from runhistory.domain.run import RUNNING, Run
+from runhistory.domain.run import CRASHED, RUNNING, Run
 from runhistory.projections.base import (
     Projection,
     epoch,
@@ -49,6 +49,10 @@ class RunsProjection(Projection):
                     "version": event.archived_version + 1,
                     "last_step": event.step,
                 }
+            case Run.CrashDetected():
+                changes = {"state": CRASHED, "exit_code": None}
+            case Run.Revived():
+                changes = {"state": RUNNING}
         # Every event of a run, these and the others, is its latest update.
         conn.execute(
             update(runs)
@@ -242,6 +246,17 @@ def forked_from_of(conn: Connection, run_uuids: list[str]) -> dict[str, dict[str
         }
         for row in rows
     }
+
+
+def quiet_runs(conn: Connection, before: float) -> list[tuple[RunPath, float]]:
+    """The running runs without an event since `before` (seconds since the epoch), each with
+    the time of its last event: where crash detection looks for silent writers."""
+    rows = conn.execute(
+        select(runs.c.entity, runs.c.project, runs.c.run_id, runs.c.updated_at).where(
+            runs.c.state == RUNNING, runs.c.updated_at <= before
+        )
+    )
+    return [(RunPath(entity, project, run_id), at) for entity, project, run_id, at in rows]
 
 
 def _run_dict(row: Row[Any]) -> dict[str, Any]:

@@ -244,6 +244,26 @@ class FinishRequest(_message.Message):
     exit_code: int
     def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("path", "writer")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    writer: str
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("state", "revived", "position", "crash_after")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REVIVED_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CRASH_AFTER_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    revived: bool
+    position: int
+    crash_after: float
+    def __init__(self, state: _Optional[str] = ..., revived: _Optional[bool] = ..., position: _Optional[int] = ..., crash_after: _Optional[float] = ...) -> None: ...
+
 class RunRequest(_message.Message):
     __slots__ = ("path", "version", "min_position")
     PATH_FIELD_NUMBER: _ClassVar[int]

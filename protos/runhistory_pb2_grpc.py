@@ -74,6 +74,11 @@ class RunHistoryStub:
                 request_serializer=runhistory_dot_protos_dot_runhistory__pb2.FinishRequest.SerializeToString,
                 response_deserializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/runhistory.v1.RunHistory/Heartbeat',
+                request_serializer=runhistory_dot_protos_dot_runhistory__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=runhistory_dot_protos_dot_runhistory__pb2.HeartbeatAck.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/runhistory.v1.RunHistory/GetRun',
                 request_serializer=runhistory_dot_protos_dot_runhistory__pb2.RunRequest.SerializeToString,
@@ -182,6 +187,16 @@ class RunHistoryServicer:
 
     def Finish(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """The writer is alive: the SDK sends one at least every 30 s while a run is open. A run
+        whose writer sends nothing, neither writes nor heartbeats, for the server's crash
+        timeout (`serve --crash-after`) is marked crashed (a CrashDetected event); a heartbeat
+        or write of that writer afterwards makes it running again (a Revived event).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -297,6 +312,11 @@ def add_RunHistoryServicer_to_server(servicer, server):
                     servicer.Finish,
                     request_deserializer=runhistory_dot_protos_dot_runhistory__pb2.FinishRequest.FromString,
                     response_serializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=runhistory_dot_protos_dot_runhistory__pb2.HeartbeatRequest.FromString,
+                    response_serializer=runhistory_dot_protos_dot_runhistory__pb2.HeartbeatAck.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -570,6 +590,33 @@ class RunHistory:
             '/runhistory.v1.RunHistory/Finish',
             runhistory_dot_protos_dot_runhistory__pb2.FinishRequest.SerializeToString,
             runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runhistory.v1.RunHistory/Heartbeat',
+            runhistory_dot_protos_dot_runhistory__pb2.HeartbeatRequest.SerializeToString,
+            runhistory_dot_protos_dot_runhistory__pb2.HeartbeatAck.FromString,
             options,
             channel_credentials,
             insecure,

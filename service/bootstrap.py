@@ -15,6 +15,7 @@ import grpc
 
 from runhistory.service.addresses import DEFAULT_ADDRESS, parse_http_address
 from runhistory.service.auth import KeyStore
+from runhistory.service.liveness import CrashSweeper
 from runhistory.service.rpc.server import RunningServer, start_server
 from runhistory.service.rpc.server import refuse_without_keys as refuse_rpc_without_keys
 from runhistory.service.runs import RunService
@@ -33,6 +34,7 @@ class Running:
     keys: KeyStore | None  # None: a server without API keys
     rpc: RunningServer | None
     web: RunningWeb | None
+    sweeper: CrashSweeper | None = None  # None: crash detection is off (crash_after 0)
 
     @property
     def address(self) -> str:
@@ -45,6 +47,8 @@ class Running:
         """Stop the web UI, then gRPC (requests in flight get `grace` seconds to finish),
         then close the stores. Every acknowledged write is already durable."""
         try:
+            if self.sweeper is not None:
+                self.sweeper.stop()
             if self.web is not None:
                 self.web.stop()
             if self.rpc is not None:
@@ -69,6 +73,8 @@ def start(
 
     API keys are required unless `settings.require_keys` is off, which only loopback
     addresses allow; `settings.tls_cert` and `tls_key` turn on TLS for both entrypoints.
+    Unless `settings.crash_after` is 0, a thread marks runs whose writers fell silent
+    crashed.
     Raises OSError, saying which, when an address cannot be bound; nothing is left open."""
     settings = settings or Settings()
     if not settings.require_keys:
@@ -90,6 +96,8 @@ def start(
         if http is not None:
             access = Access(running.keys, secure_cookies=tls is not None)
             running.web = _start_web(service, http, access, tls, http_fallback)
+        if settings.crash_after > 0:
+            running.sweeper = CrashSweeper(service).start()
     except BaseException:
         running.stop()
         raise

@@ -7,6 +7,7 @@ position the caller names.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -49,13 +50,14 @@ from runhistory.domain.listing import (
     listing_key,
 )
 from runhistory.domain.rules import check_step_range
-from runhistory.domain.run import LogOutcome, Run
+from runhistory.domain.run import RUNNING, LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
 from runhistory.projections.database import Database
 from runhistory.projections.runner import Progress, ProjectionRunner
 from runhistory.service.application import RunEvents, event_store_env
 from runhistory.service.events import describe_event, read_events, replay_until
+from runhistory.service.liveness import Liveness
 from runhistory.service.records import (
     Ancestor,
     ArtifactRecord,
@@ -99,6 +101,13 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    state: str  # the run's state after the heartbeat
+    revived: bool  # the run was crashed by silence and is running again (a Revived event)
+    position: int  # the Revived event's position; 0 when nothing was written
+
+
+@dataclass(frozen=True, slots=True)
 class LogAck(Ack):
     next_step: int = 0
     rows: int = 0
@@ -112,16 +121,24 @@ class RunService:
         *,
         background: bool = False,
         projections: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`background`: apply new events to the read models in a thread of this process.
-        `projections=False`: never apply them here; a worker process does."""
+        `projections=False`: never apply them here; a worker process does. `clock` tells the
+        time for crash detection (seconds since the epoch)."""
         self.settings = settings or Settings()
+        self.clock = clock
+        # A server that just started has heard from no writer yet: none is taken for silent
+        # before `crash_after` has passed since then (see `sweep`).
+        self.started_at = clock()
         self.limits = self.settings.limits
         url = self.settings.db_url
         self.db = Database(url)
         with self.db.making_tables():  # the event store's and the projections' tracking
             self.store = RunEvents(env=event_store_env(url))
             self.runner = ProjectionRunner(self.store, self.db, inline=projections)
+            self.liveness = Liveness(self.db)
+        self._heard: dict[UUID, float] = {}  # when this process last recorded each heartbeat
         self._locks: defaultdict[UUID, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         # Reads wait for what was acknowledged before this process started, too: after a
@@ -572,9 +589,64 @@ class RunService:
         rows = self.history(path, min_step=last_step, max_step=last_step)
         return bool(rows) and all(same_value(rows[0].get(k), v) for k, v in fields.items())
 
-    def heartbeat(self, path: RunPath, *, writer: str | None = None) -> None:
-        """The writer of `path` is alive. TODO(issue 14): record it, so that a run whose
-        writer falls silent is marked crashed after the server's crash timeout."""
+    # ---- liveness: heartbeats and crash detection ---------------------------------------
+
+    def heartbeat(self, path: RunPath, *, writer: str) -> HeartbeatAck:
+        """The writer of `path` is alive. Remembered outside the event stream, so that the
+        run is not taken for crashed (`sweep`); a run crashed by silence is revived, as a
+        Revived event. Refuses a superseded writer, as its writes are."""
+        run = self._get(path)
+        revived, position = False, 0
+        if writer != run.writer or run.silenced:
+            revived, position = self._change(path, lambda run: run.revive(writer))
+            run = self._get(path)
+        if run.state == RUNNING:
+            self._record_heartbeat(path.aggregate_id)
+        return HeartbeatAck(state=run.state, revived=revived, position=position if revived else 0)
+
+    def _record_heartbeat(self, run_uuid: UUID) -> None:
+        # A writer heard from a moment ago needs no new row: recorded at most every tenth
+        # of the timeout (and 10 s), as W&B clients post every second or so while logging.
+        now = self.clock()
+        every = min(10.0, self.settings.crash_after / 10)
+        if now - self._heard.get(run_uuid, -math.inf) < every:
+            return
+        self.liveness.heard(run_uuid, now)
+        self._heard[run_uuid] = now
+
+    def sweep(self) -> list[RunPath]:
+        """Mark crashed every running run whose writer has been silent for the settings'
+        `crash_after`: no event and no heartbeat for that long, nor since this server
+        started. Returns the runs it marked. A run another server marks at the same moment
+        is left alone (the event store refuses the second crash event; retried, the run is
+        crashed already)."""
+        crash_after = self.settings.crash_after
+        now = self.clock()
+        cutoff = now - crash_after
+        if crash_after <= 0 or self.started_at > cutoff:
+            return []
+        # The runs read model as current as the log: a run silent since it started, which
+        # no one has read since, is found too.
+        with self._reading(self.store.last_position()) as conn:
+            quiet = runs.quiet_runs(conn, cutoff)
+        heard = self.liveness.last_heard([path.aggregate_id for path, _at in quiet])
+        marked = []
+        for path, _last_event in quiet:
+            if heard.get(path.aggregate_id, -math.inf) > cutoff:
+                continue
+
+            def detect(run: Run, path: RunPath = path) -> bool:
+                # Asked again at each attempt: a heartbeat may have come in since.
+                last = self.liveness.last_heard([path.aggregate_id]).get(path.aggregate_id)
+                return run.detect_crash(max(last or 0.0, self.started_at), now, crash_after)
+
+            try:
+                crashed, _position = self._change(path, detect)
+            except Aborted:
+                continue  # written to all along: not silent
+            if crashed:
+                marked.append(path)
+        return marked
 
     def current_writer(self, path: RunPath) -> str:
         """The session that holds the run now, as the event store has it."""

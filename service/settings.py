@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from runhistory.domain.values import Limits
 from runhistory.service.limits import SIZE_LIMITS, variable
 
 DEFAULT_DB = "runhistory.db"
+DEFAULT_CRASH_AFTER = 300.0
 
 
 class Settings(BaseModel):
@@ -38,6 +40,12 @@ class Settings(BaseModel):
     tls_key: Path | None = None
     # Set to require client certificates signed by this CA.
     tls_client_ca: Path | None = None
+    # A running run whose writer has been silent this long (no write, no heartbeat) is
+    # marked crashed; 0 turns crash detection off.
+    crash_after: float = Field(
+        default_factory=lambda: os.environ.get("RUNHISTORY_CRASH_AFTER") or DEFAULT_CRASH_AFTER,
+        validate_default=True,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -59,6 +67,20 @@ class Settings(BaseModel):
         if not value.strip():
             raise ValueError("the database is a SQLAlchemy URL, a SQLite file path or 'memory'")
         return value.strip()
+
+    @field_validator("crash_after", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> float:
+        try:
+            seconds = float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(
+                "the crash timeout (--crash-after, RUNHISTORY_CRASH_AFTER) is a number of "
+                f"seconds >= 0, 0 to never mark runs crashed; got {value!r}"
+            )
+        return seconds
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

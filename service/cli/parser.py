@@ -134,6 +134,13 @@ def _server_commands(command: Command, common: argparse.ArgumentParser) -> None:
         metavar="PEM",
         help="require client certificates signed by this CA (with --tls-cert)",
     )
+    serve.add_argument(
+        "--crash-after",
+        metavar="SECONDS",
+        type=_seconds_arg,
+        help="mark a running run crashed when its writer has sent nothing, not even a "
+        "heartbeat, for this long (default: $RUNHISTORY_CRASH_AFTER or 300; 0: never)",
+    )
 
     keys = command(
         "keys",
@@ -423,6 +430,18 @@ def _http_arg(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: a number of seconds >= 0 (0: never)"
+        )
+    return value
 
 
 def _time_arg(text: str) -> float:

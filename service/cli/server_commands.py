@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         **{name: getattr(args, name) for name in SIZE_LIMITS},
+        crash_after=args.crash_after,
     )
     address = args.address or os.environ.get("RUNHISTORY_ADDRESS") or DEFAULT_ADDRESS
     with _until_signalled() as stopping:
@@ -76,9 +77,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers = "" if args.projections else "; read models left to projection workers"
             keys = "API keys required" if settings.require_keys else "no API keys (--no-auth)"
             tls = ", TLS" if settings.tls_cert else ""
+            crashes = (
+                f", runs crashed after {settings.crash_after:g} s of silence"
+                if settings.crash_after
+                else ", crash detection off"
+            )
             print(
                 f"{PROG}: serving on {running.address}{tls}, database "
-                f"{_safe_url(settings.db_url)}, {keys}{workers} (stop with Ctrl-C or SIGTERM)",
+                f"{_safe_url(settings.db_url)}, {keys}{crashes}{workers} "
+                "(stop with Ctrl-C or SIGTERM)",
                 flush=True,
             )
             if running.web is not None:

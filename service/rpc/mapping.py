@@ -28,7 +28,7 @@ from runhistory.service.records import (
     RunsPage,
     VersionRecord,
 )
-from runhistory.service.runs import Ack, LogAck, Session
+from runhistory.service.runs import Ack, HeartbeatAck, LogAck, Session
 
 # ---- requests -------------------------------------------------------------------------------
 
@@ -124,6 +124,15 @@ def log_calls(batch: pb.LogBatch) -> list[LogCall]:
 
 def ack(result: Ack) -> pb.Ack:
     return pb.Ack(position=result.position, applied=result.applied)
+
+
+def heartbeat_ack(result: HeartbeatAck, crash_after: float) -> pb.HeartbeatAck:
+    return pb.HeartbeatAck(
+        state=result.state,
+        revived=result.revived,
+        position=result.position,
+        crash_after=crash_after,
+    )
 
 
 def log_ack(result: LogAck, batch_seq: int) -> pb.LogAck:

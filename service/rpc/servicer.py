@@ -248,6 +248,18 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         )
         return mapping.ack(ack)
 
+    @refusals
+    def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext, caller: Principal
+    ) -> pb.HeartbeatAck:
+        path = _allowed(caller, request.path, WRITE)
+        if not request.writer:
+            raise InvalidArgument(
+                "a heartbeat names its writer: the session's writer token that Init returned"
+            )
+        ack = self.service.heartbeat(path, writer=request.writer)
+        return mapping.heartbeat_ack(ack, self.service.settings.crash_after)
+
     # ---- reads -------------------------------------------------------------------------
 
     @refusals

@@ -32,6 +32,7 @@ def requests_for(path: str) -> dict[str, Any]:
             path=path, direction="produced", name="model", type="model"
         ),
         "Finish": pb.FinishRequest(path=path, exit_code=0),
+        "Heartbeat": pb.HeartbeatRequest(path=path, writer="0" * 32),
         "GetRun": pb.RunRequest(path=path),
         "ListRuns": pb.ListRunsRequest(entity="alice", project="p"),
         "ReadHistory": pb.HistoryRequest(path=path),

@@ -118,6 +118,7 @@ WRITES = {
     "DefineMetric",
     "RecordArtifact",
     "Finish",
+    "Heartbeat",
 }
 ADMIN_ONLY = {"Rebuild"}
 RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["RunHistory"].methods]

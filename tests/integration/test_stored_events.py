@@ -5,6 +5,10 @@ written at commit f0de3c4, when the Run's event classes were made implicitly by
 `@event("Name", topic=...)`, by `old_scenario()` below: a run through every command, a
 snapshot of it, and a fork of it. A renamed topic, a renamed, added or dropped field, or a
 change to what the aggregate keeps in a snapshot fails here instead of stranding them.
+
+An event class added later gets a fixture of its own, written by the code that added it and
+never regenerated: `fixtures/run_events_crash_detection.json` (CrashDetected, Revived) by
+`crash_scenario()`.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from eventsourcing.utils import get_topic
 from runhistory.domain.identity import RunPath
 from runhistory.domain.run import EVENT_CLASSES, Run
 from runhistory.domain.values import LogCall
-from runhistory.projections import history, summary
+from runhistory.projections import archive, history, runs, summary
 from runhistory.projections.database import Database
 from runhistory.projections.runner import ProjectionRunner
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_events_f0de3c4.json"
+CRASH_FIXTURE = Path(__file__).parent / "fixtures" / "run_events_crash_detection.json"
 RUN = RunPath("ent", "proj", "run1")
 FORK = RunPath("ent", "proj", "fork1")
 T0 = 1000.0
@@ -69,8 +74,26 @@ def old_scenario() -> list[Any]:
     return [*events, snapshot, *fork.collect_events()]
 
 
-def stored_records() -> list[StoredEvent]:
-    records = json.loads(FIXTURE.read_text())["records"]
+def crash_scenario() -> list[Any]:
+    """The commands `CRASH_FIXTURE`'s events were written by: a run whose writer falls
+    silent, is crashed, comes back (revived by its next rows), falls silent again and is
+    resumed by a new session."""
+    run = Run.start(RUN, "w1", T0)
+    run.log([call({"loss": 1.0}, T0 + 1)], writer="w1", seq=1)
+    # Heard from last at CRASH_HEARD, after the events' own clock readings: the payload
+    # depends on the given times only.
+    run.detect_crash(CRASH_HEARD, CRASH_HEARD + 300.0, 300.0)
+    run.log([call({"loss": 0.5}, T0 + 2)], writer="w1", seq=2)
+    run.detect_crash(CRASH_HEARD + 1000.0, CRASH_HEARD + 1400.0, 300.0)
+    run.resume("w2", started_at=T0 + 300)
+    return run.collect_events()
+
+
+CRASH_HEARD = 4.0e9
+
+
+def stored_records(fixture: Path = FIXTURE) -> list[StoredEvent]:
+    records = json.loads(fixture.read_text())["records"]
     return [
         StoredEvent(
             originator_id=UUID(record["originator_id"]),
@@ -91,15 +114,16 @@ def run_events(events: Sequence[Any]) -> list[Any]:
     return [e for e in events if not isinstance(e, Run.Snapshot)]
 
 
-def test_every_event_class_is_in_the_fixture() -> None:
-    topics = {record.topic for record in stored_records()}
+def test_every_event_class_is_in_the_fixtures() -> None:
+    topics = {r.topic for fixture in (FIXTURE, CRASH_FIXTURE) for r in stored_records(fixture)}
     assert topics == {get_topic(cls) for cls in EVENT_CLASSES} | {get_topic(Run.Snapshot)}
 
 
-def test_stored_events_decode_into_the_event_classes_with_their_fields() -> None:
+@pytest.mark.parametrize("fixture", [FIXTURE, CRASH_FIXTURE], ids=lambda f: f.stem)
+def test_stored_events_decode_into_the_event_classes_with_their_fields(fixture: Path) -> None:
     by_topic = {get_topic(cls): cls for cls in (*EVENT_CLASSES, Run.Snapshot)}
     mapper = Application().mapper
-    for record in stored_records():
+    for record in stored_records(fixture):
         event = mapper.to_domain_event(record)
         assert type(event) is by_topic[record.topic]
         # The fields the class declares are exactly those stored: none renamed or missing.
@@ -195,3 +219,44 @@ def test_todays_commands_write_what_was_stored(index: int) -> None:
     assert get_topic(type(event)) == record.topic
     stored = payload(Application().mapper.to_domain_event(record))
     assert exact(payload(event)) == exact(stored)
+
+
+@pytest.mark.parametrize("index", range(len(stored_records(CRASH_FIXTURE))))
+def test_todays_commands_write_what_was_stored_for_crash_detection(index: int) -> None:
+    record = stored_records(CRASH_FIXTURE)[index]
+    event = crash_scenario()[index]
+    assert get_topic(type(event)) == record.topic
+    stored = payload(Application().mapper.to_domain_event(record))
+    assert exact(payload(event)) == exact(stored)
+
+
+def test_stored_crash_events_replay_into_the_run_and_the_read_models() -> None:
+    app = Application()
+    app.recorder.insert_events(stored_records(CRASH_FIXTURE))
+    run = app.repository.get(RUN.aggregate_id)
+    assert (run.state, run.writer, run.last_step) == ("running", "w2", 1)
+    mapper = Application().mapper
+    events = [mapper.to_domain_event(r) for r in stored_records(CRASH_FIXTURE)]
+    assert [type(e).__name__ for e in events] == [
+        "Created",
+        "RowsLogged",
+        "CrashDetected",
+        "Revived",
+        "RowsLogged",
+        "CrashDetected",
+        "Resumed",
+    ]
+    assert (events[2].writer, events[2].silent_since, events[2].crash_after) == (
+        "w1",
+        CRASH_HEARD,
+        300.0,
+    )
+    # Each prefix of the stream builds the run's state as it stood then.
+    for count, expected in ((3, "crashed"), (5, "running"), (6, "crashed"), (7, "running")):
+        db = Database("sqlite://")
+        ProjectionRunner(FixtureEvents(events[:count]), db).catch_up()
+        with db.read() as conn:
+            record = runs.find_run(conn, RUN)
+            assert (record["state"], record["exit_code"]) == (expected, None), count
+            (version,) = archive.list_versions(conn, record["run_uuid"])
+            assert version["state"] == expected

@@ -1044,6 +1044,8 @@ PINNED_TOPICS = {
     "Finished": "runhistory:Run.Finished",
     "Resumed": "runhistory:Run.Resumed",
     "Rewound": "runhistory:Run.Rewound",
+    "CrashDetected": "runhistory:Run.CrashDetected",
+    "Revived": "runhistory:Run.Revived",
 }
 
 
