@@ -60,6 +60,17 @@ def check_run_name(name: str | None) -> str | None:
     return name or None
 
 
+DETAIL_LENGTHS = {"notes": 65_536, "group": 128, "job_type": 64}
+
+
+def check_detail(label: str, text: str | None) -> str | None:
+    """A run's notes, group or job type: a string up to its length (None: not given)."""
+    limit = DETAIL_LENGTHS[label]
+    if text is not None and (not isinstance(text, str) or len(text) > limit):
+        raise InvalidArgument(f"a run's {label} is a string of at most {limit} characters")
+    return text
+
+
 def check_tags(tags: Sequence[str]) -> list[str]:
     if isinstance(tags, str):
         raise InvalidArgument("tags is a list of strings, not a string")

@@ -23,6 +23,7 @@ from runhistory.projections.schema import configs, runs
 
 class RunsProjection(Projection):
     name = "runs"
+    revision = 2  # 2: notes, group and job type
     tables = (runs,)
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
@@ -46,6 +47,8 @@ class RunsProjection(Projection):
                     "version": event.archived_version + 1,
                     "last_step": event.step,
                 }
+            case Run.DetailsUpdated():
+                changes = _details_changes(event)
         # Every event of a run, these and the others, is its latest update.
         conn.execute(
             update(runs)
@@ -64,6 +67,9 @@ class RunsProjection(Projection):
                 run_id=event.run_id,
                 name=event.name,
                 tags=to_json(event.tags),
+                notes="",
+                group="",
+                job_type="",
                 state=RUNNING,
                 exit_code=None,
                 version=1,
@@ -74,6 +80,23 @@ class RunsProjection(Projection):
                 updated_position=position,
             )
         )
+
+
+def _details_changes(event: Run.DetailsUpdated) -> dict[str, Any]:
+    """The columns of the details the event changes (None: left as they are)."""
+    changes: dict[str, Any] = {
+        column: value
+        for column, value in (
+            ("name", event.name),
+            ("notes", event.notes),
+            ("group", event.group),
+            ("job_type", event.job_type),
+        )
+        if value is not None
+    }
+    if event.tags is not None:
+        changes["tags"] = to_json(event.tags)
+    return changes
 
 
 class ConfigProjection(Projection):

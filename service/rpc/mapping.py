@@ -48,6 +48,11 @@ def write_options(request: Any) -> dict[str, Any]:
     return {"writer": request.writer or None, "seq": seq(request.seq)}
 
 
+def optional(message: Any, field: str) -> Any:
+    """A proto3 `optional` field's value, None when unset."""
+    return getattr(message, field) if message.HasField(field) else None
+
+
 def min_position(value: int) -> int | None:
     """The position a read must include: read your writes across servers, where the client
     names the last position it wrote (0: none, the server's own writes only)."""
@@ -104,7 +109,7 @@ def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
     return pb.ForkedFrom(run=link.run, step=link.step, version=link.version)
 
 
-def session(started: Session) -> pb.Session:
+def session(started: Session, web_url: str = "") -> pb.Session:
     return pb.Session(
         path=str(started.path),
         writer=started.writer,
@@ -113,11 +118,21 @@ def session(started: Session) -> pb.Session:
         position=started.position,
         config_json=codec.dumps(started.config),
         forked_from=forked_from(started.forked_from),
+        web_url=web_url,
+        name=started.name,
+        tags=started.tags,
+        notes=started.notes,
+        group=started.group,
+        job_type=started.job_type,
     )
 
 
-def run_info(record: RunRecord) -> pb.RunInfo:
+def run_info(record: RunRecord, web_url: str = "") -> pb.RunInfo:
     return pb.RunInfo(
+        notes=record.notes,
+        group=record.group,
+        job_type=record.job_type,
+        web_url=web_url,
         path=record.path,
         entity=record.entity,
         project=record.project,

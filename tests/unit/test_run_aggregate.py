@@ -990,12 +990,13 @@ def build_eventful_run() -> tuple[Run, list]:
     run.finish(3, writer="w2", seq=2)
     run.resume("w3", started_at=T0 + 200)
     run.log([call({"loss": 0.4}, ts=T0 + 201, commit=False)], writer="w3", seq=1)
+    run.update_details(name="renamed", notes="n", group="g", job_type="train")
     return run, run.collect_events()
 
 
 def test_replaying_the_events_rebuilds_the_same_aggregate():
     run, events = build_eventful_run()
-    assert len(events) == 11
+    assert len(events) == 12
     rebuilt = None
     for event in events:
         rebuilt = event.mutate(rebuilt)
@@ -1038,6 +1039,7 @@ PINNED_TOPICS = {
     "Finished": "runhistory:Run.Finished",
     "Resumed": "runhistory:Run.Resumed",
     "Rewound": "runhistory:Run.Rewound",
+    "DetailsUpdated": "runhistory:Run.DetailsUpdated",
 }
 
 
@@ -1068,3 +1070,55 @@ def test_emitted_events_use_the_pinned_topics():
     for record in stored:
         assert record.topic.startswith("runhistory:Run."), record.topic
     assert events[0].originator_topic == "runhistory:Run"
+
+
+# ---- details: name, tags, notes, group, job type ------------------------------------------
+
+
+def test_details_replace_what_is_given_and_keep_the_rest():
+    run = Run.start(PATH, "w1", T0, name="first", tags=["a"])
+    assert (run.notes, run.group, run.job_type) == ("", "", "")
+    assert run.update_details(notes="why", group="sweep-1", job_type="train")
+    assert run.update_details(name="second", tags=["b", "c"])
+    assert (run.name, run.tags, run.notes, run.group, run.job_type) == (
+        "second",
+        ["b", "c"],
+        "why",
+        "sweep-1",
+        "train",
+    )
+    replayed = None
+    for event in run.collect_events():  # a read of the stream rebuilds them
+        replayed = event.mutate(replayed)
+    assert (replayed.name, replayed.tags, replayed.notes) == ("second", ["b", "c"], "why")
+    assert (replayed.group, replayed.job_type) == ("sweep-1", "train")
+
+
+def test_details_that_change_nothing_write_no_event():
+    run = Run.start(PATH, "w1", T0, name="same", tags=["a"])
+    run.collect_events()
+    assert not run.update_details(name="same", tags=["a"])
+    assert not run.update_details()
+    assert run.collect_events() == []
+    assert run.update_details(name="same", notes="new")
+    (event,) = run.collect_events()
+    assert isinstance(event, Run.DetailsUpdated)
+    assert (event.name, event.tags, event.notes) == (None, None, "new")
+
+
+@pytest.mark.parametrize(
+    "details, message",
+    [
+        ({"notes": 5}, "notes is a string"),
+        ({"group": "g" * 129}, "group is a string of at most 128"),
+        ({"job_type": "j" * 65}, "job_type is a string of at most 64"),
+        ({"tags": "not-a-list"}, "tags is a list"),
+        ({"name": "n" * 129}, "run name"),
+    ],
+)
+def test_invalid_details_are_refused_and_change_nothing(details, message):
+    run = Run.start(PATH, "w1", T0)
+    run.collect_events()
+    with pytest.raises(InvalidArgument, match=message):
+        run.update_details(**details)
+    assert run.collect_events() == []
