@@ -78,6 +78,7 @@ class SummaryState:
             self._fold_column(key, column)
 
     def _fold_column(self, key: str, column: list[Value]) -> None:
+        numbers: list[Any]  # ints and floats, but for NaN
         if set(map(type, column)) <= _NUMBER_TYPES:
             numbers = list(compress(column, map(operator.eq, column, column)))  # NaN != NaN
         else:

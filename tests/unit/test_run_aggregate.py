@@ -32,6 +32,7 @@ from runhistory.domain.run import (
     Run,
     event_types,
 )
+from runhistory.domain.summary import SummaryState, render
 from runhistory.domain.values import Limits, LogCall
 
 PATH = RunPath("ent", "proj", "run1")
@@ -320,10 +321,19 @@ def test_reserved_underscore_keys_are_refused_whole_batch(key):
     assert "reserved" in error.message
 
 
-@pytest.mark.parametrize("value", [None, [1, 2], {1, 2}, b"bytes", object()])
+@pytest.mark.parametrize("value", [[1, 2], {1, 2}, b"bytes", object()])
 def test_unsupported_values_are_refused(value):
     run = new_run()
     assert_refused(run, InvalidArgument, lambda: run.log([call({"v": value})]))
+
+
+def test_none_is_logged_as_null_and_summarised_as_a_value():
+    run = new_run()
+    outcome = run.log([call({"v": 1.0, "w": None}), call({"v": None})])
+    assert [row[3] for row in outcome.rows] == [{"v": 1.0, "w": None}, {"v": None}]
+    state = SummaryState()
+    state.fold_all([row[3] for row in outcome.rows])
+    assert render(state, {"v": ["min", "last"]}, {}) == {"v": {"min": 1.0, "last": None}, "w": None}
 
 
 def test_nan_and_infinities_and_value_types_are_preserved():
