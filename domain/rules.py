@@ -31,6 +31,18 @@ def parse_summary_choice(summary: str) -> list[str]:
     return sorted(set(parts), key=SUMMARY_AGGREGATES.index)
 
 
+def check_metric_name(name: object) -> str:
+    """A metric's name for `define_metric`: a key, or W&B's glob, a prefix and a trailing
+    `*` (`"val/*"`, or `"*"` for every key)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"invalid metric name {name!r}: a non-empty string")
+    if "*" in name[:-1]:
+        raise InvalidArgument(
+            f"invalid metric name {name!r}: a glob has its '*' at the end only ('val/*')"
+        )
+    return name
+
+
 def check_artifact(direction: str, name: str, type: str, size: int) -> None:
     if direction not in (ARTIFACT_PRODUCED, ARTIFACT_USED):
         raise InvalidArgument(f"invalid artifact direction {direction!r}: use 'produced' or 'used'")

@@ -32,6 +32,7 @@ from runhistory.domain.identity import RunPath, run_aggregate_id
 from runhistory.domain.rules import (
     check_artifact,
     check_detail,
+    check_metric_name,
     check_run_name,
     check_step,
     check_tags,
@@ -597,7 +598,10 @@ class Run(Aggregate):
     ) -> bool:
         if not self._accepts(writer, seq):
             return False
-        flatten({key: 0})  # the same key rules as logged values
+        # The same key rules as logged values, for the name or the glob's prefix.
+        check_metric_name(key)
+        if key != "*":
+            flatten({key.removesuffix("*"): 0})
         self._metric_defined(
             key=key, aggregates=parse_summary_choice(summary), writer=writer, seq=seq
         )
