@@ -31,6 +31,18 @@ def parse_summary_choice(summary: str) -> list[str]:
     return sorted(set(parts), key=SUMMARY_AGGREGATES.index)
 
 
+def check_metric_name(name: object) -> str:
+    """A metric's name for `define_metric`: a key, or W&B's glob, a prefix and a trailing
+    `*` (`"val/*"`, or `"*"` for every key)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"invalid metric name {name!r}: a non-empty string")
+    if "*" in name[:-1]:
+        raise InvalidArgument(
+            f"invalid metric name {name!r}: a glob has its '*' at the end only ('val/*')"
+        )
+    return name
+
+
 def check_artifact(direction: str, name: str, type: str, size: int) -> None:
     if direction not in (ARTIFACT_PRODUCED, ARTIFACT_USED):
         raise InvalidArgument(f"invalid artifact direction {direction!r}: use 'produced' or 'used'")
@@ -76,6 +88,17 @@ def check_run_name(name: str | None) -> str | None:
     if name is not None and (not isinstance(name, str) or len(name) > 128):
         raise InvalidArgument("a run name is a string of at most 128 characters")
     return name or None
+
+
+DETAIL_LENGTHS = {"notes": 65_536, "group": 128, "job_type": 64}
+
+
+def check_detail(label: str, text: str | None) -> str | None:
+    """A run's notes, group or job type: a string up to its length (None: not given)."""
+    limit = DETAIL_LENGTHS[label]
+    if text is not None and (not isinstance(text, str) or len(text) > limit):
+        raise InvalidArgument(f"a run's {label} is a string of at most {limit} characters")
+    return text
 
 
 def check_tags(tags: Sequence[str]) -> list[str]:

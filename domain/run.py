@@ -31,6 +31,8 @@ from runhistory.domain.errors import (
 from runhistory.domain.identity import RunPath, check_new_run_id, run_aggregate_id, version_id
 from runhistory.domain.rules import (
     check_artifact,
+    check_detail,
+    check_metric_name,
     check_run_name,
     check_step,
     check_tags,
@@ -170,6 +172,17 @@ class Run(Aggregate):
         writer: str
         started_at: float
 
+    class DetailsUpdated(Event):
+        """W&B's run details, given at init: at creation (notes, group, job type) or with a
+        resume or rewind (any of them). None leaves a detail as it was."""
+
+        TOPIC = "runhistory:Run.DetailsUpdated"
+        name: str | None
+        tags: list[str] | None
+        notes: str | None
+        group: str | None
+        job_type: str | None
+
     class Rewound(Event):
         TOPIC = "runhistory:Run.Rewound"
         rows: list[EventRow]  # the pending row, committed into the archived version
@@ -194,6 +207,12 @@ class Run(Aggregate):
 
         TOPIC = "runhistory:Run.Revived"
         writer: str
+
+    # Details only `DetailsUpdated` sets: class defaults, so runs (and snapshots) from before
+    # that event keep the same state.
+    notes: str = ""
+    group: str = ""
+    job_type: str = ""
 
     # ---- creation -------------------------------------------------------------------
 
@@ -347,6 +366,53 @@ class Run(Aggregate):
                 f"(the run is now at version {self.run_version}); its writes are refused. "
                 "Start a new session with resume or resume_from to write again"
             )
+
+    # ---- details: name, tags, notes, group, job type -----------------------------------
+
+    def update_details(
+        self,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        notes: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+    ) -> bool:
+        """Replace the details given (None: unchanged); no event when nothing changes."""
+        name = check_run_name(name)
+        checked_tags = None if tags is None else check_tags(tags)
+        notes = check_detail("notes", notes)
+        group = check_detail("group", group)
+        job_type = check_detail("job_type", job_type)
+        # Only what differs goes into the event: a resume naming the same details adds none.
+        name = None if name == self.name else name
+        checked_tags = None if checked_tags == self.tags else checked_tags
+        notes = None if notes == self.notes else notes
+        group = None if group == self.group else group
+        job_type = None if job_type == self.job_type else job_type
+        if (name, checked_tags, notes, group, job_type) == (None, None, None, None, None):
+            return False
+        self._details_updated(name, checked_tags, notes, group, job_type)
+        return True
+
+    @event(DetailsUpdated)
+    def _details_updated(
+        self,
+        name: str | None,
+        tags: list[str] | None,
+        notes: str | None,
+        group: str | None,
+        job_type: str | None,
+    ) -> None:
+        if name is not None:
+            self.name = name
+        if tags is not None:
+            self.tags = tags
+        if notes is not None:
+            self.notes = notes
+        if group is not None:
+            self.group = group
+        if job_type is not None:
+            self.job_type = job_type
 
     def _check_running(self, action: str, writer: str | None = None) -> None:
         """Refuses unless the run is running, or crashed by silence and `writer` (checked by
@@ -577,7 +643,10 @@ class Run(Aggregate):
     ) -> bool:
         if not self._accepts(writer, seq):
             return False
-        flatten({key: 0})  # the same key rules as logged values
+        # The same key rules as logged values, for the name or the glob's prefix.
+        check_metric_name(key)
+        if key != "*":
+            flatten({key.removesuffix("*"): 0})
         aggregates = parse_summary_choice(summary)
         self._revive(writer)
         self._metric_defined(key=key, aggregates=aggregates, writer=writer, seq=seq)
@@ -804,6 +873,7 @@ EVENT_CLASSES: tuple[type[Run.Event], ...] = (
     Run.Rewound,
     Run.CrashDetected,
     Run.Revived,
+    Run.DetailsUpdated,
 )
 
 

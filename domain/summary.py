@@ -78,6 +78,7 @@ class SummaryState:
             self._fold_column(key, column)
 
     def _fold_column(self, key: str, column: list[Value]) -> None:
+        numbers: list[Any]  # ints and floats, but for NaN
         if set(map(type, column)) <= _NUMBER_TYPES:
             numbers = list(compress(column, map(operator.eq, column, column)))  # NaN != NaN
         else:
@@ -136,14 +137,22 @@ def render(
     metrics: Mapping[str, list[str]],
     overrides: Mapping[str, Value],
 ) -> dict[str, Any]:
-    """The summary as users see it, with keys sorted."""
+    """The summary as users see it, with keys sorted. A metric defined with a glob name
+    (`"val/*"`, W&B's trailing `*`) applies to every key it matches that has no definition
+    of its own; of several globs, the longest prefix wins."""
     summary: dict[str, Any] = {}
+    globs = sorted(
+        ((name[:-1], chosen) for name, chosen in metrics.items() if name.endswith("*")),
+        key=lambda glob: -len(glob[0]),
+    )
     for key in sorted(set(state.keys) | set(overrides)):
         if key in overrides:
             summary[key] = overrides[key]
             continue
         stats = state.keys[key]
         chosen = metrics.get(key)
+        if chosen is None and globs:
+            chosen = next((c for prefix, c in globs if key.startswith(prefix)), None)
         if chosen is None:
             summary[key] = stats[LAST]
         elif chosen:

@@ -10,10 +10,13 @@ from typing import TypeAlias
 
 from runhistory.domain.errors import InvalidArgument, ResourceExhausted
 
-Value: TypeAlias = bool | int | float | str
+Value: TypeAlias = bool | int | float | str | None
 Values: TypeAlias = dict[str, Value]
 
-ALLOWED_VALUES = "int, float (NaN and +/-Inf allowed), bool, str, or a dict of these"
+ALLOWED_VALUES = (
+    "int, float (NaN and +/-Inf allowed), bool, str, None (stored as null), numpy scalars "
+    "and 0-d arrays of these, or a dict of these"
+)
 RESERVED_PREFIX = "_"
 _INT64 = 2**63
 
@@ -98,7 +101,7 @@ def _flatten_into(
 
 def check_value(key: str, value: object) -> Value:
     # bool before int: bool is an int subclass and must stay a bool.
-    if isinstance(value, bool | str):
+    if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         if not -_INT64 <= value < _INT64:
@@ -111,9 +114,23 @@ def check_value(key: str, value: object) -> Value:
         return check_value(key, int(value))
     if isinstance(value, numbers.Real):
         return float(value)
+    scalar = _array_scalar(value)
+    if scalar is not value:
+        return check_value(key, scalar)
     raise InvalidArgument(
         f"value of {key!r} has type {type(value).__name__}; allowed: {ALLOWED_VALUES}"
     )
+
+
+def _array_scalar(value: object) -> object:
+    """The Python value of a numpy scalar (numpy.bool_ is no `numbers` type) or 0-d array
+    (and of the like, such as a 0-d tensor), found by duck typing so that numpy is never
+    imported here; else `value` itself."""
+    item = getattr(value, "item", None)
+    if item is None or getattr(value, "ndim", None) != 0:
+        return value
+    scalar: object = item()
+    return scalar
 
 
 def row_size(values: Values) -> int:
@@ -149,7 +166,7 @@ def same_value(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-CONFIG_VALUES = "null, bool, int, float, str, lists and dicts of these"
+CONFIG_VALUES = "null, bool, int, float, str, lists and dicts of these (numpy values too)"
 
 
 MAX_CONFIG_DEPTH = 32
@@ -180,6 +197,12 @@ def _config_value(key: str, value: object, depth: int) -> object:
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    scalar = _array_scalar(value)
+    if scalar is not value:
+        return _config_value(key, scalar, depth)
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None and getattr(value, "ndim", 0) > 0:  # a numpy array, as W&B takes it
+        return _config_value(key, tolist(), depth)
     if isinstance(value, list | tuple | Mapping) and depth <= 0:
         raise InvalidArgument(
             f"config value of {key[:40]!r} nests too deep: at most {MAX_CONFIG_DEPTH} levels "

@@ -24,8 +24,8 @@ from runhistory.projections.schema import configs, forks, run_tags, runs
 
 class RunsProjection(Projection):
     name = "runs"
-    # 2: rh_run_tags and the listing indexes on rh_runs.
-    revision = 2
+    # 2: rh_run_tags and the listing indexes on rh_runs; 3: notes, group and job type.
+    revision = 3
     tables = (runs, run_tags)
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
@@ -53,6 +53,8 @@ class RunsProjection(Projection):
                 changes = {"state": CRASHED, "exit_code": None}
             case Run.Revived():
                 changes = {"state": RUNNING}
+            case Run.DetailsUpdated():
+                changes = _details_changes(event)
         # Every event of a run, these and the others, is its latest update.
         conn.execute(
             update(runs)
@@ -71,6 +73,9 @@ class RunsProjection(Projection):
                 run_id=event.run_id,
                 name=event.name,
                 tags=to_json(event.tags),
+                notes="",
+                group="",
+                job_type="",
                 state=RUNNING,
                 exit_code=None,
                 version=1,
@@ -86,6 +91,23 @@ class RunsProjection(Projection):
             conn.execute(
                 run_tags.insert(), [{"run_uuid": str(event.originator_id), "tag": t} for t in tags]
             )
+
+
+def _details_changes(event: Run.DetailsUpdated) -> dict[str, Any]:
+    """The columns of the details the event changes (None: left as they are)."""
+    changes: dict[str, Any] = {
+        column: value
+        for column, value in (
+            ("name", event.name),
+            ("notes", event.notes),
+            ("group", event.group),
+            ("job_type", event.job_type),
+        )
+        if value is not None
+    }
+    if event.tags is not None:
+        changes["tags"] = to_json(event.tags)
+    return changes
 
 
 class ConfigProjection(Projection):

@@ -21,6 +21,8 @@ from runhistory.protos import runhistory_pb2 as pb
 
 
 def to_value(value: Any) -> pb.Value:
+    if value is None:
+        return pb.Value(null_value=True)
     if isinstance(value, bool):
         return pb.Value(bool_value=value)
     if isinstance(value, int):
@@ -30,14 +32,16 @@ def to_value(value: Any) -> pb.Value:
     if isinstance(value, str):
         return pb.Value(string_value=value)
     raise InvalidArgument(
-        f"value of type {type(value).__name__} cannot be sent; allowed: int, float, bool, str"
+        f"value of type {type(value).__name__} cannot be sent; allowed: int, float, bool, str, None"
     )
 
 
 def from_value(message: pb.Value) -> Any:
     kind = message.WhichOneof("kind")
     if kind is None:
-        raise InvalidArgument("a value is empty: set one of float, int, bool or string")
+        raise InvalidArgument("a value is empty: set one of float, int, bool, string or null")
+    if kind == "null_value":
+        return None
     return getattr(message, kind)
 
 

@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Value(_message.Message):
-    __slots__ = ("float_value", "int_value", "bool_value", "string_value")
+    __slots__ = ("float_value", "int_value", "bool_value", "string_value", "null_value")
     FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
     INT_VALUE_FIELD_NUMBER: _ClassVar[int]
     BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
     STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NULL_VALUE_FIELD_NUMBER: _ClassVar[int]
     float_value: float
     int_value: int
     bool_value: bool
     string_value: str
-    def __init__(self, float_value: _Optional[float] = ..., int_value: _Optional[int] = ..., bool_value: _Optional[bool] = ..., string_value: _Optional[str] = ...) -> None: ...
+    null_value: bool
+    def __init__(self, float_value: _Optional[float] = ..., int_value: _Optional[int] = ..., bool_value: _Optional[bool] = ..., string_value: _Optional[str] = ..., null_value: _Optional[bool] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("step", "timestamp", "runtime", "values")
@@ -55,7 +57,7 @@ class Branch(_message.Message):
     def __init__(self, mode: _Optional[_Union[Branch.Mode, str]] = ..., point: _Optional[str] = ...) -> None: ...
 
 class InitRequest(_message.Message):
-    __slots__ = ("entity", "project", "run_id", "name", "tags", "config_json", "resume", "branch", "started_at")
+    __slots__ = ("entity", "project", "run_id", "name", "tags", "config_json", "resume", "branch", "started_at", "notes", "group", "job_type")
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,9 @@ class InitRequest(_message.Message):
     RESUME_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
     entity: str
     project: str
     run_id: str
@@ -74,10 +79,13 @@ class InitRequest(_message.Message):
     resume: str
     branch: Branch
     started_at: float
-    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ...) -> None: ...
+    notes: str
+    group: str
+    job_type: str
+    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id")
+    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id", "web_url", "name", "tags", "notes", "group", "job_type")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +94,12 @@ class Session(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
     IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     version: int
@@ -94,7 +108,13 @@ class Session(_message.Message):
     config_json: str
     forked_from: ForkedFrom
     immutable_id: str
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ...) -> None: ...
+    web_url: str
+    name: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    notes: str
+    group: str
+    job_type: str
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ..., web_url: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
 
 class ForkedFrom(_message.Message):
     __slots__ = ("run", "step", "version", "immutable_id")
@@ -275,7 +295,7 @@ class RunRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("path", "entity", "project", "run_id", "name", "tags", "state", "version", "last_step", "created_at", "updated_at", "forked_from", "exit_code", "immutable_id", "archived")
+    __slots__ = ("path", "entity", "project", "run_id", "name", "tags", "state", "version", "last_step", "created_at", "updated_at", "forked_from", "exit_code", "immutable_id", "archived", "notes", "group", "job_type", "web_url")
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +311,10 @@ class RunInfo(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
     path: str
     entity: str
     project: str
@@ -306,7 +330,11 @@ class RunInfo(_message.Message):
     exit_code: int
     immutable_id: str
     archived: bool
-    def __init__(self, path: _Optional[str] = ..., entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., last_step: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., exit_code: _Optional[int] = ..., immutable_id: _Optional[str] = ..., archived: _Optional[bool] = ...) -> None: ...
+    notes: str
+    group: str
+    job_type: str
+    web_url: str
+    def __init__(self, path: _Optional[str] = ..., entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., last_step: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., exit_code: _Optional[int] = ..., immutable_id: _Optional[str] = ..., archived: _Optional[bool] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., web_url: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("entity", "project", "min_position", "page_size", "cursor", "order", "filter", "with_total")

@@ -96,6 +96,8 @@ def start(
         if http is not None:
             access = Access(running.keys, secure_cookies=tls is not None)
             running.web = _start_web(service, http, access, tls, http_fallback)
+            if running.rpc is not None:
+                running.rpc.servicer.web_url = running.web.url
         if settings.crash_after > 0:
             running.sweeper = CrashSweeper(service).start()
     except BaseException:

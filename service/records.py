@@ -33,6 +33,9 @@ class RunRecord:
     run_id: str
     name: str
     tags: list[str]
+    notes: str
+    group: str
+    job_type: str
     state: str
     exit_code: int | None
     version: int

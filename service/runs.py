@@ -92,6 +92,30 @@ class Session:
     config: dict[str, object]
     forked_from: ForkedFrom | None = None
     immutable_id: str = ""  # of the session's version
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
+    group: str = ""
+    job_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """W&B's run details given to init; None: not given."""
+
+    name: str | None = None
+    tags: list[str] | None = None
+    notes: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+
+    def apply(self, run: Run) -> None:
+        """On a resume or rewind: every detail given replaces the stored one."""
+        run.update_details(self.name, self.tags, self.notes, self.group, self.job_type)
+
+    def apply_extras(self, run: Run) -> None:
+        """On a new run, whose name and tags its creation holds already."""
+        run.update_details(notes=self.notes, group=self.group, job_type=self.job_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +246,12 @@ class RunService:
         resume_from: str | None = None,
         fork_from: str | None = None,
         started_at: float | None = None,
+        notes: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
     ) -> Session:
-        """`wandb.init` semantics: create, plain resume, rewind (`resume_from`) or fork."""
+        """`wandb.init` semantics: create, plain resume, rewind (`resume_from`) or fork. A
+        resume or rewind replaces the details given (name, tags, notes, group, job type)."""
         check_name("entity", entity)
         check_name("project", project)
         given = [
@@ -236,6 +264,7 @@ class RunService:
                 f"use at most one of resume, resume_from and fork_from, got {given}"
             )
         started_at = time.time() if started_at is None else started_at
+        details = Details(name, list(tags) or None, notes, group, job_type)
         if resume_from:
             branch = BranchPoint.parse(resume_from, entity, project)
             path, version = self.resolve_branch(branch)
@@ -244,16 +273,14 @@ class RunService:
                     f"resume_from names run {path.run_id} but id is {run_id}: a rewind keeps "
                     "the run's ID, so leave id empty or make it match"
                 )
-            return self._rewind(path, version, branch.step, config, started_at, None)
+            return self._rewind(path, version, branch.step, config, started_at, None, details)
         if fork_from:
             branch = BranchPoint.parse(fork_from, entity, project)
             path = RunPath(entity, project, run_id or generate_run_id())
-            return self.fork(
-                branch, path, name=name, tags=tags, config=config, started_at=started_at
-            )
+            return self.fork(branch, path, config=config, started_at=started_at, details=details)
         if resume in (None, False, "never"):
             path = RunPath(entity, project, run_id or generate_run_id())
-            return self.create(path, name=name, tags=tags, config=config, started_at=started_at)
+            return self.create(path, config=config, started_at=started_at, details=details)
         if resume is True:
             resume = "allow"
         if resume not in ("allow", "must"):
@@ -264,14 +291,14 @@ class RunService:
             raise InvalidArgument(f"resume={resume!r} needs the ID of the run to resume")
         path = RunPath(entity, project, run_id)
         try:
-            return self.resume(path, config=config, started_at=started_at)
+            return self.resume(path, config=config, started_at=started_at, details=details)
         except NotFound:
             if resume == "must":
                 raise NotFound(
                     f"run {path} does not exist, and resume='must' needs an existing run; "
                     "use resume='allow' to create it"
                 ) from None
-        return self.create(path, name=name, tags=tags, config=config, started_at=started_at)
+        return self.create(path, config=config, started_at=started_at, details=details)
 
     def create(
         self,
@@ -282,10 +309,15 @@ class RunService:
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
         writer: str | None = None,
+        details: Details | None = None,
     ) -> Session:
-        """A new run. `writer` names the session (generated when None)."""
+        """A new run. `writer` names the session (generated when None); `details` override
+        `name` and `tags`."""
         writer = writer or _new_writer()
-        run = Run.start(path, writer, _now(started_at), name=name, tags=tags, config=config)
+        details = details or Details(name, list(tags) or None)
+        tags = details.tags or ()
+        run = Run.start(path, writer, _now(started_at), name=details.name, tags=tags, config=config)
+        details.apply_extras(run)
         with self._lock(path.aggregate_id):
             try:
                 position = self._save(run)
@@ -303,9 +335,15 @@ class RunService:
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
         writer: str | None = None,
+        details: Details | None = None,
     ) -> Session:
         writer = writer or _new_writer()
-        return self._new_session(path, lambda run: run.resume(writer, _now(started_at), config))
+
+        def resume(run: Run) -> None:
+            run.resume(writer, _now(started_at), config)
+            (details or Details()).apply(run)
+
+        return self._new_session(path, resume)
 
     def rewind(
         self,
@@ -314,9 +352,10 @@ class RunService:
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
         writer: str | None = None,
+        details: Details | None = None,
     ) -> Session:
         path, version = self.resolve_branch(branch)
-        return self._rewind(path, version, branch.step, config, started_at, writer)
+        return self._rewind(path, version, branch.step, config, started_at, writer, details)
 
     def _rewind(
         self,
@@ -326,12 +365,16 @@ class RunService:
         config: Mapping[str, object] | None,
         started_at: float | None,
         writer: str | None,
+        details: Details | None = None,
     ) -> Session:
         """`version`: named by immutable ID; the run refuses unless it is the live one."""
         writer = writer or _new_writer()
-        return self._new_session(
-            path, lambda run: run.rewind(step, writer, _now(started_at), config, version)
-        )
+
+        def rewind(run: Run) -> None:
+            run.rewind(step, writer, _now(started_at), config, version)
+            (details or Details()).apply(run)
+
+        return self._new_session(path, rewind)
 
     def fork(
         self,
@@ -343,22 +386,25 @@ class RunService:
         config: Mapping[str, object] | None = None,
         started_at: float | None = None,
         writer: str | None = None,
+        details: Details | None = None,
     ) -> Session:
         """A new run from a branch point: a run's live version, or any version of a run
         named by its immutable ID, as it stands (a live one) or was archived."""
         source_path, version = self.resolve_branch(branch)
         source, archived = self._branch_source(source_path, version)
+        details = details or Details(name, list(tags) or None)
         run = Run.fork(
             source,
             branch.step,
             path,
             writer or _new_writer(),
             _now(started_at),
-            name=name,
-            tags=tags,
+            name=details.name,
+            tags=details.tags or (),
             config=config,
             archived=archived,
         )
+        details.apply_extras(run)
         with self._lock(path.aggregate_id):
             try:
                 position = self._save(run)
@@ -1062,6 +1108,11 @@ def _session(run: Run, position: int) -> Session:
         config=dict(run.config),
         forked_from=_forked_from(run.forked_from),
         immutable_id=run.immutable_id,
+        name=run.name,
+        tags=list(run.tags),
+        notes=run.notes,
+        group=run.group,
+        job_type=run.job_type,
     )
 
 

@@ -50,6 +50,11 @@ def write_options(request: Any) -> dict[str, Any]:
     return {"writer": request.writer or None, "seq": seq(request.seq)}
 
 
+def optional(message: Any, field: str) -> Any:
+    """A proto3 `optional` field's value, None when unset."""
+    return getattr(message, field) if message.HasField(field) else None
+
+
 def min_position(value: int) -> int | None:
     """The position a read must include: read your writes across servers, where the client
     names the last position it wrote (0: none, the server's own writes only)."""
@@ -154,7 +159,7 @@ def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
     )
 
 
-def session(started: Session) -> pb.Session:
+def session(started: Session, web_url: str = "") -> pb.Session:
     return pb.Session(
         path=str(started.path),
         writer=started.writer,
@@ -164,11 +169,21 @@ def session(started: Session) -> pb.Session:
         config_json=codec.dumps(started.config),
         forked_from=forked_from(started.forked_from),
         immutable_id=started.immutable_id,
+        web_url=web_url,
+        name=started.name,
+        tags=started.tags,
+        notes=started.notes,
+        group=started.group,
+        job_type=started.job_type,
     )
 
 
-def run_info(record: RunRecord) -> pb.RunInfo:
+def run_info(record: RunRecord, web_url: str = "") -> pb.RunInfo:
     return pb.RunInfo(
+        notes=record.notes,
+        group=record.group,
+        job_type=record.job_type,
+        web_url=web_url,
         path=record.path,
         entity=record.entity,
         project=record.project,
@@ -187,9 +202,9 @@ def run_info(record: RunRecord) -> pb.RunInfo:
     )
 
 
-def runs_page(page: RunsPage) -> pb.ListRunsResponse:
+def runs_page(page: RunsPage, web_url: str = "") -> pb.ListRunsResponse:
     return pb.ListRunsResponse(
-        runs=[run_info(r) for r in page.runs],
+        runs=[run_info(r, web_url) for r in page.runs],
         next_cursor=page.next_cursor or "",
         total=page.total,
     )

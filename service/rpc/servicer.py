@@ -61,6 +61,9 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         # Set when the server stops: followers leave before the stores close under them.
         self.stopping = threading.Event()
         self.open_streams = threading.BoundedSemaphore(service.settings.max_open_streams)
+        # The web UI's address (scheme://host:port) when this process serves one, set once
+        # it listens: sessions and run infos tell it, so clients can link to a run's page.
+        self.web_url = ""
 
     def authenticate(self, context: grpc.ServicerContext) -> Principal:
         if self.keys is None:
@@ -145,8 +148,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             resume_from=branch.point if branch.mode == pb.Branch.REWIND else None,
             fork_from=branch.point if branch.mode == pb.Branch.FORK else None,
             started_at=request.started_at or None,
+            notes=mapping.optional(request, "notes"),
+            group=mapping.optional(request, "group"),
+            job_type=mapping.optional(request, "job_type"),
         )
-        return mapping.session(session)
+        return mapping.session(session, self.web_url)
 
     def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
         path = _allowed(caller, batch.path, WRITE)
@@ -272,7 +278,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             mapping.min_position(request.min_position),
             version=mapping.pinned_version(named, request.version),
         )
-        return mapping.run_info(record)
+        return mapping.run_info(record, self.web_url)
 
     @refusals
     def ListRuns(
@@ -285,7 +291,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         page = self.service.runs_page(
             request.entity, request.project, **mapping.listing_options(request)
         )
-        return mapping.runs_page(page)
+        return mapping.runs_page(page, self.web_url)
 
     @refusals
     @streams

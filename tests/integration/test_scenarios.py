@@ -183,6 +183,31 @@ def test_summary_explicit_values_hold_until_logged_again(service: RunService) ->
     assert service.summary(s.path) == {"note": "best"}
 
 
+def test_glob_metrics_apply_to_keys_logged_before_and_after_and_after_a_rebuild(
+    service: RunService,
+) -> None:
+    s = service.init("ent", "proj", "glob", started_at=T0)
+    log(service, s, {"val/loss": 3.0, "val/acc": 0.1, "train/loss": 5.0})
+    service.define_metric(s.path, "val/*", "min", writer=s.writer)
+    service.define_metric(s.path, "val/acc", "max", writer=s.writer)  # its own wins
+    log(service, s, {"val/loss": 1.0, "val/acc": 0.7, "val/new": 2.0, "train/loss": 4.0})
+    log(service, s, {"val/loss": 2.0, "val/new": 1.5})
+    expected = {
+        "train/loss": 4.0,  # no definition: the last value
+        "val/acc": {"max": 0.7},
+        "val/loss": {"min": 1.0},
+        "val/new": {"min": 1.5},  # first logged after the definition
+    }
+    assert service.summary(s.path) == expected
+    service.define_metric(s.path, "*", "last", writer=s.writer)  # a shorter prefix loses
+    assert service.summary(s.path)["val/loss"] == {"min": 1.0}
+    assert service.summary(s.path)["train/loss"] == {"last": 4.0}
+    service.rebuild()
+    assert service.summary(s.path)["val/new"] == {"min": 1.5}
+    with pytest.raises(InvalidArgument, match="at the end only"):
+        service.define_metric(s.path, "val/*/loss", "min", writer=s.writer)
+
+
 def test_config_merges_on_update_rewind_and_fork(service: RunService) -> None:
     s = service.init("ent", "proj", "cfg", config={"lr": 0.1, "layers": [1, 2]}, started_at=T0)
     service.update_config(s.path, {"lr": 0.2, "opt": {"name": "adam"}}, writer=s.writer)

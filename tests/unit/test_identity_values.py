@@ -307,7 +307,7 @@ def test_flatten_refuses_keys_that_are_not_non_empty_strings(data):
         flatten(data)
 
 
-@pytest.mark.parametrize("value", [None, [1], (1,), {1}, b"x", object(), 1j])
+@pytest.mark.parametrize("value", [[1], (1,), {1}, b"x", object(), 1j])
 def test_flatten_refuses_unsupported_values(value):
     with pytest.raises(InvalidArgument) as info:
         flatten({"v": {"w": value}})
@@ -490,3 +490,55 @@ def test_a_role_refusal_names_what_the_key_may_not_touch() -> None:
         PermissionDenied, match=r"^a writer key may not rebuild; that needs an admin key$"
     ):
         Principal(entity=None, role=Role.WRITER).require_role(Role.ADMIN, "rebuild")
+
+
+# ---- None and numpy values, as W&B takes them -------------------------------------------
+
+
+def test_none_is_kept_as_null():
+    assert flatten({"a": None, "b": {"c": None}}) == {"a": None, "b.c": None}
+    assert check_config({"a": None}) == {"a": None}
+
+
+def test_numpy_scalars_booleans_and_0d_arrays_become_python_values():
+    np = pytest.importorskip("numpy")
+    flat = flatten(
+        {
+            "f32": np.float32(0.5),
+            "i64": np.int64(3),
+            "flag": np.bool_(True),
+            "no": np.bool_(False),
+            "zero_d": np.array(2.5),
+            "zero_d_int": np.array(7),
+            "zero_d_bool": np.array(True),
+        }
+    )
+    assert flat == {
+        "f32": 0.5,
+        "i64": 3,
+        "flag": True,
+        "no": False,
+        "zero_d": 2.5,
+        "zero_d_int": 7,
+        "zero_d_bool": True,
+    }
+    assert {key: type(value) for key, value in flat.items()} == {
+        "f32": float,
+        "i64": int,
+        "flag": bool,
+        "no": bool,
+        "zero_d": float,
+        "zero_d_int": int,
+        "zero_d_bool": bool,
+    }
+    config = check_config({"lr": np.float64(0.1), "on": np.bool_(True), "dims": np.array([1, 2])})
+    assert config == {"lr": 0.1, "on": True, "dims": [1, 2]}
+    assert type(config["on"]) is bool
+
+
+def test_numpy_arrays_with_dimensions_are_refused_in_rows():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(InvalidArgument, match="'v' has type ndarray"):
+        flatten({"v": np.array([1.0, 2.0])})
+    with pytest.raises(InvalidArgument, match="out of range"):
+        flatten({"v": np.array(2**64)})  # a 0-d object array of an int too big

@@ -32,6 +32,7 @@ from runhistory.domain.run import (
     Run,
     event_types,
 )
+from runhistory.domain.summary import SummaryState, render
 from runhistory.domain.values import Limits, LogCall
 
 PATH = RunPath("ent", "proj", "run1")
@@ -320,10 +321,19 @@ def test_reserved_underscore_keys_are_refused_whole_batch(key):
     assert "reserved" in error.message
 
 
-@pytest.mark.parametrize("value", [None, [1, 2], {1, 2}, b"bytes", object()])
+@pytest.mark.parametrize("value", [[1, 2], {1, 2}, b"bytes", object()])
 def test_unsupported_values_are_refused(value):
     run = new_run()
     assert_refused(run, InvalidArgument, lambda: run.log([call({"v": value})]))
+
+
+def test_none_is_logged_as_null_and_summarised_as_a_value():
+    run = new_run()
+    outcome = run.log([call({"v": 1.0, "w": None}), call({"v": None})])
+    assert [row[3] for row in outcome.rows] == [{"v": 1.0, "w": None}, {"v": None}]
+    state = SummaryState()
+    state.fold_all([row[3] for row in outcome.rows])
+    assert render(state, {"v": ["min", "last"]}, {}) == {"v": {"min": 1.0, "last": None}, "w": None}
 
 
 def test_nan_and_infinities_and_value_types_are_preserved():
@@ -996,12 +1006,13 @@ def build_eventful_run() -> tuple[Run, list]:
     run.finish(3, writer="w2", seq=2)
     run.resume("w3", started_at=T0 + 200)
     run.log([call({"loss": 0.4}, ts=T0 + 201, commit=False)], writer="w3", seq=1)
+    run.update_details(name="renamed", notes="n", group="g", job_type="train")
     return run, run.collect_events()
 
 
 def test_replaying_the_events_rebuilds_the_same_aggregate():
     run, events = build_eventful_run()
-    assert len(events) == 11
+    assert len(events) == 12
     rebuilt = None
     for event in events:
         rebuilt = event.mutate(rebuilt)
@@ -1046,6 +1057,7 @@ PINNED_TOPICS = {
     "Rewound": "runhistory:Run.Rewound",
     "CrashDetected": "runhistory:Run.CrashDetected",
     "Revived": "runhistory:Run.Revived",
+    "DetailsUpdated": "runhistory:Run.DetailsUpdated",
 }
 
 
@@ -1076,3 +1088,55 @@ def test_emitted_events_use_the_pinned_topics():
     for record in stored:
         assert record.topic.startswith("runhistory:Run."), record.topic
     assert events[0].originator_topic == "runhistory:Run"
+
+
+# ---- details: name, tags, notes, group, job type ------------------------------------------
+
+
+def test_details_replace_what_is_given_and_keep_the_rest():
+    run = Run.start(PATH, "w1", T0, name="first", tags=["a"])
+    assert (run.notes, run.group, run.job_type) == ("", "", "")
+    assert run.update_details(notes="why", group="sweep-1", job_type="train")
+    assert run.update_details(name="second", tags=["b", "c"])
+    assert (run.name, run.tags, run.notes, run.group, run.job_type) == (
+        "second",
+        ["b", "c"],
+        "why",
+        "sweep-1",
+        "train",
+    )
+    replayed = None
+    for event in run.collect_events():  # a read of the stream rebuilds them
+        replayed = event.mutate(replayed)
+    assert (replayed.name, replayed.tags, replayed.notes) == ("second", ["b", "c"], "why")
+    assert (replayed.group, replayed.job_type) == ("sweep-1", "train")
+
+
+def test_details_that_change_nothing_write_no_event():
+    run = Run.start(PATH, "w1", T0, name="same", tags=["a"])
+    run.collect_events()
+    assert not run.update_details(name="same", tags=["a"])
+    assert not run.update_details()
+    assert run.collect_events() == []
+    assert run.update_details(name="same", notes="new")
+    (event,) = run.collect_events()
+    assert isinstance(event, Run.DetailsUpdated)
+    assert (event.name, event.tags, event.notes) == (None, None, "new")
+
+
+@pytest.mark.parametrize(
+    "details, message",
+    [
+        ({"notes": 5}, "notes is a string"),
+        ({"group": "g" * 129}, "group is a string of at most 128"),
+        ({"job_type": "j" * 65}, "job_type is a string of at most 64"),
+        ({"tags": "not-a-list"}, "tags is a list"),
+        ({"name": "n" * 129}, "run name"),
+    ],
+)
+def test_invalid_details_are_refused_and_change_nothing(details, message):
+    run = Run.start(PATH, "w1", T0)
+    run.collect_events()
+    with pytest.raises(InvalidArgument, match=message):
+        run.update_details(**details)
+    assert run.collect_events() == []
