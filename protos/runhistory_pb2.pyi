@@ -77,7 +77,7 @@ class InitRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from")
+    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "limits")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Session(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     version: int
@@ -92,7 +93,24 @@ class Session(_message.Message):
     position: int
     config_json: str
     forked_from: ForkedFrom
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ...) -> None: ...
+    limits: Limits
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_key_length", "max_keys_per_row", "max_row_bytes", "max_request_bytes", "max_depth", "max_calls_per_batch")
+    MAX_KEY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEYS_PER_ROW_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALLS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    max_key_length: int
+    max_keys_per_row: int
+    max_row_bytes: int
+    max_request_bytes: int
+    max_depth: int
+    max_calls_per_batch: int
+    def __init__(self, max_key_length: _Optional[int] = ..., max_keys_per_row: _Optional[int] = ..., max_row_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_depth: _Optional[int] = ..., max_calls_per_batch: _Optional[int] = ...) -> None: ...
 
 class ForkedFrom(_message.Message):
     __slots__ = ("run", "step", "version")

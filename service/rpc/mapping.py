@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
-from runhistory.domain.values import LogCall
+from runhistory.domain.values import Limits, LogCall
 from runhistory.projections.history import SeriesPage
 from runhistory.projections.runner import Progress
 from runhistory.protos import codec
@@ -104,7 +104,7 @@ def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
     return pb.ForkedFrom(run=link.run, step=link.step, version=link.version)
 
 
-def session(started: Session) -> pb.Session:
+def session(started: Session, limits: Limits) -> pb.Session:
     return pb.Session(
         path=str(started.path),
         writer=started.writer,
@@ -113,6 +113,7 @@ def session(started: Session) -> pb.Session:
         position=started.position,
         config_json=codec.dumps(started.config),
         forked_from=forked_from(started.forked_from),
+        limits=codec.limits_to_proto(limits),
     )
 
 

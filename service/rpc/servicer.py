@@ -104,7 +104,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             fork_from=branch.point if branch.mode == pb.Branch.FORK else None,
             started_at=request.started_at or None,
         )
-        return mapping.session(session)
+        return mapping.session(session, self.service.limits)
 
     def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
         path = _allowed(caller, batch.path, WRITE)
