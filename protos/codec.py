@@ -11,12 +11,13 @@ import gc
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from functools import cache
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
 from runhistory.domain.series import FLOATS, INTS, JSON, RUNTIME, TIMESTAMP, Series
-from runhistory.domain.values import LogCall
+from runhistory.domain.values import DEFAULT_LIMITS, Limits, LogCall
 from runhistory.protos import runhistory_pb2 as pb
 
 
@@ -265,3 +266,17 @@ def _row_builder(width: int) -> Callable[..., Callable[[list[list[Any]]], list[d
     row = ", ".join(f"n{i}: v{i}" for i in range(width))
     source = f"lambda {names}: lambda columns: [{{{row}}} for {values} in zip(*columns)]"
     return eval(source)  # only `width` shapes the source: see above
+
+
+def limits_to_proto(limits: Limits) -> pb.Limits:
+    return pb.Limits(**{field.name: getattr(limits, field.name) for field in fields(Limits)})
+
+
+def limits_from_proto(message: pb.Limits) -> Limits:
+    """The server's limits; a field it did not send (an older server) keeps the default."""
+    return Limits(
+        **{
+            field.name: getattr(message, field.name) or getattr(DEFAULT_LIMITS, field.name)
+            for field in fields(Limits)
+        }
+    )

@@ -85,7 +85,7 @@ class InitRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id", "web_url", "name", "tags", "notes", "group", "job_type")
+    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id", "web_url", "name", "tags", "notes", "group", "job_type", "limits")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Session(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     version: int
@@ -114,7 +115,24 @@ class Session(_message.Message):
     notes: str
     group: str
     job_type: str
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ..., web_url: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
+    limits: Limits
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ..., web_url: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_key_length", "max_keys_per_row", "max_row_bytes", "max_request_bytes", "max_depth", "max_calls_per_batch")
+    MAX_KEY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEYS_PER_ROW_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALLS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    max_key_length: int
+    max_keys_per_row: int
+    max_row_bytes: int
+    max_request_bytes: int
+    max_depth: int
+    max_calls_per_batch: int
+    def __init__(self, max_key_length: _Optional[int] = ..., max_keys_per_row: _Optional[int] = ..., max_row_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_depth: _Optional[int] = ..., max_calls_per_batch: _Optional[int] = ...) -> None: ...
 
 class ForkedFrom(_message.Message):
     __slots__ = ("run", "step", "version", "immutable_id")

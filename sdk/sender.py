@@ -1,42 +1,49 @@
-"""The SDK's ordered background sender: one thread per run drains the run's queue.
+"""The SDK's ordered background sender: one thread per run turns the run's queue into
+requests, spools them, and sends them in order.
 
-Consecutive log calls become one `LogBatch` (up to MAX_BATCH_CALLS calls or MAX_BATCH_BYTES),
-every other write (config, summary, metric definitions, artifacts, finish) is one request, and
-each request carries the session's writer token and the next sequence number. A transient
-failure resends the same request with the same sequence number, which the server applies at
-most once. A refused request stops the sender: the error is logged once and raised by the
-next `log()` and by `finish()`.
+Consecutive log calls become one `LogBatch` (up to MAX_BATCH_CALLS calls, or the bytes the
+server allows per request) at a batch boundary: when the sender is idle, when a batch is
+full, or FLUSH_SECONDS after its first call. Every other write (config, summary, metric
+definitions, artifacts, finish) is one request. Each request takes the next sequence
+number and is appended to the run's spool (sdk/spool.py, fsynced) before it is sent, one at
+a time, with the session's writer token; it leaves the spool when the server acknowledges
+it. So `log()` never waits for the server:
+
+- unreachable (or failing) server: the request is sent again, with the same sequence
+  number (the server applies it at most once), after a backoff, for as long as the process
+  lives; the queue keeps going into the spool meanwhile.
+- refused data (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...): the request is dropped with a
+  warning (`run.warnings`), the rest goes on. Rows are checked against the server's limits
+  before they are spooled, so this is rare: a row is usually dropped alone, client-side.
+- lost right to write (UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION such as a
+  session fenced by a rewind, NOT_FOUND): sending stops, the error is logged once, and
+  `flush()` / `finish()` raise it; what was not sent stays in the spool.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from runhistory.client import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
     Connection,
-    ConnectionFailed,
-    call,
     error_from_rpc,
     is_transient,
     note_position,
 )
-from runhistory.domain.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    RunHistoryError,
-)
-from runhistory.domain.values import DEFAULT_LIMITS, row_size
+from runhistory.domain.errors import ResourceExhausted, RunHistoryError
+from runhistory.domain.values import Limits, check_row_size, row_size
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import calls_to_json
+from runhistory.spool import Record, Spool
 
 # A queued log() call: flattened data, timestamp, step, commit.
 _Call = tuple[dict[str, Any], float, int | None, bool | None]
@@ -44,19 +51,36 @@ _Call = tuple[dict[str, Any], float, int | None, bool | None]
 log = logging.getLogger("runhistory")
 
 MAX_BATCH_CALLS = 1000
-# Requests stay under the server's default limit of rows per request (16 MiB). The estimate
-# per call (its encoded size plus 8 bytes per value) is above both the encoded size and the
-# server's row-size measure.
-MAX_BATCH_BYTES = DEFAULT_LIMITS.max_request_bytes - 64 * 1024
 FLUSH_SECONDS = 0.05
-# Above this many queued writes, log() waits for the sender (only when the server cannot
-# keep up for a long time): memory stays bounded.
+# Above this many queued writes, log() waits for the sender: it only happens when the
+# sender's own work (encoding, spooling) cannot keep up, never because of the server.
 MAX_QUEUED = 200_000
 WRITE_TIMEOUT = 60.0
+# Spooled requests kept in memory as well; past this, they are read back from the spool.
+MEMORY_BYTES = 64 * 1024 * 1024
+# Warnings of dropped data printed per run; the rest go to run.warnings only.
+PRINTED_WARNINGS = 10
 
-
-# ---- the queue's items --------------------------------------------------------------------
-# A log call is a plain tuple (flat values, timestamp, step, commit), the cheapest to build.
+# A refusal of these ends the session's right to write: nothing more can be sent.
+STOP_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+# A refusal of these concerns the request's data only: it is dropped. Any other status
+# (unreachable, deadline, ABORTED, INTERNAL, ...) is retried.
+DROP_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+    }
+)
+RESPONSES = {"Log": pb.LogAck}
 
 
 class Write:
@@ -79,213 +103,412 @@ class _Flush:
 
 
 _STOP = object()
-# After these, sending Finish is pointless: it would be refused or not arrive.
-_UNREACHABLE_OR_FENCED = (ConnectionFailed, DeadlineExceeded, FailedPrecondition)
-# Refusals of a batch that may concern only some of its rows.
-_SPLIT_ON = (ResourceExhausted, InvalidArgument)
+
+
+def session_fields(path: str, writer: str) -> bytes:
+    """Fields 1 and 2 (path, writer) of every write request, to append to a record."""
+    return pb.LogBatch(path=path, writer=writer).SerializeToString()
+
+
+def seq_field(seq: int) -> bytes:
+    """Field 3 (seq) of every write request."""
+    return pb.LogBatch(seq=seq).SerializeToString()
+
+
+def raw_stubs(channel: grpc.Channel) -> dict[str, Any]:
+    """The write RPCs taking a record's bytes as they are (no message to build again)."""
+    return {
+        rpc: channel.unary_unary(
+            f"/runhistory.v1.RunHistory/{rpc}",
+            request_serializer=None,
+            response_deserializer=RESPONSES.get(rpc, pb.Ack).FromString,
+        )
+        for rpc in ("Log", "UpdateConfig", "SetSummary", "DefineMetric", "RecordArtifact", "Finish")
+    }
+
+
+def describe(record: Record) -> str:
+    if record.rpc == "Log":
+        return f"a batch of {record.calls} log calls"
+    return {
+        "UpdateConfig": "a config update",
+        "SetSummary": "a summary update",
+        "DefineMetric": "a metric definition",
+        "RecordArtifact": "an artifact record",
+        "Finish": "the finish",
+    }[record.rpc]
 
 
 class Sender:
-    """The background thread that sends the queue in order, one request at a time."""
+    """The background thread that spools the queue and sends it in order."""
 
     max_queued = MAX_QUEUED
 
-    def __init__(self, connection: Connection, path: str, writer: str) -> None:
-        self.connection = connection
-        self.stub = connection.stub
+    def __init__(
+        self,
+        connection: Connection | None,
+        path: str,
+        writer: str,
+        limits: Limits,
+        spool: Spool | None,
+        next_step: int = 0,
+    ) -> None:
+        self.connection = connection  # None: offline, the spool only
         self.path = path
         self.writer = writer
+        self.limits = limits
+        self.spool = spool
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()
-        self.error: RunHistoryError | None = None
         self.warnings: list[str] = []
-        self.seq = 0
+        self.stopped: RunHistoryError | None = None  # the right to write was lost
+        self.seq = 0  # the last sequence number given to a request
+        self.acked = 0  # the last one acknowledged (or dropped)
         self.batches = 0
-        self.unsent = 0  # log calls taken from the queue but never sent, after a refusal
-        self.in_flight: tuple[list[_Call], pb.LogBatch, grpc.Future] | None = None
+        self.pending: deque[Record] = deque()  # spooled, not acknowledged, in memory
+        self.pending_bytes = 0
+        self.spilled = False  # requests after `pending` are in the spool only
+        self.in_flight: tuple[Record, grpc.Future] | None = None
+        self.outage_since: float | None = None
+        self.retry_at = 0.0
+        self.delay = FIRST_BACKOFF
+        self.flushes: list[tuple[int, _Flush]] = []
+        self.stopping = False
+        self.put_count = 0  # items other than log calls put in the queue, and taken out
+        self.taken_count = 0
+        self.batch_calls = min(MAX_BATCH_CALLS, limits.max_calls_per_batch)
+        # The estimate per call (below) is above both the encoded size and the server's
+        # measure; a margin stays for the request's framing.
+        self.batch_bytes = limits.max_request_bytes - min(64 * 1024, limits.max_request_bytes // 8)
+        # The server's step rules, mirrored to measure merged rows before sending.
+        self.step = next_step
+        self.row: dict[str, Any] | None = None
+        self.row_bound = 0
+        if connection is not None:
+            self.stubs = raw_stubs(connection.channel)
+            self.session = session_fields(path, writer)
         self.thread = threading.Thread(
             target=self._run, name=f"runhistory-sender-{path}", daemon=True
         )
         self.thread.start()
 
+    @property
+    def error(self) -> RunHistoryError | None:
+        return self.stopped
+
     # ---- in the caller's thread --------------------------------------------------------
 
     def put(self, item: Any) -> None:
         self.queue.append(item)
+        self.put_count += 1
         self.wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every write so far is acknowledged, or on disk in the spool while the
+        server cannot be reached (or the run is offline)."""
         marker = _Flush()
         self.put(marker)
         return marker.done.wait(timeout)
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Let the thread end once every write is acknowledged; False if still sending
+        after `timeout`."""
         self.put(_STOP)
         self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     def wait_for_room(self) -> None:
         self.wake.set()
-        while (
-            len(self.queue) > self.max_queued // 2 and self.error is None and self.thread.is_alive()
-        ):
+        while len(self.queue) > self.max_queued // 2 and self.thread.is_alive():
             time.sleep(0.001)
 
+    def unsent(self) -> int:
+        """Requests spooled and not acknowledged."""
+        return max(0, self.seq - self.acked)
+
     # ---- in the sender's thread --------------------------------------------------------
-    # One request is in flight at a time, so the server applies them in queue order; the
-    # next batch is built while the previous one is in flight.
 
     def _run(self) -> None:
-        while True:
-            try:
-                if not self._next():
-                    return
-            except Exception as error:  # a bug: one line for the user, the trace at debug level
-                log.debug("runhistory sender of %s failed", self.path, exc_info=True)
-                self._fail(RunHistoryError(f"internal error in the SDK: {error!r}"))
+        try:
+            while True:
+                try:
+                    if not self._step():
+                        break
+                except Exception as error:  # a bug: one line for the user, the trace at debug
+                    log.debug("runhistory sender of %s failed", self.path, exc_info=True)
+                    self._stop_sending(RunHistoryError(f"internal error in the SDK: {error!r}"))
+        finally:
+            self._close()
 
-    def _next(self) -> bool:
-        """Handle the next item of the queue (or wait for one); False at the end."""
-        queue = self.queue
-        if not queue:
-            if self.in_flight is not None:
-                self._guarded(self._settle)
-            else:
-                self.wake.wait(FLUSH_SECONDS)
-                self.wake.clear()
-            return True
-        item = queue[0]
-        if type(item) is tuple:
-            if self.error is None:
-                self._guarded(self._send_rows)
-            else:
-                queue.popleft()  # refused or unreachable: nothing more is sent
-            return True
-        queue.popleft()
-        self._guarded(self._settle)
-        if item is _STOP:
+    def _step(self) -> bool:
+        """One round: settle the answer in flight, spool the next request, send the next
+        one; False when the thread's work is done."""
+        self.wake.clear()
+        progressed = False
+        if self.in_flight is not None and self.in_flight[1].done():
+            self._settle()
+            progressed = True
+        if self._batch_boundary():
+            self._take()
+            progressed = True
+        if (
+            self.in_flight is None
+            and self.connection is not None
+            and self.stopped is None
+            and time.monotonic() >= self.retry_at
+        ):
+            record = self._next_unsent()
+            if record is not None:
+                self._send(record)
+                progressed = True
+        self._release_flushes()
+        if self.stopping and not self.queue and self._drained():
             return False
-        if type(item) is _Flush:
-            item.done.set()
-        elif self.error is None:
-            self._guarded(lambda: self._send_write(item))
-        elif item.final and not isinstance(self.error, _UNREACHABLE_OR_FENCED):
-            self._finish_after_refusal(item)
+        if not progressed:
+            wait = FLUSH_SECONDS
+            if self.outage_since is not None and self.in_flight is None:
+                wait = max(0.001, min(wait, self.retry_at - time.monotonic()))
+            self.wake.wait(wait)
         return True
 
-    def _guarded(self, send: Callable[[], None]) -> None:
-        try:
-            send()
-        except RunHistoryError as error:
-            self._fail(error)
+    def _drained(self) -> bool:
+        if self.connection is None or self.stopped is not None:
+            return True
+        return self.in_flight is None and not self.pending and not self.spilled
 
-    def _fail(self, error: RunHistoryError) -> None:
-        self.in_flight = None
-        self.error = error
-        dropped = self.unsent + sum(1 for item in self.queue if type(item) is tuple)
-        log.error(
-            "runhistory: writes to %s stopped: %s: %s%s",
-            self.path,
-            error.code,
-            error.message,
-            f" ({dropped} queued log calls were not sent)" if dropped else "",
-        )
+    def _batch_boundary(self) -> bool:
+        queue = self.queue
+        if not queue:
+            return False
+        head = queue[0]
+        if type(head) is not tuple or self.put_count > self.taken_count:
+            return True  # a write or a flush waits behind (or is) the head
+        if len(queue) >= self.batch_calls:
+            return True
+        if self.connection is not None and self.in_flight is None and not self.pending:
+            return self.outage_since is None and not self.spilled  # idle: send at once
+        return time.time() - head[1] >= FLUSH_SECONDS
 
-    def _send_rows(self) -> None:
+    def _take(self) -> None:
+        """Turn the head of the queue into one request and spool it (or handle a marker)."""
+        queue = self.queue
+        item = queue[0]
+        if type(item) is tuple:
+            calls = self._take_calls()
+            if self.stopped is not None:
+                return
+            record = Record(
+                self.seq + 1,
+                "Log",
+                pb.LogBatch(calls_json=calls_to_json(calls)).SerializeToString(),
+                len(calls),
+            )
+        else:
+            queue.popleft()
+            self.taken_count += 1
+            if type(item) is _Flush:
+                self.flushes.append((self.seq, item))
+                return
+            if item is _STOP:
+                self.stopping = True
+                return
+            if self.stopped is not None:
+                return
+            record = Record(self.seq + 1, item.rpc, item.request.SerializeToString())
+        self.seq = record.seq
+        self._spool(record)
+
+    def _take_calls(self) -> list[_Call]:
         queue = self.queue
         calls: list[_Call] = []
         size = 0
-        while queue and len(calls) < MAX_BATCH_CALLS:
+        limit, most = self.batch_bytes, self.batch_calls
+        while queue and len(calls) < most:
             item = queue[0]
             if type(item) is not tuple:
                 break
+            row_bytes = row_size(item[0])
             # Above the JSON text's length: 24 characters per number, quotes and separators.
-            estimate = row_size(item[0]) + 32 * len(item[0]) + 48
-            if calls and size + estimate > MAX_BATCH_BYTES:
+            estimate = row_bytes + 32 * len(item[0]) + 48
+            if calls and size + estimate > limit:
                 break
             queue.popleft()
-            calls.append(item)
+            calls.append(self._checked(item, row_bytes))
             size += estimate
-        batch = self._batch(calls)
-        try:
-            self._settle()
-        except RunHistoryError:
-            self.unsent = len(calls)
-            raise
-        batch.seq = self.seq + 1
-        self.in_flight = (calls, batch, self.stub.Log.future(batch, timeout=WRITE_TIMEOUT))
+        return calls
 
-    def _batch(self, calls: list[_Call]) -> pb.LogBatch:
-        # JSON, not typed LogCalls: a fifth of the encoding cost here and on the server.
-        return pb.LogBatch(path=self.path, writer=self.writer, calls_json=calls_to_json(calls))
+    def _checked(self, call: _Call, size: int) -> _Call:
+        """The call, or, if the row it merges into is over the server's limits, the call
+        without its data (its step and commit kept, so steps go on as `run.step` said)."""
+        data, timestamp, step, commit = call
+        target = self.step if step is None else step
+        if target < self.step:
+            return call  # the server ignores it, with a warning of its own
+        if target > self.step:
+            self.row, self.row_bound, self.step = None, 0, target
+        merged = data if self.row is None else {**self.row, **data}
+        bound = self.row_bound + size
+        limits = self.limits
+        if bound > limits.max_row_bytes or len(merged) > limits.max_keys_per_row:
+            try:
+                check_row_size(target, merged, limits)
+            except ResourceExhausted as refused:
+                self.dropped(f"a log call merging into the {refused.message}")
+                data, merged, bound = {}, self.row or {}, self.row_bound
+                call = (data, timestamp, step, commit)
+        if (commit if step is not None else commit is not False) is True:
+            self.row, self.row_bound, self.step = None, 0, target + 1
+        else:
+            self.row, self.row_bound = merged, bound
+        return call
+
+    def dropped(self, what: str) -> None:
+        """Report data that was dropped: in run.warnings, and printed (the first ones)."""
+        message = f"{what}; it was dropped and logging goes on"
+        self.warnings.append(message)
+        count = len(self.warnings)
+        if count <= PRINTED_WARNINGS:
+            log.warning("runhistory: %s", message)
+        if count == PRINTED_WARNINGS:
+            log.warning("runhistory: further dropped data is listed in run.warnings only")
+
+    def _spool(self, record: Record) -> None:
+        if self.spool is not None:
+            try:
+                self.spool.append(record)
+            except OSError as error:
+                log.warning(
+                    "runhistory: cannot write the spool at %s (%s); writes the server has not "
+                    "acknowledged are kept in memory only",
+                    self.spool.folder,
+                    error,
+                )
+                self.spool = None
+        if self.connection is None:
+            self.acked = record.seq  # offline: on disk is all there is to do
+            return
+        if self.spilled or (self.spool is not None and self.pending_bytes > MEMORY_BYTES):
+            self.spilled = True  # read back from the spool when the ones in memory are sent
+            return
+        self.pending.append(record)
+        self.pending_bytes += len(record.payload)
+
+    def _next_unsent(self) -> Record | None:
+        if not self.pending and self.spilled and self.spool is not None:
+            for record in self.spool.records(after=self.acked):
+                self.pending.append(record)
+                self.pending_bytes += len(record.payload)
+                if self.pending_bytes > MEMORY_BYTES // 2:
+                    break
+            else:
+                self.spilled = False
+        return self.pending[0] if self.pending else None
+
+    def _send(self, record: Record) -> None:
+        request = record.payload + self.session + seq_field(record.seq)
+        future = self.stubs[record.rpc].future(request, timeout=WRITE_TIMEOUT)
+        self.in_flight = (record, future)
+        future.add_done_callback(lambda _: self.wake.set())
 
     def _settle(self) -> None:
-        """Wait for the batch in flight to be acknowledged; resend it on a transient
-        failure (same seq: the server applies it at most once)."""
-        if self.in_flight is None:
-            return
-        calls, _batch, future = self.in_flight
+        assert self.in_flight is not None
+        record, future = self.in_flight
         self.in_flight = None
         try:
             ack = future.result()
         except grpc.RpcError as error:
-            if is_transient(error):
-                self._send_calls(calls)
-                return
-            refused = error_from_rpc(error)
-            if len(calls) > 1 and isinstance(refused, _SPLIT_ON):
-                self._send_halves(calls)
-                return
-            raise refused from None
-        self._acknowledged(ack)
-
-    def _send_calls(self, calls: list[_Call]) -> None:
-        """Send rows and wait for the acknowledgement, with retries."""
-        batch = self._batch(calls)
-        batch.seq = self.seq + 1
-        try:
-            ack = self._call("Log", batch)
-        except _SPLIT_ON:
-            # A refused request changed nothing. Its halves go with the same and the next
-            # seq: a request over the server's size limit gets through in parts, and a row
-            # the server refuses is isolated, so the rows logged before it are recorded.
-            if len(calls) == 1:
-                raise
-            self._send_halves(calls)
+            self._refused(record, error)
             return
-        self._acknowledged(ack)
-
-    def _send_halves(self, calls: list[_Call]) -> None:
-        half = len(calls) // 2
-        self._send_calls(calls[:half])
-        self._send_calls(calls[half:])
-
-    def _acknowledged(self, ack: pb.LogAck) -> None:
+        assert self.connection is not None
         note_position(self.connection.address, ack.position)
-        self.seq += 1
-        self.batches += 1
-        for warning in ack.warnings:
-            log.warning("runhistory: %s", warning)
-            self.warnings.append(warning)
+        if record.rpc == "Log":
+            self.batches += 1
+            for warning in ack.warnings:
+                log.warning("runhistory: %s", warning)
+                self.warnings.append(warning)
+        if self.outage_since is not None:
+            log.warning(
+                "runhistory: the server is back after %.0f s; sending the %d writes spooled "
+                "meanwhile",
+                time.monotonic() - self.outage_since,
+                self.unsent(),
+            )
+            self.outage_since = None
+            self.delay = FIRST_BACKOFF
+        self._done(record)
 
-    def _send_write(self, item: Write) -> None:
-        item.request.seq = self.seq + 1
-        ack = self._call(item.rpc, item.request)
-        note_position(self.connection.address, ack.position)
-        self.seq += 1
+    def _done(self, record: Record) -> None:
+        """The record needs no more sending: acknowledged, or dropped."""
+        if self.pending and self.pending[0] is record:
+            self.pending.popleft()
+            self.pending_bytes -= len(record.payload)
+        self.acked = record.seq
+        if self.spool is not None:
+            self.spool.acknowledge(record.seq)
 
-    def _call(self, rpc: str, request: Any) -> Any:
-        return call(
-            getattr(self.stub, rpc), request, timeout=WRITE_TIMEOUT, address=self.connection.address
+    def _refused(self, record: Record, error: grpc.RpcError) -> None:
+        code = error.code()
+        if code in STOP_CODES and not is_transient(error):
+            self._stop_sending(error_from_rpc(error))
+        elif code in DROP_CODES:
+            refusal = error_from_rpc(error)
+            self.dropped(
+                f"the server refused {describe(record)} ({refusal.code}: {refusal.message})"
+            )
+            self._done(record)
+        else:  # unreachable or failing: the same request again, later
+            if self.outage_since is None:
+                self.outage_since = time.monotonic()
+                where = f"the spool at {self.spool.folder}" if self.spool else "memory"
+                log.warning(
+                    "runhistory: cannot reach the server at %s (%s: %s); logging goes on into "
+                    "%s, sent when the server is back",
+                    self.connection.address if self.connection else "",
+                    code.name,
+                    error.details(),
+                    where,
+                )
+            self.retry_at = time.monotonic() + self.delay * (0.5 + random.random() / 2)
+            self.delay = min(self.delay * 2, MAX_BACKOFF)
+
+    def _stop_sending(self, error: RunHistoryError) -> None:
+        self.in_flight = None
+        self.stopped = error
+        unsent = self.unsent()
+        kept = ""
+        if unsent and self.spool is not None:
+            kept = f" ({unsent} unsent writes are kept in {self.spool.folder}"
+            if error.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                kept += f"; upload them with a valid key: runhistory sync {self.spool.folder}"
+            kept += ")"
+        log.error(
+            "runhistory: writes to %s stopped: %s: %s%s", self.path, error.code, error.message, kept
         )
 
-    def _finish_after_refusal(self, item: Write) -> None:
-        # Rows were refused and the rest dropped: end the run as crashed rather than leave
-        # it running. The refusal, not this, is what finish() raises.
-        item.request.exit_code = item.request.exit_code or 1
-        try:
-            self._send_write(item)
-        except Exception as error:
-            log.debug("runhistory: finishing %s after a refusal failed: %r", self.path, error)
+    def _release_flushes(self) -> None:
+        if not self.flushes:
+            return
+        durable = self.spool is not None and (
+            self.outage_since is not None or self.connection is None
+        )
+        waiting = []
+        for target, marker in self.flushes:
+            if self.acked >= target or self.stopped is not None or durable:
+                marker.done.set()
+            else:
+                waiting.append((target, marker))
+        self.flushes = waiting
+
+    def _close(self) -> None:
+        for _, marker in self.flushes:
+            marker.done.set()
+        spool = self.spool
+        if spool is None:
+            return
+        if self.connection is not None and self.stopped is None and self._drained():
+            spool.remove()
+        else:
+            spool.close()
 
 
 def fresh_error(error: RunHistoryError) -> RunHistoryError:

@@ -1,16 +1,18 @@
 """The writer side of the SDK: `init()`, `Run`, its `Config` and `Summary`.
 
 `Run.log()` only checks and flattens the data, stamps the wall clock and appends to an
-in-memory queue that `runhistory.sender` drains in order in the background.
+in-memory queue that `runhistory.sender` spools and sends in order in the background.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import copy
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,13 +25,16 @@ from runhistory.client import (
     call,
     init_target,
     note_position,
+    resolve_address,
     written_position,
 )
 from runhistory.domain.errors import (
     InvalidArgument,
+    ResourceExhausted,
     RunHistoryError,
     RunNotRunning,
 )
+from runhistory.domain.identity import check_name, generate_run_id
 from runhistory.domain.rules import (
     check_artifact,
     check_run_name,
@@ -37,10 +42,15 @@ from runhistory.domain.rules import (
     check_tags,
     parse_summary_choice,
 )
-from runhistory.domain.values import DEFAULT_LIMITS, check_config, check_row_size, flatten
+from runhistory.domain.values import DEFAULT_LIMITS, Limits, check_config, check_row_size, flatten
 from runhistory.protos import runhistory_pb2 as pb
-from runhistory.protos.codec import dumps, loads, to_values
+from runhistory.protos.codec import dumps, limits_from_proto, loads, to_values
 from runhistory.sender import WRITE_TIMEOUT, Sender, Write, fresh_error
+from runhistory.spool import Spool, spool_root
+
+MODES = ("online", "offline", "disabled")
+# How long finish() waits for the server to take what is spooled (RUNHISTORY_FINISH_TIMEOUT).
+DEFAULT_FINISH_TIMEOUT = 120.0
 
 log = logging.getLogger("runhistory")
 
@@ -60,6 +70,8 @@ def init(
     tls_ca: str | os.PathLike[str] | None = None,
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
 ) -> Run:
     """Start a run (or resume, rewind or fork one) and return it for logging.
 
@@ -69,7 +81,17 @@ def init(
     `id=RUN_ID, resume="must" | "allow"` continues a run after its last step.
     `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
     $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
+    `mode` (default $RUNHISTORY_MODE, else "online"): "offline" writes the run to the spool
+    only, for `runhistory sync` to upload; "disabled" returns a run that does nothing.
+    `dir` (default $RUNHISTORY_DIR, else ./runhistory) holds the runs' spool folders.
     """
+    mode = mode or os.environ.get("RUNHISTORY_MODE") or "online"
+    if mode not in MODES:
+        raise InvalidArgument(f"invalid mode {mode!r}: use 'online', 'offline' or 'disabled'")
+    if mode == "disabled":
+        from runhistory.disabled import DisabledRun
+
+        return DisabledRun(project=project, entity=entity, config=config, name=name, id=id)  # type: ignore[return-value]
     entity, project = init_target(entity, project)
     checked = check_config(_config_mapping(config))
     if resume is True or resume == "auto":
@@ -98,6 +120,8 @@ def init(
         branch=branch,
         started_at=time.time(),
     )
+    if mode == "offline":
+        return _offline_run(request, address, spool_root(dir))
     connection = Connection(address, Credentials.resolve(api_key, tls_ca, tls_cert, tls_key))
     try:
         # Init is not repeatable (a generated ID would create a second run), so it is
@@ -115,7 +139,59 @@ def init(
     note_position(connection.address, session.position)
     # A resumed or rewound run keeps its stored name: fetched when first asked for.
     known_name = None if (resume_from or resume) else (name or session.path.split("/")[-1])
-    return Run(connection, session, name=known_name)
+    meta = {"path": session.path, "writer": session.writer, "address": connection.address}
+    spool = _open_spool(spool_root(dir), session.path, meta)
+    return Run(connection, session, name=known_name, spool=spool)
+
+
+def _offline_run(request: pb.InitRequest, address: str | None, root: Any) -> Run:
+    """A run written to the spool only: its ID is made here, and `runhistory sync` sends
+    the Init (create, or resume if that Init was applied before) and every write."""
+    if request.HasField("branch"):
+        raise InvalidArgument(
+            "mode='offline' cannot rewind or fork (resume_from, fork_from): those need the "
+            "server; log offline to a new run and fork it once uploaded"
+        )
+    if request.resume == "must":
+        raise InvalidArgument("mode='offline' cannot check that a run exists: use resume='allow'")
+    request.run_id = check_name("run ID", request.run_id or generate_run_id())
+    path = f"{request.entity}/{request.project}/{request.run_id}"
+    meta = {
+        "path": path,
+        "writer": "",
+        "address": resolve_address(address),
+        "init": base64.b64encode(request.SerializeToString()).decode(),
+    }
+    try:
+        spool = Spool.create(root, request.run_id, meta)
+    except OSError as error:
+        raise InvalidArgument(f"mode='offline' cannot write its spool in {root}: {error}") from None
+    session = pb.Session(path=path, config_json=request.config_json)
+    return Run(None, session, name=request.name or request.run_id, spool=spool)
+
+
+def _open_spool(root: Any, path: str, meta: dict[str, Any]) -> Spool | None:
+    """The run's spool folder under `root`, else under the temporary folder; None (writes
+    wait in memory only) if neither can be written."""
+    run_id = path.split("/")[-1]
+    for folder in (root, spool_root(os.path.join(tempfile.gettempdir(), "runhistory"))):
+        try:
+            return Spool.create(folder, run_id, meta)
+        except OSError as error:
+            log.warning("runhistory: cannot write a spool in %s: %s", folder, error)
+    return None
+
+
+def finish_timeout() -> float:
+    text = os.environ.get("RUNHISTORY_FINISH_TIMEOUT")
+    if not text:
+        return DEFAULT_FINISH_TIMEOUT
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise InvalidArgument(
+            f"RUNHISTORY_FINISH_TIMEOUT is {text!r}: use a number of seconds >= 0"
+        ) from None
 
 
 def _config_mapping(config: Any) -> Mapping[str, Any]:
@@ -135,9 +211,15 @@ class Run:
     """A writer session on a run, returned by `init()`. Use it as a context manager or call
     `finish()` when done."""
 
-    def __init__(self, connection: Connection, session: pb.Session, name: str | None) -> None:
+    def __init__(
+        self,
+        connection: Connection | None,
+        session: pb.Session,
+        name: str | None,
+        spool: Spool | None = None,
+    ) -> None:
         self._connection = connection
-        self.address = connection.address
+        self.address = connection.address if connection is not None else ""
         self.path = session.path
         self.entity, self.project, self.id = session.path.split("/")
         self.version = session.version
@@ -158,7 +240,14 @@ class Run:
         self._writer = session.writer
         self._closed = False
         self._finish_lock = threading.Lock()
-        self._sender = Sender(connection, self.path, session.writer)
+        self._limits: Limits = (
+            limits_from_proto(session.limits) if session.HasField("limits") else DEFAULT_LIMITS
+        )
+        self._spool = spool
+        self.offline = connection is None
+        self._sender = Sender(
+            connection, self.path, session.writer, self._limits, spool, session.next_step
+        )
         self._queue = self._sender.queue
         self.config = Config(self, loads(session.config_json) if session.config_json else {})
         self.summary = Summary(self)
@@ -181,9 +270,15 @@ class Run:
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings the server returned, e.g. for log calls with a step lower than the
-        current one (they were ignored)."""
+        """What was dropped (rows over the server's limits or of a type it refuses, writes
+        it refused) and the server's warnings, e.g. for log calls with a step lower than
+        the current one (they were ignored)."""
         return self._sender.warnings
+
+    @property
+    def dir(self) -> str | None:
+        """The run's spool folder (None if no spool could be written)."""
+        return str(self._spool.folder) if self._spool is not None else None
 
     # ---- logging -----------------------------------------------------------------------
 
@@ -192,18 +287,28 @@ class Run:
     ) -> None:
         """Merge `data` into the row at the current step and commit it (the step then
         advances by 1). `step=s` moves to step s first; `commit=False` merges without
-        committing. Returns at once: rows are sent in the background."""
-        if self._closed or self._sender.error is not None:
+        committing. Returns at once: rows are sent in the background. A row the server
+        would refuse (a key, a value's type, its size) is dropped with a warning
+        (`run.warnings`); the run goes on."""
+        if self._closed:
             self._refuse("log")
-        flat = flatten(data)
+        if self._sender.stopped is not None:
+            return  # the right to write was lost: said once, raised by flush() and finish()
         if step is not None:
             step = check_step(step)
         if commit is not None and commit is not True and commit is not False:
             raise InvalidArgument(f"commit is True, False or None, got {commit!r}")
-        for value in flat.values():
-            if type(value) is str:  # only strings can take a row over the size limit
-                check_row_size(step, flat, DEFAULT_LIMITS)
-                break
+        try:
+            flat = flatten(data, self._limits)
+            for value in flat.values():
+                if type(value) is str:  # only strings can take a row over the size limit
+                    check_row_size(step, flat, self._limits)
+                    break
+        except (InvalidArgument, ResourceExhausted) as refused:
+            if not isinstance(data, Mapping):
+                raise  # not data but a wrong call
+            self._sender.dropped(f"a logged row was refused: {refused.message}")
+            return
         timestamp = time.time()
         # The step rules of the server, mirrored for `run.step`.
         current = self.step
@@ -218,8 +323,9 @@ class Run:
             self._sender.wait_for_room()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every write so far is acknowledged by the server; raise the error of a
-        refused write."""
+        """Wait until every write so far is acknowledged by the server, or, while it cannot
+        be reached (or offline), on disk in the spool; raise the error that stopped writes
+        (a revoked key, a session fenced by a rewind)."""
         if not self._closed:
             self._sender.flush(timeout)
         if self._sender.error is not None:
@@ -228,10 +334,10 @@ class Run:
     # ---- other writes, in the same order as the rows -------------------------------------
 
     def _write(self, rpc: str, request: Any, what: str) -> None:
-        if self._closed or self._sender.error is not None:
+        if self._closed:
             self._refuse(what)
-        request.path = self.path
-        request.writer = self._writer
+        if self._sender.stopped is not None:
+            return
         self._sender.put(Write(rpc, request, what))
 
     def define_metric(self, key: str, summary: str | None = None, *, hidden: bool = False) -> None:
@@ -275,26 +381,47 @@ class Run:
 
     def finish(self, exit_code: int = 0) -> None:
         """Send everything, wait for the server to acknowledge it, and end the run (finished
-        on exit code 0, else crashed). Raises the error of a refused write. Idempotent."""
+        on exit code 0, else crashed). If the server cannot be reached for
+        $RUNHISTORY_FINISH_TIMEOUT seconds (default 120), the spool stays and the command
+        that uploads it is printed. Raises the error that stopped writes. Idempotent."""
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
             raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")
         with self._finish_lock:
             if self._closed:
                 return
             self._closed = True
-            request = pb.FinishRequest(path=self.path, writer=self._writer, exit_code=exit_code)
+            request = pb.FinishRequest(exit_code=exit_code)
             self._sender.put(Write("Finish", request, "finish", final=True))
         self._wait_for_sender()
         if self._sender.error is not None:
             raise fresh_error(self._sender.error)
 
-    def _wait_for_sender(self, timeout: float | None = None) -> None:
-        """Wait until everything queued is sent; then release the channel. If interrupted,
-        the run stays registered and the exit hook waits again."""
-        self._sender.stop(timeout)
-        if not self._sender.thread.is_alive():
-            self._connection.close()
-            _live_runs.discard(self)
+    def _wait_for_sender(self) -> None:
+        """Wait until everything queued is sent (up to the finish timeout); then release
+        the channel. If interrupted, the run stays registered and the exit hook waits
+        again."""
+        if self._sender.stop(finish_timeout()):
+            if self._connection is not None:
+                self._connection.close()
+            if self.offline and self._spool is not None:
+                log.warning(
+                    "runhistory: offline run %s is saved in %s; upload it with: runhistory sync %s",
+                    self.path,
+                    self._spool.folder,
+                    self._spool.folder,
+                )
+        elif self._spool is not None:
+            log.warning(
+                "runhistory: the server did not take %d spooled writes of %s in %.0f s; they "
+                "are kept in %s (still sent while this process lives); upload them with: "
+                "runhistory sync %s",
+                self._sender.unsent(),
+                self.path,
+                finish_timeout(),
+                self._spool.folder,
+                self._spool.folder,
+            )
+        _live_runs.discard(self)
 
     def __enter__(self) -> Run:
         return self
@@ -320,6 +447,8 @@ class Run:
 
     def _reader(self) -> Connection:
         """The run's channel, or a new one after finish (for reads)."""
+        if self._connection is None:
+            raise RunNotRunning(f"run {self.path} is offline: read it once it was uploaded")
         if not self._closed:
             return self._connection
         return self._connection.reopen()

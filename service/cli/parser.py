@@ -41,6 +41,7 @@ from runhistory.service.cli.read_commands import (
     cmd_lineage,
     cmd_runs,
     cmd_summary,
+    cmd_sync,
     cmd_versions,
 )
 from runhistory.service.cli.render import PROG
@@ -309,6 +310,21 @@ def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
         help="seconds since the epoch, or ISO-8601 (local time unless it has an offset)",
     )
     _history_filters(as_of)
+
+    sync = command(
+        "sync",
+        "upload spooled runs: offline runs, or runs whose process could not reach the server "
+        "(idempotent: nothing is applied twice)",
+        [client],
+        cmd_sync,
+    )
+    sync.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="+",
+        help="a run's spool folder (printed by the SDK), or a folder holding several "
+        "(e.g. ./runhistory)",
+    )
 
 
 def _rebuild_command(command: Command, common: argparse.ArgumentParser) -> None:

@@ -11,18 +11,22 @@ import sys
 from typing import Any
 
 import runhistory
-from runhistory.domain.errors import NotFound
+from runhistory.domain.errors import NotFound, RunHistoryError
 from runhistory.service.cli.render import (
+    PROG,
+    ProgressBar,
     RunNames,
     inline,
     lineage_lines,
     local_time,
+    plural,
     print_json,
     print_json_lines,
     print_mapping,
     print_rows,
     print_table,
 )
+from runhistory.sync import spool_folders, sync_folder
 
 # A person at a terminal would rather hear that the server is down than wait the SDK's
 # 30 s of retries, which are there to ride out a server restart under a training job.
@@ -242,3 +246,38 @@ def cmd_as_of(args: argparse.Namespace) -> int:
     print("\nconfig")
     print_mapping(snapshot["config"], "empty config", flatten=True)
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload each spool folder; one line per run, errors included, and exit code 1 if any
+    failed (the others are uploaded all the same)."""
+    # Long enough to ride out a server restart; an upload cut short goes on where it stopped.
+    os.environ.setdefault("RUNHISTORY_RETRY_SECONDS", "10")
+    folders = [folder for path in args.paths for folder in spool_folders(path)]
+    failed = 0
+    results = []
+    for folder in folders:
+        bar = ProgressBar(f"{folder.name}: uploading")
+        try:
+            uploaded = sync_folder(
+                folder, args.address, progress=lambda done, total, bar=bar: bar.show(0, done, total)
+            )
+        except RunHistoryError as error:
+            bar.finish()
+            failed += 1
+            print(f"{PROG}: {folder}: {error.code}: {error.message}", file=sys.stderr)
+            results.append({"folder": str(folder), "error": f"{error.code}: {error.message}"})
+            continue
+        bar.finish()
+        for warning in uploaded.warnings:
+            print(f"{PROG}: {folder}: {warning}", file=sys.stderr)
+        record = {"folder": str(folder), "run": uploaded.path, "sent": uploaded.sent}
+        if uploaded.note:
+            record["note"] = uploaded.note
+        results.append(record)
+        if not args.json:
+            what = uploaded.note or f"uploaded {plural(uploaded.sent, 'write')}"
+            print(f"{uploaded.path}: {what} ({folder})")
+    if args.json:
+        print_json(results)
+    return 1 if failed else 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from runhistory.domain.errors import InvalidArgument
 from runhistory.domain.listing import RunFilter
-from runhistory.domain.values import LogCall
+from runhistory.domain.values import Limits, LogCall
 from runhistory.projections.history import SeriesPage
 from runhistory.projections.runner import Progress
 from runhistory.protos import codec
@@ -159,7 +159,7 @@ def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
     )
 
 
-def session(started: Session, web_url: str = "") -> pb.Session:
+def session(started: Session, limits: Limits, web_url: str = "") -> pb.Session:
     return pb.Session(
         path=str(started.path),
         writer=started.writer,
@@ -175,6 +175,7 @@ def session(started: Session, web_url: str = "") -> pb.Session:
         notes=started.notes,
         group=started.group,
         job_type=started.job_type,
+        limits=codec.limits_to_proto(limits),
     )
 
 

@@ -152,7 +152,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             group=mapping.optional(request, "group"),
             job_type=mapping.optional(request, "job_type"),
         )
-        return mapping.session(session, self.web_url)
+        return mapping.session(session, self.service.limits, self.web_url)
 
     def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
         path = _allowed(caller, batch.path, WRITE)

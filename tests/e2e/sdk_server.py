@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -197,6 +198,8 @@ def use(server: SdkServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNHISTORY_API_KEY", server.api_key)
     monkeypatch.setenv("RUNHISTORY_ENTITY", server.entity)
     monkeypatch.delenv("RUNHISTORY_PROJECT", raising=False)
+    # Runs' spools go to a folder of the test's, not the working folder.
+    monkeypatch.setenv("RUNHISTORY_DIR", tempfile.mkdtemp(prefix="runhistory-spool-"))
 
 
 # ---- fixtures ----------------------------------------------------------------------------

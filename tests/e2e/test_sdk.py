@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import grpc
 import pytest
@@ -258,7 +259,9 @@ class LoseFirstLogAck(grpc.UnaryUnaryClientInterceptor):
         if not details.method.endswith("/Log"):
             return outcome
         ack = outcome.result()
-        self.acks.append((request.seq, ack.applied))
+        # The sender sends each spooled request's bytes as they are.
+        batch = pb.LogBatch.FromString(request) if isinstance(request, bytes) else request
+        self.acks.append((batch.seq, ack.applied))
         if len(self.acks) == 1:
             return LostAck()
         return outcome
@@ -273,6 +276,12 @@ class LostAck(grpc.RpcError):
 
     def result(self, timeout: float | None = None) -> Any:
         raise self
+
+    def done(self) -> bool:
+        return True
+
+    def add_done_callback(self, callback: Any) -> None:
+        callback(self)
 
 
 def test_a_lost_acknowledgement_is_retried_with_the_same_seq(
@@ -342,16 +351,18 @@ def test_a_superseded_writer_fails_at_finish(
     old.flush()
     new = runhistory.init(project="fence", resume_from=f"{old.id}?_step=2")
     old.log({"x": 99})  # queued; the server refuses it: the session was superseded
-    with (
-        caplog.at_level(logging.ERROR, logger="runhistory"),
-        pytest.raises(runhistory.FailedPrecondition, match="superseded") as refused,
-    ):
-        old.finish()
+    with caplog.at_level(logging.ERROR, logger="runhistory"):
+        with pytest.raises(runhistory.Superseded):
+            old.flush()
+        for i in range(100, 200):  # the training loop goes on; nothing more is sent
+            old.log({"x": i})
+        with pytest.raises(runhistory.FailedPrecondition, match="superseded") as refused:
+            old.finish()
     assert isinstance(refused.value, runhistory.Superseded)
     assert refused.value.code == "FAILED_PRECONDITION" and refused.value.reason == "SUPERSEDED"
     old.finish()  # idempotent
     with pytest.raises(runhistory.Superseded):
-        old.log({"x": 100})
+        old.log({"x": 200})  # after finish(), the reason it ended
     # The background thread reported it in one log line, without a traceback.
     lines = [r for r in caplog.records if r.name == "runhistory" and r.levelno == logging.ERROR]
     assert len(lines) == 1 and "superseded" in lines[0].getMessage()
@@ -391,32 +402,36 @@ def test_refusals_are_raised_as_the_class_of_their_reason(api: runhistory.Api) -
     assert (missing.value.code, missing.value.reason) == ("NOT_FOUND", "NOT_FOUND")
 
 
-def test_a_refused_row_stops_logging_and_finish_raises(
+def test_a_merged_row_over_the_limit_is_dropped_and_the_run_goes_on(
     api: runhistory.Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = runhistory.init(project="limits")
     for i in range(5):
         run.log({"ok": i})
-    # Each call is under the row limit (10 MiB), which the SDK checks; the row they merge
-    # into is over it, which only the server sees. They go in the batch of the rows above.
+    # Each call is under the row limit (10 MiB); the row they merge into is over it. The
+    # SDK measures merged rows with the server's limits, so the call that takes the row
+    # over is dropped before it is sent; its commit stays, so the row at step 5 keeps the
+    # first call's data and the steps go on as run.step said.
     run.log({"text": "x" * (6 << 20)}, commit=False)
     run.log({"more": "y" * (6 << 20)})
     run.log({"ok": 5})
-    with pytest.raises(runhistory.ResourceExhausted, match="10485760"):
+    with caplog.at_level(logging.WARNING, logger="runhistory"):
         run.flush()
-    with pytest.raises(runhistory.ResourceExhausted):
         run.log({"ok": 6})
-    with (
-        caplog.at_level(logging.ERROR, logger="runhistory"),
-        pytest.raises(runhistory.ResourceExhausted),
-    ):
         run.finish()
+    assert run.step == 8
+    assert len(run.warnings) == 1 and "10485760 bytes" in run.warnings[0]
+    assert "step 5" in run.warnings[0]
+    printed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert printed == [f"runhistory: {run.warnings[0]}"]
     info = api.run(run.path)
-    # The calls before the refused one are recorded (the first half of the big row too,
-    # committed when the run ended); nothing after it. The run ended crashed.
-    assert [row["ok"] for row in info.history(keys=["ok"])] == [0, 1, 2, 3, 4]
+    assert [(row["_step"], row["ok"]) for row in info.history(keys=["ok"])] == [
+        *((i, i) for i in range(5)),
+        (6, 5),
+        (7, 6),
+    ]
     assert [row["_step"] for row in info.history(keys=["text", "more"])] == [5]
-    assert info.state == "crashed" and info.exit_code == 1 and info.last_step == 5
+    assert info.state == "finished" and info.exit_code == 0 and info.last_step == 7
 
 
 def test_a_batch_over_the_servers_request_limit_goes_in_parts(
@@ -435,27 +450,38 @@ def test_a_batch_over_the_servers_request_limit_goes_in_parts(
         small.stop()
 
 
-def test_bad_data_is_refused_synchronously(server: SdkServer) -> None:
+def test_wrong_calls_raise_and_bad_rows_are_dropped(server: SdkServer) -> None:
     run = runhistory.init(project="bad")
-    with pytest.raises(runhistory.InvalidArgument, match="reserved"):
-        run.log({"_step": 1})
-    with pytest.raises(runhistory.InvalidArgument, match="list"):
-        run.log({"a": [1, 2]})
+    # Wrong calls raise at once: they are the script's bug, not its data.
+    with pytest.raises(runhistory.InvalidArgument, match="dict"):
+        run.log([("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(runhistory.InvalidArgument):
         run.log({"a": 1}, step=-1)
     with pytest.raises(runhistory.InvalidArgument):
         run.log({"a": 1}, commit="yes")
-    with pytest.raises(runhistory.ResourceExhausted, match="at most 256"):
-        run.log({"k" * 300: 1})
-    with pytest.raises(runhistory.ResourceExhausted, match="bytes"):
-        run.log({"big": "z" * (11 * 1024 * 1024)})
     with pytest.raises(runhistory.InvalidArgument):
         run.define_metric("loss", summary="median")
     with pytest.raises(runhistory.InvalidArgument):
         run.config.update({"f": object()})
-    run.log({"a": 1})  # the refused calls changed nothing
+    # Rows the server would refuse are dropped, each with a warning naming what was wrong
+    # and the limit; the step does not move.
+    run.log({"_step": 1})
+    run.log({"a": [1, 2]})
+    run.log({"k" * 300: 1})
+    run.log({"big": "z" * (11 * 1024 * 1024)})
+    assert run.step == 0
+    run.log({"a": 1})
     assert run.step == 1
     run.finish()
+    assert len(run.warnings) == 4
+    assert "reserved" in run.warnings[0]
+    assert "list" in run.warnings[1] and "allowed: int, float" in run.warnings[1]
+    assert "at most 256" in run.warnings[2]
+    assert "at most 10485760 bytes" in run.warnings[3]
+    with runhistory.Api() as api:
+        assert api.run(run.path).history() == [
+            {"_step": 0, "a": 1, "_timestamp": ANY, "_runtime": ANY}
+        ]
     with pytest.raises(runhistory.RunNotRunning, match="finished"):
         run.log({"a": 2})
 
