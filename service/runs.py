@@ -756,7 +756,13 @@ class RunService:
             shown = found[:size]
             links = runs.forked_from_of(conn, [r["run_uuid"] for r in shown])
             records = [
-                _from_row(RunRecord, r, forked_from=_listed_fork(conn, r, links.get(r["run_uuid"])))
+                _from_row(
+                    RunRecord,
+                    r,
+                    forked_from=_listed_fork(conn, r, links.get(r["run_uuid"])),
+                    immutable_id=version_id(r["run_uuid"], r["version"]),
+                    archived=False,
+                )
                 for r in shown
             ]
             summaries = None
