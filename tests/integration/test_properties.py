@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from runhistory.domain.errors import RunHistoryError
-from runhistory.domain.identity import RunPath
+from runhistory.domain.identity import RunPath, version_id
 from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 
@@ -219,7 +219,9 @@ class Reference:
 
     def rewind(self, run_id: str, step: int, config: dict[str, Any] | None) -> RefRun:
         run = self._run(run_id)
-        self._check_branch(run, step)
+        # A rewind may go to the step of the pending row, which it commits first.
+        if run.pending is None or step != run.pending[0]:
+            self._check_branch(run, step)
         self._close_pending(run)  # it was acknowledged: it closes the archived version
         old = run.current
         old.rewound_to = step
@@ -347,7 +349,7 @@ class Reference:
         found = []
         source = self.runs[run_id].forked_from
         while source is not None:
-            found.append(dict(source))
+            found.append(with_immutable_id(source))
             source = self.runs[source["run"].rsplit("/", 1)[1]].forked_from
         return found
 
@@ -702,6 +704,14 @@ def assert_same(what: str, got: Any, expected: Any) -> None:
     raise AssertionError(f"{what} differs{detail}\n  service:  {got!r}\n  contract: {expected!r}")
 
 
+def with_immutable_id(link: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A fork link as the service names it: with its source version's immutable ID."""
+    if link is None:
+        return None
+    source = path_of(link["run"].rsplit("/", 1)[1])
+    return {**link, "immutable_id": version_id(source.aggregate_id, link["version"])}
+
+
 def rows_of(history: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     """Service rows as (step, values), without _timestamp and _runtime."""
     dropped = ("_step", "_timestamp", "_runtime")
@@ -749,7 +759,7 @@ def check_all(service: RunService, ref: Reference, when: str) -> None:
                 overview.last_step,
                 overview.forked_from and asdict(overview.forked_from),
             ],
-            [run.state, len(run.versions), run.last_step, run.forked_from],
+            [run.state, len(run.versions), run.last_step, with_immutable_id(run.forked_from)],
         )
         assert_same(
             f"{when}: archive view of {run_id} (version, archived, rewound to, rows, summary, "
