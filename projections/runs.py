@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from runhistory.domain.errors import NotFound
 from runhistory.domain.identity import RunPath
@@ -141,6 +141,24 @@ def list_runs(conn: Connection, entity: str, project: str) -> list[dict[str, Any
         .order_by(runs.c.created_position)
     )
     return [_run_dict(row) for row in rows]
+
+
+def list_projects(conn: Connection, entity: str | None) -> list[dict[str, Any]]:
+    """The projects that hold runs, of one entity or (None) of all: each with its number
+    of runs and the time its latest run last changed, by entity and project."""
+    query = (
+        select(
+            runs.c.entity,
+            runs.c.project,
+            func.count().label("runs"),
+            func.max(runs.c.updated_at).label("updated_at"),
+        )
+        .group_by(runs.c.entity, runs.c.project)
+        .order_by(runs.c.entity, runs.c.project)
+    )
+    if entity is not None:
+        query = query.where(runs.c.entity == entity)
+    return [row._asdict() for row in conn.execute(query)]
 
 
 def _run_dict(row: Row[Any]) -> dict[str, Any]:

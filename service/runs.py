@@ -46,6 +46,7 @@ from runhistory.service.records import (
     ForkedFrom,
     LineageRecord,
     LineageVersion,
+    ProjectRecord,
     RunRecord,
     VersionRecord,
 )
@@ -494,6 +495,11 @@ class RunService:
     def runs(self, entity: str, project: str, min_position: int | None = None) -> list[RunRecord]:
         with self._reading(min_position) as conn:
             return [_run_record(conn, r) for r in runs.list_runs(conn, entity, project)]
+
+    def projects(self, entity: str | None, min_position: int | None = None) -> list[ProjectRecord]:
+        """The projects holding runs, of `entity` or (None) of every entity."""
+        with self._reading(min_position) as conn:
+            return [_from_row(ProjectRecord, row) for row in runs.list_projects(conn, entity)]
 
     def scan_history(
         self,
