@@ -416,3 +416,10 @@ def test_a_version_archived_while_running_says_so(driver: Any, demo: Demo) -> No
     assert "archived (was running)" in css(driver, "h1").text
     assert css(driver, "dl.fields").text.split("Last step")[1].split()[0] == "4"
     screenshot(driver, "15-version-archived-while-running")
+
+
+def test_an_unknown_runs_page_says_why(driver: Any, demo: Demo) -> None:
+    driver.get(demo.url("demo/rewind/nope", "/charts"))  # a 404, which the page explains
+    reason = wait_for(lambda: css(driver, "#missing-reason").text, "the reason")
+    assert reason == "run demo/rewind/nope does not exist"
+    assert css(driver, "h1").text == "Not found"
