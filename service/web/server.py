@@ -159,7 +159,9 @@ class WebApp:
             reason = query.get("reason", [""])[-1]
             return _login_page(next_page, reason[:200], 200)
         if method != "POST":
-            return _not_allowed(f"method {method} is not allowed on /{action}: GET or POST", "POST")
+            return _not_allowed(
+                f"method {method} is not allowed on /{action}: GET or POST", "GET, HEAD, POST"
+            )
         _same_origin(headers)
         if action == "logout":
             response = _redirect("/login")
