@@ -239,9 +239,9 @@ class WebApp:
                 page = {"kind": parts[4], **run}
             elif len(parts) == 6 and parts[4] == "versions" and parts[5].isdigit():
                 page = {"kind": "version", "version": int(parts[5]), **run}
-        signed_in = not self.access.open
+        with_keys = not self.access.open
         if page is None:
-            return Response(404, "text/html; charset=utf-8", _shell({"kind": "missing"}, signed_in))
+            return Response(404, "text/html; charset=utf-8", _shell({"kind": "missing"}, with_keys))
         if "run_id" in page:
             # A run's page for a run (or version) that does not exist is a 404, as its JSON
             # is; the shell then shows why.
@@ -252,9 +252,9 @@ class WebApp:
             except RunHistoryError as error:
                 status = HTTP_STATUS.get(error.code, 500)
                 missing = {"kind": "missing", "code": error.code, "message": error.message}
-                return Response(status, "text/html; charset=utf-8", _shell(missing, signed_in))
+                return Response(status, "text/html; charset=utf-8", _shell(missing, with_keys))
         return Response(
-            200, "text/html; charset=utf-8", _shell(page, signed_in), {"Cache-Control": "no-store"}
+            200, "text/html; charset=utf-8", _shell(page, with_keys), {"Cache-Control": "no-store"}
         )
 
 
@@ -305,12 +305,12 @@ SIGN_OUT = (
 )
 
 
-def _shell(page: Mapping[str, Any], signed_in: bool) -> bytes:
+def _shell(page: Mapping[str, Any], with_keys: bool) -> bytes:
     """The page's HTML; "Sign out" only where there is a sign-in (a server with keys)."""
     template = STATIC.joinpath("page.html").read_text(encoding="utf-8")
     return (
         template.replace("{{PAGE}}", html.escape(json.dumps(page), quote=True))
-        .replace("{{SIGN_OUT}}", SIGN_OUT if signed_in else "")
+        .replace("{{SIGN_OUT}}", SIGN_OUT if with_keys else "")
         .encode()
     )
 
