@@ -281,6 +281,24 @@ def quiet_runs(conn: Connection, before: float) -> list[tuple[RunPath, float]]:
     return [(RunPath(entity, project, run_id), at) for entity, project, run_id, at in rows]
 
 
+def list_projects(conn: Connection, entity: str | None) -> list[dict[str, Any]]:
+    """The projects that hold runs, of one entity or (None) of all: each with its number
+    of runs and the time its latest run last changed, by entity and project."""
+    query = (
+        select(
+            runs.c.entity,
+            runs.c.project,
+            func.count().label("runs"),
+            func.max(runs.c.updated_at).label("updated_at"),
+        )
+        .group_by(runs.c.entity, runs.c.project)
+        .order_by(runs.c.entity, runs.c.project)
+    )
+    if entity is not None:
+        query = query.where(runs.c.entity == entity)
+    return [row._asdict() for row in conn.execute(query)]
+
+
 def _run_dict(row: Row[Any]) -> dict[str, Any]:
     record = row._asdict()
     record["tags"] = from_json(record["tags"])

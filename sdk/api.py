@@ -106,7 +106,11 @@ def _history_request(
     )
 
 
-def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest:
+def _resume_history(request: pb.HistoryRequest, last: pb.HistoryChunk) -> pb.HistoryRequest | None:
+    """The read that continues after `last`; None when `last` reached `max_step` (a
+    resumed `min_step` past it would be refused as bounds out of order)."""
+    if request.HasField("max_step") and last.upto_step >= request.max_step:
+        return None
     resumed = pb.HistoryRequest()
     resumed.CopyFrom(request)
     resumed.min_step = last.upto_step + 1

@@ -367,7 +367,7 @@ def stream(
 ) -> Iterator[T]:
     """Iterate a server-streaming RPC, converting errors. A transient failure before the
     first message is retried; after it, only if `resume(request, last)` gives the request
-    that continues after the last message received."""
+    that continues after the last message received (None: nothing is left to read)."""
     backoff: Backoff | None = None
     last: T | None = None
     while True:
@@ -384,6 +384,8 @@ def stream(
             if is_transient(error) and restartable and backoff.wait():
                 if last is not None and resume is not None:
                     request = resume(request, last)
+                    if request is None:
+                        return
                 continue
             raise _give_up(error, address, backoff.attempts) from None
         finally:

@@ -63,6 +63,16 @@ class RunsPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    """A project that holds runs: how many, and when the latest of them last changed."""
+
+    entity: str
+    project: str
+    runs: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class VersionRecord:
     """One version of a run, as it was; all but the last are archived."""
 

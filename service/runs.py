@@ -66,6 +66,7 @@ from runhistory.service.records import (
     ForkedFrom,
     LineageRecord,
     LineageVersion,
+    ProjectRecord,
     RunRecord,
     RunsPage,
     VersionRecord,
@@ -801,6 +802,11 @@ class RunService:
             if page.next_cursor is None:
                 return found
             cursor = page.next_cursor
+
+    def projects(self, entity: str | None, min_position: int | None = None) -> list[ProjectRecord]:
+        """The projects holding runs, of `entity` or (None) of every entity."""
+        with self._reading(min_position) as conn:
+            return [_from_row(ProjectRecord, row) for row in runs.list_projects(conn, entity)]
 
     def scan_history(
         self,

@@ -403,24 +403,23 @@ def _page_size_arg(text: str) -> int:
         ) from None
 
 
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer >= 0")
-    return value
+def _at_least(low: int, what: str) -> Callable[[str], int]:
+    """An argument type: an integer >= `low`, named `what` in its refusal."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: an integer >= {low}")
+        return value
+
+    return parse
 
 
-def _limit_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: an integer >= 1")
-    return value
+_count_arg = _at_least(0, "value")
+_limit_arg = _at_least(1, "limit")
 
 
 def _version_arg(text: str) -> int:

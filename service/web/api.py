@@ -115,6 +115,32 @@ class WebApi:
         self._entity(principal, entity)
         return RunPath(entity, project, run_id)
 
+    # ---- projects ------------------------------------------------------------------------
+
+    def projects(self, principal: Principal, query: Query) -> dict:
+        """The projects the caller may read: its key's entity's, or every entity's on a
+        server without keys."""
+        Params(query, set())
+        if principal.entity is not None:
+            self._entity(principal, principal.entity)
+        found = self.service.projects(principal.entity)
+        return {"entity": principal.entity, "projects": [asdict(p) for p in found]}
+
+    def check_page(
+        self,
+        principal: Principal,
+        entity: str,
+        project: str,
+        run_id: str,
+        version: int | None = None,
+    ) -> None:
+        """NotFound unless the run (and its `version`) exists, for the pages of a run, so
+        that an unknown one answers 404 as its JSON does; refusals as the API's."""
+        path = self._path(principal, entity, project, run_id)
+        record = self.service.run(path)
+        if version is not None and not 1 <= version <= record.version:
+            raise _no_version(path, version, record.version)
+
     # ---- project ---------------------------------------------------------------------
 
     def runs(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
@@ -299,6 +325,11 @@ class WebApi:
         shown = version or record.version
         if shown > len(tree.versions):
             raise _no_version(path, shown, len(tree.versions))
+        # An archived version reports its own state and last step, as it was archived.
+        state, last_step = record.state, record.last_step
+        if shown != record.version:
+            archived = self.service.versions(path)[shown - 1]
+            state, last_step = archived.state, archived.last_step
         if not keys:
             keys = _chartable_keys(self.service.summary(path, version=version))[:MAX_KEYS]
 
@@ -353,10 +384,10 @@ class WebApi:
                 }
         return {
             "run": record.path,
-            "state": record.state,
+            "state": state,
             "version": shown,
             "live": shown == record.version,
-            "last_step": record.last_step,
+            "last_step": last_step,
             "forked_from": _plain(record.forked_from),
             "inherited_until": inherited_until,
             "rewinds": rewinds,

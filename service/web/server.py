@@ -116,13 +116,7 @@ class WebApp:
             if parts in (["login"], ["logout"]):
                 return self._session(method, parts[0], query, headers, body)
             if method not in ("GET", "HEAD"):
-                response = error_response(
-                    "INVALID_ARGUMENT",
-                    f"method {method} is not allowed: the web UI is read-only",
-                    405,
-                )
-                response.headers["Allow"] = "GET, HEAD"
-                return response
+                return _not_allowed(f"method {method} is not allowed: the web UI is read-only")
             if parts[:1] == ["static"]:
                 return self._static(parts[1:])  # public: no run data in there
             is_api = parts[:1] == ["api"]
@@ -140,7 +134,7 @@ class WebApp:
                 return _to_login(split.path)
             if is_api:
                 return self._api(principal, parts[1:], query)
-            return self._page(parts)
+            return self._page(principal, parts)
         except RunHistoryError as error:
             return error_response(error.code, error.message)
         except Exception:
@@ -165,7 +159,9 @@ class WebApp:
             reason = query.get("reason", [""])[-1]
             return _login_page(next_page, reason[:200], 200)
         if method != "POST":
-            raise InvalidArgument(f"method {method} is not allowed on /{action}: GET or POST")
+            return _not_allowed(
+                f"method {method} is not allowed on /{action}: GET or POST", "GET, HEAD, POST"
+            )
         _same_origin(headers)
         if action == "logout":
             response = _redirect("/login")
@@ -194,6 +190,8 @@ class WebApp:
         }
         if len(parts) == 3 and parts[2] == "sparklines":
             return json_response(api.sparklines(principal, parts[0], parts[1], query))
+        if parts == ["projects"]:
+            return json_response(api.projects(principal, query))
         if len(parts) >= 3 and parts[2] == "runs":
             entity, project = parts[0], parts[1]
             if len(parts) == 6 and parts[4] == "versions":
@@ -205,8 +203,8 @@ class WebApp:
                 return json_response(handler(principal, entity, project, *parts[3:4], query))
         return error_response(
             "NOT_FOUND",
-            "no such endpoint: use /api/ENTITY/PROJECT/runs[/RUN_ID[/history|/lineage|/events|"
-            "/as-of|/versions/N]] or /api/ENTITY/PROJECT/sparklines",
+            "no such endpoint: use /api/projects, /api/ENTITY/PROJECT/runs[/RUN_ID[/history|"
+            "/lineage|/events|/as-of|/versions/N]] or /api/ENTITY/PROJECT/sparklines",
         )
 
     def _static(self, parts: list[str]) -> Response:
@@ -229,7 +227,7 @@ class WebApp:
             kind += "; charset=utf-8"
         return Response(200, kind, body, {"Cache-Control": "public, max-age=3600"})
 
-    def _page(self, parts: list[str]) -> Response:
+    def _page(self, principal: Principal, parts: list[str]) -> Response:
         page: dict[str, Any] | None = None
         if not parts:
             page = {"kind": "home"}
@@ -243,11 +241,29 @@ class WebApp:
                 page = {"kind": parts[4], **run}
             elif len(parts) == 6 and parts[4] == "versions" and parts[5].isdigit():
                 page = {"kind": "version", "version": int(parts[5]), **run}
+        with_keys = not self.access.open
         if page is None:
-            return Response(404, "text/html; charset=utf-8", _shell({"kind": "missing"}))
+            return Response(404, "text/html; charset=utf-8", _shell({"kind": "missing"}, with_keys))
+        if "run_id" in page:
+            # A run's page for a run (or version) that does not exist is a 404, as its JSON
+            # is; the shell then shows why.
+            try:
+                self.api.check_page(
+                    principal, page["entity"], page["project"], page["run_id"], page.get("version")
+                )
+            except RunHistoryError as error:
+                status = HTTP_STATUS.get(error.code, 500)
+                missing = {"kind": "missing", "code": error.code, "message": error.message}
+                return Response(status, "text/html; charset=utf-8", _shell(missing, with_keys))
         return Response(
-            200, "text/html; charset=utf-8", _shell(page), {"Cache-Control": "no-store"}
+            200, "text/html; charset=utf-8", _shell(page, with_keys), {"Cache-Control": "no-store"}
         )
+
+
+def _not_allowed(message: str, allow: str = "GET, HEAD") -> Response:
+    response = error_response("METHOD_NOT_ALLOWED", message, 405)
+    response.headers["Allow"] = allow
+    return response
 
 
 def _redirect(target: str) -> Response:
@@ -285,9 +301,20 @@ def _login_page(next_page: str, message: str, status: int) -> Response:
     )
 
 
-def _shell(page: Mapping[str, Any]) -> bytes:
+SIGN_OUT = (
+    '<form method="post" action="/logout" class="signout"><button type="submit">Sign out'
+    "</button></form>"
+)
+
+
+def _shell(page: Mapping[str, Any], with_keys: bool) -> bytes:
+    """The page's HTML; "Sign out" only where there is a sign-in (a server with keys)."""
     template = STATIC.joinpath("page.html").read_text(encoding="utf-8")
-    return template.replace("{{PAGE}}", html.escape(json.dumps(page), quote=True)).encode()
+    return (
+        template.replace("{{PAGE}}", html.escape(json.dumps(page), quote=True))
+        .replace("{{SIGN_OUT}}", SIGN_OUT if with_keys else "")
+        .encode()
+    )
 
 
 # ---- the HTTP adapter ---------------------------------------------------------------------
@@ -306,6 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch()
+
+    # Answered 405 by `WebApp.handle` (not the standard library's 501).
+    do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_POST
 
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

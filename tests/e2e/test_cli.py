@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -752,6 +753,20 @@ def test_demo_keep_serves_the_pages_until_interrupted() -> None:
             demo.wait()
 
 
+@contextmanager
+def stopping(server: subprocess.Popen[str]) -> Iterator[None]:
+    """Stop `runhistory serve` with SIGTERM once the block is done (it exits 0); kill it
+    if the block failed or it does not stop."""
+    try:
+        yield
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=TIMEOUT) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 def test_serve_with_http(tmp_path: Path) -> None:
     created = ok("keys", "--db", str(tmp_path / "web.db"), "create", "--entity", "e")
     key = created.strip().splitlines()[-1]
@@ -773,7 +788,7 @@ def test_serve_with_http(tmp_path: Path) -> None:
         text=True,
         env=cli_env(),
     )
-    try:
+    with stopping(server):
         assert server.stdout is not None
         found = re.search(r"serving on (127\.0\.0\.1:\d+)", server.stdout.readline())
         assert found
@@ -786,12 +801,6 @@ def test_serve_with_http(tmp_path: Path) -> None:
         status, body = http_get(f"{web[1]}/api/e/served/runs", key)
         assert status == 200
         assert [r["run_id"] for r in json.loads(body)["runs"]] == ["r"]
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=TIMEOUT) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
 
 
 def test_serve_refuses_a_bad_http_address(tmp_path: Path) -> None:
@@ -834,7 +843,7 @@ def test_serve_takes_size_limits_from_flags_and_the_environment(tmp_path: Path) 
         text=True,
         env=cli_env(RUNHISTORY_MAX_ROW_BYTES="200", RUNHISTORY_MAX_KEY_LENGTH="9999"),
     )
-    try:
+    with stopping(server):
         assert server.stdout is not None
         found = re.search(r"serving on (127\.0\.0\.1:\d+)", server.stdout.readline())
         assert found, server.stderr.read() if server.stderr else ""
@@ -850,12 +859,6 @@ def test_serve_takes_size_limits_from_flags_and_the_environment(tmp_path: Path) 
         run = runhistory.init(**common)
         run.log({"a": 1, "text": "fits"})
         run.finish()
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=TIMEOUT) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
 
     # A bad value, from a flag or the environment, is one line naming both.
     done = cli("serve", "--db", str(tmp_path / "x.db"), env=cli_env(RUNHISTORY_MAX_DEPTH="deep"))

@@ -361,7 +361,7 @@ def test_the_project_page_loads_a_page_of_runs_at_a_time(driver: Any, demo: Demo
         ".filter(n => n.includes('/sparklines?'))"
     )
     assert len(asked) == 1 and "m49" in asked[0] and "m50" not in asked[0]
-    screenshot(driver, "12-project-first-page")
+    screenshot(driver, "16-project-first-page")
 
     click(driver, "#load-more")
     wait_for(
@@ -375,3 +375,86 @@ def test_the_project_page_loads_a_page_of_runs_at_a_time(driver: Any, demo: Demo
     first = css(driver, "#runs tbody tr").get_attribute("data-run")
     assert first == "m54"
     assert css(driver, "#order").get_attribute("value") == "-created_at"
+
+
+def test_charts_overlay_an_archived_version_and_a_fork(driver: Any, demo: Demo) -> None:
+    open_page(driver, demo.url(demo.rewound, "/charts"))
+    driver.execute_script("window.notReloaded = true")
+    wait_for(lambda: traces(driver, "metric"), "the rewound run's chart")
+    fork_id = demo.fork.split("/")[2]
+    assert "v1 (archived, rewound to step 200)" in css(driver, "#compare-versions").text
+    assert f"fork {demo.fork} (at step 300 of v2)" in css(driver, "#compare-versions").text
+
+    click(driver, "#overlay-v1")
+    drawn = wait_for(
+        lambda: [t for t in traces(driver, "metric") if "v1 (archived)" in t["name"]],
+        "the archived version's trace",
+    )
+    assert drawn[0]["x"] == list(range(300))  # version 1 as it was: steps 0..299
+    names = [t["name"] for t in traces(driver, "metric")]
+    assert any(name.endswith("v2 (live)") for name in names)
+    shapes = driver.execute_script(
+        "return document.getElementById('chart-metric').layout.shapes.map(s => s.x0)"
+    )
+    assert 200 in shapes  # the rewind point, where the two versions part
+    legend = driver.execute_script(
+        "return [...document.querySelectorAll('#chart-metric .legendtext')].map(t => t.textContent)"
+    )
+    assert any("v1 (archived)" in text for text in legend), legend
+    screenshot(driver, "12-charts-overlay-archived-version")
+
+    click(driver, f"#overlay-fork-{fork_id}")
+    wait_for(
+        lambda: any(t["name"] == f"fork {fork_id}" for t in traces(driver, "metric")),
+        "the fork's trace",
+    )
+    shapes = driver.execute_script(
+        "return document.getElementById('chart-metric').layout.shapes.map(s => s.x0)"
+    )
+    assert 300 in shapes  # the fork point
+    assert driver.execute_script("return window.notReloaded") is True
+    screenshot(driver, "13-charts-overlay-fork")
+
+    click(driver, "#overlay-v1")
+    wait_for(
+        lambda: not any("v1 (archived)" in t["name"] for t in traces(driver, "metric")),
+        "the archived version's trace to go",
+    )
+
+
+def test_home_lists_the_readers_projects(driver: Any, demo: Demo) -> None:
+    open_page(driver, f"{demo.web.url}/")
+    rows = driver.find_elements("css selector", "#projects tbody tr")
+    assert "demo/rewind" in [r.get_attribute("data-project") for r in rows]
+    assert "Sign out" in css(driver, "header.top").text
+    screenshot(driver, "14-home-projects")
+    click(driver, "#projects a.project-link")
+    wait_for(lambda: driver.current_url == f"{demo.web.url}/demo/rewind", "the project page")
+
+
+def test_a_version_archived_while_running_says_so(driver: Any, demo: Demo) -> None:
+    common = {"entity": "demo", "project": "crashy", "address": demo.server.address}
+    run = runhistory.init(**common, api_key=demo.writer)
+    for i in range(5):
+        run.log({"loss": float(i)})
+    run.flush()  # still running when the rewind archives it
+    again = runhistory.init(**common, resume_from=f"{run.id}?_step=2", api_key=demo.writer)
+    again.finish()
+    with pytest.raises(runhistory.Superseded):
+        run.finish()
+    open_page(driver, demo.url(run.path))
+    first = driver.find_elements("css selector", "table.versions tbody tr")[0]
+    assert "archived (was running)" in first.text and "running" not in first.text.replace(
+        "was running", ""
+    )
+    open_page(driver, demo.url(run.path, "/versions/1"))
+    assert "archived (was running)" in css(driver, "h1").text
+    assert css(driver, "dl.fields").text.split("Last step")[1].split()[0] == "4"
+    screenshot(driver, "15-version-archived-while-running")
+
+
+def test_an_unknown_runs_page_says_why(driver: Any, demo: Demo) -> None:
+    driver.get(demo.url("demo/rewind/nope", "/charts"))  # a 404, which the page explains
+    reason = wait_for(lambda: css(driver, "#missing-reason").text, "the reason")
+    assert reason == "run demo/rewind/nope does not exist"
+    assert css(driver, "h1").text == "Not found"

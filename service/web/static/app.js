@@ -80,6 +80,15 @@ function stateBadge(state) {
   return el("span", { class: `state state-${state}`, text: state });
 }
 
+// An archived version keeps the state it had when a rewind archived it; one archived while
+// its run was running never runs again, so it says so instead of showing "running".
+function versionBadge(v) {
+  if (v.archived && v.state === "running") {
+    return el("span", { class: "state state-archived", text: "archived (was running)" });
+  }
+  return stateBadge(v.state);
+}
+
 function setTitle(text) {
   document.title = `${text} · runhistory`;
 }
@@ -175,7 +184,7 @@ function versionsTable(run) {
       el("td", {}, v.archived
         ? el("a", { href: pathUrl(run.path, `/versions/${v.version}`), text: `v${v.version}` })
         : el("span", {}, `v${v.version} `, el("span", { class: "muted", text: "(live)" }))),
-      el("td", {}, stateBadge(v.state)),
+      el("td", {}, versionBadge(v)),
       el("td", { text: v.rows }),
       el("td", { text: fmtValue(v.last_step) }),
       el("td", { text: fmtValue(v.rewound_to_step) }),
@@ -264,6 +273,17 @@ function rewindShapes(history) {
   return { shapes, annotations };
 }
 
+// Where an overlaid fork of the run shown first branched off it: a dotted line at its step.
+function forkMark(marks, history, first, label) {
+  const f = history.forked_from;
+  if (!f || f.run !== first.run) return;
+  marks.shapes.push({ type: "line", xref: "x", yref: "paper", x0: f.step, x1: f.step, y0: 0, y1: 1,
+    line: { color: "#57606a", dash: "dot", width: 1 } });
+  marks.annotations.push({ x: f.step, y: 0.92, xref: "x", yref: "paper", yanchor: "top",
+    xanchor: "left", xshift: 3, showarrow: false, text: `${label} (v${f.version})`,
+    font: { size: 10, color: "#57606a" } });
+}
+
 // A chart per metric key, comparing runs; `fetchHistory(path, extraParams)` gives history
 // documents. Zooming (drag, or the step-range form for keyboards) re-asks the server for that
 // range, so a zoomed view of a 1M-step run shows its detail, not the overview's buckets.
@@ -306,6 +326,7 @@ class ChartBoard {
         seriesTraces(h, key, this.runs[i].label, COLORS[i % COLORS.length]));
       const first = histories[0];
       const marks = rewindShapes(first);
+      histories.slice(1).forEach((h, i) => forkMark(marks, h, first, this.runs[i + 1].label));
       const layout = {
         height: 300, margin: { l: 50, r: 20, t: 24, b: 80 },
         xaxis: { title: { text: "_step" }, range: this.range || undefined, autorange: !this.range },
@@ -375,19 +396,24 @@ function zoomForm(board) {
 async function homePage() {
   setTitle("runhistory");
   crumbs([]);
-  const entity = el("input", { id: "entity", name: "entity", required: true, value: "demo" });
-  const project = el("input", { id: "project", name: "project", required: true, value: "rewind" });
+  const data = await getJSON("/api/projects");
+  const intro = data.entity
+    ? `The projects of entity ${data.entity}, which your key reads. `
+    : "The projects on this server. ";
   main.replaceChildren(
-    el("h1", { text: "runhistory" }),
-    el("p", { text: "Open a project: its page lists the runs; each run has an overview, charts, " +
-      "its lineage and its audit trail." }),
-    el("form", { class: "inline", onsubmit: (event) => {
-      event.preventDefault();
-      location.href = `/${enc(entity.value.trim())}/${enc(project.value.trim())}`;
-    } },
-    el("label", { for: "entity", text: "Entity" }), entity,
-    el("label", { for: "project", text: "Project" }), project,
-    el("button", { type: "submit", text: "Open" })),
+    el("h1", { text: "Projects" }),
+    el("p", { class: "muted", text: intro + "A project's page lists its runs; each run has an " +
+      "overview, charts, its lineage and its audit trail." }),
+    data.projects.length
+      ? table(["Entity", "Project", "Runs", "Last change"], data.projects.map((p) =>
+        el("tr", { "data-project": `${p.entity}/${p.project}` },
+          el("td", { text: p.entity }),
+          el("td", {}, el("a", { href: `/${enc(p.entity)}/${enc(p.project)}`, class: "project-link",
+            text: p.project })),
+          el("td", { class: "num", text: p.runs }),
+          el("td", { text: fmtTime(p.updated_at) }))), { class: "projects", id: "projects" })
+      : el("p", { class: "muted", id: "projects", text: "No projects yet: log a run and it " +
+        "appears here." }),
   );
 }
 
@@ -599,34 +625,62 @@ async function overviewPage() {
   );
 }
 
+// The forks of a run and of its versions, their forks too, as one list.
+function flattenForks(nodes) {
+  return nodes.flatMap((d) => [d, ...flattenForks(d.descendants || [])]);
+}
+
+// A checkbox that overlays one history (a run, or a version of one) on the charts.
+function overlayCheck(id, label, overlay, onchange) {
+  return el("label", { class: "check" },
+    el("input", { type: "checkbox", id, "data-path": overlay.path,
+      "data-version": overlay.version || null, "data-label": overlay.label, onchange }),
+    ` ${label}`);
+}
+
 async function chartsPage() {
   runCrumbs("charts");
   const run = await getJSON(apiRun(page.entity, page.project, page.run_id));
   setTitle(`charts: ${run.name}`);
   const projectRuns = await getJSON(`/api/${enc(page.entity)}/${enc(page.project)}/runs`);
-  const others = projectRuns.runs.filter((r) => r.path !== run.path);
+  const archived = run.versions.filter((v) => v.archived);
+  const forks = flattenForks(run.forks);
+  const forkPaths = new Set(forks.map((f) => f.run));
+  const others = projectRuns.runs.filter((r) => r.path !== run.path && !forkPaths.has(r.path));
   const box = el("div", { class: "charts", id: "charts" });
-  const board = new ChartBoard(box, {
-    keys: run.metrics, runs: [{ path: run.path, label: run.run_id }], live: true,
-  });
-  const compareChecks = others.map((r) => el("label", { class: "check" },
-    el("input", { type: "checkbox", value: r.path, onchange: () => {
-      board.runs = [{ path: run.path, label: run.run_id }, ...compareChecks
-        .map((c) => c.querySelector("input")).filter((i) => i.checked)
-        .map((i) => ({ path: i.value, label: pathParts(i.value).runId }))];
-      board.render().catch(showError);
-    } }), ` ${r.run_id}`));
+  const live = { path: run.path, label: archived.length ? `${run.run_id} v${run.version} (live)` : run.run_id };
+  const board = new ChartBoard(box, { keys: run.metrics, runs: [live], live: true });
+  // Every checked overlay, in the order of the page: this run's versions, its forks, then
+  // the project's other runs. Nothing reloads: the board re-reads the histories it shows.
+  const update = () => {
+    const checked = [...main.querySelectorAll("fieldset.compare input:checked")];
+    board.runs = [live, ...checked.map((i) => ({ path: i.dataset.path, label: i.dataset.label,
+      version: i.dataset.version ? Number(i.dataset.version) : null }))];
+    board.render().catch(showError);
+  };
+  const versionChecks = [
+    ...archived.map((v) => overlayCheck(`overlay-v${v.version}`,
+      `v${v.version} (archived, rewound to step ${v.rewound_to_step})`,
+      { path: run.path, version: v.version, label: `${run.run_id} v${v.version} (archived)` }, update)),
+    ...forks.map((f) => overlayCheck(`overlay-fork-${pathParts(f.run).runId}`,
+      `fork ${f.run} (at step ${f.step} of v${f.source_version})`,
+      { path: f.run, label: `fork ${pathParts(f.run).runId}` }, update)),
+  ];
+  const compareChecks = others.map((r) => overlayCheck(`overlay-run-${r.run_id}`, r.run_id,
+    { path: r.path, label: r.run_id }, update));
   const legend = el("p", { class: "muted small" },
     "Solid: the run's own rows. Dotted: rows a fork inherited from its source. " +
-    "Dashed amber lines: rewinds. Drag to zoom (the server sends that range in detail); " +
-    "double-click or Reset zoom to return.");
+    "Dashed amber lines: rewinds; dotted grey lines: fork points. Drag to zoom (the server " +
+    "sends that range in detail); double-click or Reset zoom to return.");
   main.replaceChildren(
     el("h1", {}, run.name, " ", stateBadge(run.state), " ",
       el("span", { id: "live", class: "live", role: "status" })),
     tabs("charts"),
     legend,
     el("div", { class: "controls" }, zoomForm(board)),
-    others.length ? el("fieldset", { class: "compare" },
+    versionChecks.length ? el("fieldset", { class: "compare", id: "compare-versions" },
+      el("legend", { text: "Compare with this run's archived versions and forks" }), versionChecks) : null,
+    compareChecks.length ? el("fieldset", { class: "compare", id: "compare-runs" },
       el("legend", { text: "Overlay other runs of the project" }), compareChecks) : null,
     run.metrics.length ? box : el("p", { class: "muted", text: "No numeric metrics logged yet." }),
   );
@@ -648,7 +702,7 @@ async function versionPage() {
     : el("p", { id: "version-status" }, `Version ${v.version} is the live version of `, runLink, ".");
   const box = el("div", { class: "charts", id: "charts" });
   main.replaceChildren(
-    el("h1", {}, `${v.run.name} · version ${v.version} `, stateBadge(v.state)),
+    el("h1", {}, `${v.run.name} · version ${v.version} `, versionBadge(v)),
     tabs(null),
     status,
     el("dl", { class: "fields" },
@@ -826,7 +880,8 @@ async function showAsOf(box, base, position, events, link) {
 function missingPage() {
   setTitle("not found");
   crumbs([]);
-  main.replaceChildren(el("h1", { text: "Not found" }),
+  main.replaceChildren(el("h1", { text: page.code === "PERMISSION_DENIED" ? "Not allowed" : "Not found" }),
+    page.message ? el("p", { class: "error", role: "alert", id: "missing-reason", text: page.message }) : null,
     el("p", {}, "Pages are ", el("code", { text: "/ENTITY/PROJECT" }), " and ",
       el("code", { text: "/ENTITY/PROJECT/runs/RUN_ID" }), " (with /charts, /lineage, /audit, /versions/N)."));
 }
