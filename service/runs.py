@@ -67,6 +67,7 @@ class Session:
     notes: str = ""
     group: str = ""
     job_type: str = ""
+    resumed: bool = False  # an existing run continues: a resume or rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,7 @@ class RunService:
             return run
 
         run, position = self._change(path, apply)
-        return _session(run, position)
+        return _session(run, position, resumed=True)
 
     # ---- starting sessions -------------------------------------------------------------
 
@@ -750,7 +751,7 @@ def _descendants(conn: Connection, run_uuid: str) -> list[Descendant]:
     ]
 
 
-def _session(run: Run, position: int) -> Session:
+def _session(run: Run, position: int, resumed: bool = False) -> Session:
     return Session(
         path=run.path,
         writer=run.writer,
@@ -764,6 +765,7 @@ def _session(run: Run, position: int) -> Session:
         notes=run.notes,
         group=run.group,
         job_type=run.job_type,
+        resumed=resumed,
     )
 
 

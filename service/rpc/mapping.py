@@ -124,6 +124,7 @@ def session(started: Session, web_url: str = "") -> pb.Session:
         notes=started.notes,
         group=started.group,
         job_type=started.job_type,
+        resumed=started.resumed,
     )
 
 
