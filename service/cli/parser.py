@@ -271,7 +271,11 @@ def _rebuild_command(command: Command, common: argparse.ArgumentParser) -> None:
 
 def _history_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--keys", type=_keys_arg, metavar="K1,K2", help="only these keys: k1,k2,..."
+        "--keys",
+        type=_keys_arg,
+        metavar="K1,K2",
+        help="only these keys: k1,k2,... (history: the rows that hold every one, as W&B's "
+        "scan_history)",
     )
     parser.add_argument("--min-step", type=_count_arg, metavar="N", help="from step N")
     parser.add_argument("--max-step", type=_count_arg, metavar="N", help="up to step N")
