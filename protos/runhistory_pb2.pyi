@@ -228,6 +228,32 @@ class DefineMetricRequest(_message.Message):
     summary: str
     def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., key: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
+class UpdateDetailsRequest(_message.Message):
+    __slots__ = ("path", "writer", "seq", "name", "tags", "notes", "group", "job_type")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    writer: str
+    seq: int
+    name: str
+    tags: Tags
+    notes: str
+    group: str
+    job_type: str
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., name: _Optional[str] = ..., tags: _Optional[_Union[Tags, _Mapping]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
+
+class Tags(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RecordArtifactRequest(_message.Message):
     __slots__ = ("path", "writer", "seq", "direction", "name", "type", "digest", "size", "uri")
     PATH_FIELD_NUMBER: _ClassVar[int]

@@ -371,12 +371,13 @@ class Run:
             if session.HasField("forked_from")
             else None
         )
-        # W&B's run details, as the server holds them after this init.
-        self.name = session.name or self.id
-        self.tags = tuple(session.tags)
-        self.notes = session.notes or None
-        self.group = session.group or None
-        self.job_type = session.job_type or None
+        # W&B's run details, as the server holds them after this init; setting one (as
+        # `run.name = ...`) sends it in order with the rows.
+        self._name = session.name or self.id
+        self._tags = tuple(session.tags)
+        self._notes = session.notes or None
+        self._group = session.group or None
+        self._job_type = session.job_type or None
         self.resumed = session.resumed
         self.start_time = start_time
         # Where the run keeps local files: the working directory (W&B's run.dir).
@@ -397,6 +398,63 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<runhistory.Run {self.path} version={self.version} step={self.step}>"
+
+    # ---- W&B's run details: name, tags, notes, group, job type -----------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        name = check_run_name(value)
+        if name is None:
+            raise InvalidArgument("a run name is a non-empty string")
+        self._update_details(pb.UpdateDetailsRequest(name=name))
+        self._name = name
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Sequence[str]) -> None:
+        tags = check_tags(value)
+        self._update_details(pb.UpdateDetailsRequest(tags=pb.Tags(values=tags)))
+        self._tags = tuple(tags)
+
+    @property
+    def notes(self) -> str | None:
+        return self._notes
+
+    @notes.setter
+    def notes(self, value: str) -> None:
+        notes = check_detail("notes", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(notes=notes))
+        self._notes = notes or None
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @group.setter
+    def group(self, value: str) -> None:
+        group = check_detail("group", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(group=group))
+        self._group = group or None
+
+    @property
+    def job_type(self) -> str | None:
+        return self._job_type
+
+    @job_type.setter
+    def job_type(self, value: str) -> None:
+        job_type = check_detail("job_type", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(job_type=job_type))
+        self._job_type = job_type or None
+
+    def _update_details(self, request: pb.UpdateDetailsRequest) -> None:
+        self._write("UpdateDetails", request, "update the run's details")
 
     @property
     def warnings(self) -> list[str]:

@@ -404,6 +404,28 @@ class RunService:
     ) -> Ack:
         return self._ack(path, lambda run: run.define_metric(key, summary, writer=writer, seq=seq))
 
+    def update_details(
+        self,
+        path: RunPath,
+        details: Details,
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        """W&B's `run.name = ...` and the like: the details given replace the run's."""
+        return self._ack(
+            path,
+            lambda run: run.update_details(
+                details.name,
+                details.tags,
+                details.notes,
+                details.group,
+                details.job_type,
+                writer=writer,
+                seq=seq,
+            ),
+        )
+
     def record_artifact(
         self,
         path: RunPath,

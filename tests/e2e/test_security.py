@@ -116,6 +116,7 @@ WRITES = {
     "UpdateConfig",
     "SetSummary",
     "DefineMetric",
+    "UpdateDetails",
     "RecordArtifact",
     "Finish",
 }
@@ -183,7 +184,15 @@ def test_each_role_may_do_what_it_should(
     for rpc in sorted(set(RPCS) - WRITES - ADMIN_ONLY):
         assert invoke(stub, rpc, requests[rpc], bearer(keys.reader)), rpc
     fork = invoke(stub, "Init", requests["Init"], bearer(keys.writer))[0]
-    for rpc in ("Log", "LogStream", "UpdateConfig", "SetSummary", "DefineMetric", "Finish"):
+    for rpc in (
+        "Log",
+        "LogStream",
+        "UpdateConfig",
+        "SetSummary",
+        "DefineMetric",
+        "UpdateDetails",
+        "Finish",
+    ):
         invoke(stub, rpc, requests_for(fork.path)[rpc], bearer(keys.writer))
     invoke(stub, "RecordArtifact", requests["RecordArtifact"], bearer(keys.writer))
     everything = invoke(stub, "ReadEvents", pb.EventsRequest(), bearer(keys.admin))

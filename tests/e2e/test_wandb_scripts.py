@@ -69,6 +69,11 @@ def test_a_module_level_training_script(api: runhistory.Api) -> None:
         )
     if wandb.run is not None:
         wandb.run.log({"extra": 1})
+        wandb.run.name = f"mnist-{wandb.run.id}"  # as W&B scripts rename their runs
+        wandb.run.tags = (*wandb.run.tags, "numpy")
+        wandb.run.notes = "renamed while running"
+    with pytest.raises(wandb.InvalidArgument, match="tags is a list of strings"):
+        wandb.run.tags = "not-a-list"
     wandb.run.summary["best_loss"] = np.float64(1 / 3)
     wandb.summary.update({"final": True})
     wandb.finish()
@@ -77,6 +82,11 @@ def test_a_module_level_training_script(api: runhistory.Api) -> None:
 
     read = api.run(run.path)
     assert read.state == "finished"
+    assert (read.name, read.tags, read.notes) == (
+        f"mnist-{run.id}",
+        ["numpy"],
+        "renamed while running",
+    )
     assert read.config == {"lr": 0.02, "epochs": 3, "batch_size": 64}
     rows = list(read.scan_history())
     assert [row["_step"] for row in rows] == [0, 1, 2, 3]
