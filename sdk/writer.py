@@ -128,16 +128,10 @@ def init(
     default $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
     The arguments of `wandb.init` with no meaning here are accepted and named in a warning.
     """
+    unused = (force, save_code, tensorboard, sync_tensorboard, monitor_gym, anonymous)
     ignored = [
         label
-        for label, value in (
-            ("force", force),
-            ("save_code", save_code),
-            ("tensorboard", tensorboard),
-            ("sync_tensorboard", sync_tensorboard),
-            ("monitor_gym", monitor_gym),
-            ("anonymous", anonymous),
-        )
+        for label, value in zip(IGNORED_INIT_ARGUMENTS, unused, strict=True)
         if value is not None
     ]
     given = {
@@ -183,7 +177,8 @@ def init(
                 )
             warnings.warn(
                 f"runhistory.init called while run {previous.path} is active and reinit is "
-                f"{given['reinit'] or 'default'!r}: returning that run, as W&B does "
+                f"{'default' if given['reinit'] is None else given['reinit']!r}: returning "
+                "that run, as W&B does "
                 "(reinit='finish_previous' finishes it first, 'create_new' starts another "
                 "beside it)",
                 stacklevel=2,
