@@ -16,7 +16,7 @@ subprocess of its own, so that neither client slows the other:
   until `finish()` returned and the last row is readable through the API), MLflow through
   `MlflowClient.log_batch` with 1,000 metrics per request (MLflow's cap);
 - reads of one key's whole history and of the run's whole history: runhistory's
-  `Api().run(path).history()` (a dict per row, as MLflow's Metric objects per point) and,
+  `Api().run(path).scan_history()` (a dict per row, as MLflow's Metric objects per point) and,
   for one key, `history_columns()` (a list per column, as a data frame takes them),
   MLflow's `get_metric_history` per key (it pages at 25,000);
 - the raw SQLite ceiling: executemany of the same points, 1,000 per transaction, WAL,
@@ -186,10 +186,10 @@ def worker_rh_ingest(args: dict[str, Any]) -> None:
     logged = time.perf_counter()
     run.finish()
     acknowledged = time.perf_counter()
-    last = (
+    last = list(
         runhistory.Api(address=address, api_key=key)
         .run(run.path)
-        .history(keys=["k0"], min_step=steps - 1)
+        .scan_history(keys=["k0"], min_step=steps - 1)
     )
     visible = time.perf_counter()
     assert len(last) == 1 and last[0]["_step"] == steps - 1, f"last row read back: {last}"
@@ -220,7 +220,7 @@ def worker_rh_read(args: dict[str, Any]) -> None:
     one_key = []
     for i in range(args["repeats"]):
         started = time.perf_counter()
-        rows = run.history(keys=["k0"])
+        rows = list(run.scan_history(keys=["k0"]))
         one_key.append(time.perf_counter() - started)
         assert len(rows) == steps and _count_points(rows) == steps, f"{len(rows)} rows of k0"
         progress("runhistory one-key reads", i + 1, args["repeats"])
@@ -232,7 +232,7 @@ def worker_rh_read(args: dict[str, Any]) -> None:
         assert len(columns["k0"]) == steps and None not in columns["k0"], "columns of k0"
         progress("runhistory one-key reads as columns", i + 1, args["repeats"])
     started = time.perf_counter()
-    rows = run.history()
+    rows = list(run.scan_history())
     every_key = time.perf_counter() - started
     points = _count_points(rows)
     assert points == steps * KEYS, f"{points} points read, {steps * KEYS} logged"

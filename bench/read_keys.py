@@ -2,7 +2,7 @@
 
 Logs STEPS x 10 keys into one run of a runhistory server (once: the SQLite file in --dir,
 or the run in a --db database, is reused), starts a fresh server process on it and times,
-from a client in this process, `Api().run(path).history(keys=["k0"])` and `history()` over
+from a client in this process, `Api().run(path).scan_history(keys=["k0"])` and `scan_history()` over
 gRPC. Prints the median of --repeats of each, in points per second. The server runs in its
 own process, as in bench/compare.py, so the client and the server do not share a GIL.
 
@@ -89,9 +89,9 @@ def main() -> int:
                 run.log({f"k{k}": float(step * KEYS + k) for k in range(KEYS)})
             run.finish()
         api_run = api.run(path)
-        api_run.history(keys=["k0"], max_step=10)  # warm the connection
-        one, one_points = timed(lambda: api_run.history(keys=["k0"]), args.repeats)
-        every, every_points = timed(lambda: api_run.history(), args.repeats)
+        list(api_run.scan_history(keys=["k0"], max_step=11))  # warm the connection
+        one, one_points = timed(lambda: list(api_run.scan_history(keys=["k0"])), args.repeats)
+        every, every_points = timed(lambda: list(api_run.scan_history()), args.repeats)
         assert one_points == args.steps, f"{one_points} points of k0"
         assert every_points == args.steps * KEYS, f"{every_points} points"
         print(

@@ -52,7 +52,8 @@ def main() -> int:
             logged = time.perf_counter()
             run.finish()
             acknowledged = time.perf_counter()
-            read = runhistory.Api(address=server.address).run(run.path).history(keys=["k0"])
+            reader = runhistory.Api(address=server.address).run(run.path)
+            read = list(reader.scan_history(keys=["k0"]))
             visible = time.perf_counter()
             assert len(read) == steps, f"{len(read)} rows read back, {steps} logged"
         finally:

@@ -123,7 +123,7 @@ def timed(owner: object, name: str) -> list[float]:
 
 def check(address: str, key: str, path: str, steps: int) -> None:
     with runhistory.Api(address=address, api_key=key) as api:
-        read = api.run(path).history(keys=["k9"])
+        read = list(api.run(path).scan_history(keys=["k9"]))
     assert len(read) == steps, f"{len(read)} rows read back, {steps} logged"
     assert read[-1]["k9"] == float((steps - 1) * KEYS + 9)
 

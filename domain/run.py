@@ -182,6 +182,8 @@ class Run(Aggregate):
         notes: str | None
         group: str | None
         job_type: str | None
+        writer: str | None
+        seq: int | None
 
     class Rewound(Event):
         TOPIC = "runhistory:Run.Rewound"
@@ -376,8 +378,13 @@ class Run(Aggregate):
         notes: str | None = None,
         group: str | None = None,
         job_type: str | None = None,
+        writer: str | None = None,
+        seq: int | None = None,
     ) -> bool:
-        """Replace the details given (None: unchanged); no event when nothing changes."""
+        """Replace the details given (None: unchanged); no event when nothing changes (but
+        for a sequence number to record)."""
+        if not self._accepts(writer, seq):
+            return False
         name = check_run_name(name)
         checked_tags = None if tags is None else check_tags(tags)
         notes = check_detail("notes", notes)
@@ -389,9 +396,10 @@ class Run(Aggregate):
         notes = None if notes == self.notes else notes
         group = None if group == self.group else group
         job_type = None if job_type == self.job_type else job_type
-        if (name, checked_tags, notes, group, job_type) == (None, None, None, None, None):
+        unchanged = (name, checked_tags, notes, group, job_type) == (None,) * 5
+        if unchanged and seq is None:
             return False
-        self._details_updated(name, checked_tags, notes, group, job_type)
+        self._details_updated(name, checked_tags, notes, group, job_type, writer, seq)
         return True
 
     @event(DetailsUpdated)
@@ -402,6 +410,8 @@ class Run(Aggregate):
         notes: str | None,
         group: str | None,
         job_type: str | None,
+        writer: str | None,
+        seq: int | None,
     ) -> None:
         if name is not None:
             self.name = name
@@ -413,6 +423,7 @@ class Run(Aggregate):
             self.group = group
         if job_type is not None:
             self.job_type = job_type
+        self._advance_seq(writer, seq)
 
     def _check_running(self, action: str, writer: str | None = None) -> None:
         """Refuses unless the run is running, or crashed by silence and `writer` (checked by

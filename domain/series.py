@@ -189,3 +189,14 @@ def _pack(code: str, values: Iterable[Any]) -> bytes:
     if not _LITTLE_ENDIAN:
         packed.byteswap()
     return packed.tobytes()
+
+
+def sample(rows: Sequence[Any], samples: int | None) -> list[Any]:
+    """At most `samples` rows, evenly spread, the first and the last always among them (W&B's
+    sampled history, for its endpoint here and the SDK's `history`)."""
+    if samples is None or len(rows) <= samples:
+        return list(rows)
+    if samples == 1:
+        return [rows[-1]]
+    last = len(rows) - 1
+    return [rows[round(i * last / (samples - 1))] for i in range(samples)]

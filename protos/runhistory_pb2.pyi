@@ -85,7 +85,7 @@ class InitRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id", "web_url", "name", "tags", "notes", "group", "job_type", "limits")
+    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id", "web_url", "name", "tags", "notes", "group", "job_type", "resumed", "limits")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Session(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
@@ -115,8 +116,9 @@ class Session(_message.Message):
     notes: str
     group: str
     job_type: str
+    resumed: bool
     limits: Limits
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ..., web_url: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ..., web_url: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., resumed: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_key_length", "max_keys_per_row", "max_row_bytes", "max_request_bytes", "max_depth", "max_calls_per_batch")
@@ -247,6 +249,32 @@ class DefineMetricRequest(_message.Message):
     key: str
     summary: str
     def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., key: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class UpdateDetailsRequest(_message.Message):
+    __slots__ = ("path", "writer", "seq", "name", "tags", "notes", "group", "job_type")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    writer: str
+    seq: int
+    name: str
+    tags: Tags
+    notes: str
+    group: str
+    job_type: str
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., name: _Optional[str] = ..., tags: _Optional[_Union[Tags, _Mapping]] = ..., notes: _Optional[str] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ...) -> None: ...
+
+class Tags(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecordArtifactRequest(_message.Message):
     __slots__ = ("path", "writer", "seq", "direction", "name", "type", "digest", "size", "uri")

@@ -64,6 +64,11 @@ class RunHistoryStub:
                 request_serializer=runhistory_dot_protos_dot_runhistory__pb2.DefineMetricRequest.SerializeToString,
                 response_deserializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
                 _registered_method=True)
+        self.UpdateDetails = channel.unary_unary(
+                '/runhistory.v1.RunHistory/UpdateDetails',
+                request_serializer=runhistory_dot_protos_dot_runhistory__pb2.UpdateDetailsRequest.SerializeToString,
+                response_deserializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
+                _registered_method=True)
         self.RecordArtifact = channel.unary_unary(
                 '/runhistory.v1.RunHistory/RecordArtifact',
                 request_serializer=runhistory_dot_protos_dot_runhistory__pb2.RecordArtifactRequest.SerializeToString,
@@ -175,6 +180,13 @@ class RunHistoryServicer:
 
     def DefineMetric(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDetails(self, request, context):
+        """W&B's `run.name = ...`, `run.tags = ...`, `run.notes = ...` while the run is open.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -301,6 +313,11 @@ def add_RunHistoryServicer_to_server(servicer, server):
             'DefineMetric': grpc.unary_unary_rpc_method_handler(
                     servicer.DefineMetric,
                     request_deserializer=runhistory_dot_protos_dot_runhistory__pb2.DefineMetricRequest.FromString,
+                    response_serializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.SerializeToString,
+            ),
+            'UpdateDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDetails,
+                    request_deserializer=runhistory_dot_protos_dot_runhistory__pb2.UpdateDetailsRequest.FromString,
                     response_serializer=runhistory_dot_protos_dot_runhistory__pb2.Ack.SerializeToString,
             ),
             'RecordArtifact': grpc.unary_unary_rpc_method_handler(
@@ -535,6 +552,33 @@ class RunHistory:
             target,
             '/runhistory.v1.RunHistory/DefineMetric',
             runhistory_dot_protos_dot_runhistory__pb2.DefineMetricRequest.SerializeToString,
+            runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runhistory.v1.RunHistory/UpdateDetails',
+            runhistory_dot_protos_dot_runhistory__pb2.UpdateDetailsRequest.SerializeToString,
             runhistory_dot_protos_dot_runhistory__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -19,13 +21,16 @@ from runhistory.client import (
     default_entity,
     default_project,
     forget_position,
+    run_url,
     stream,
     written_position,
 )
 from runhistory.domain.errors import InvalidArgument, OutOfRange
 from runhistory.domain.rules import check_step_range
+from runhistory.domain.series import sample
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import (
+    SYSTEM_KEYS,
     chunk_rows,
     extend_columns,
     loads,
@@ -75,6 +80,14 @@ def _event(event: pb.Event) -> dict[str, Any]:
         "timestamp": event.timestamp,
         "payload": loads(event.payload_json) if event.payload_json else {},
     }
+
+
+def _wanted_keys(keys: Sequence[str] | None) -> list[str]:
+    """W&B's `keys`: a list of strings (a single string is taken as one key)."""
+    wanted = _keys(keys)
+    if not all(isinstance(key, str) and key for key in wanted):
+        raise InvalidArgument(f"keys is a list of non-empty strings, got {keys!r}")
+    return list(dict.fromkeys(wanted))
 
 
 def _keys(keys: str | Sequence[str] | None) -> list[str]:
@@ -422,15 +435,26 @@ class ApiRun:
         self.project: str = info.project
         self.name: str = info.name
         self.tags: list[str] = list(info.tags)
+        self.notes: str | None = info.notes or None
+        self.group: str | None = info.group or None
+        self.job_type: str | None = info.job_type or None
         self.state: str = info.state
         self.version: int = info.version
         # The immutable ID of `version`: the live one's, or the one this object was opened by.
         self.immutable_id: str = info.immutable_id
         self.archived: bool = info.archived
         self.last_step: int | None = _optional(info, "last_step")
-        self.created_at: float = info.created_at
+        # W&B's created_at: an ISO 8601 time in UTC; the same in seconds since the epoch.
+        self.creation_time: float = info.created_at
+        self.created_at: str = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at))
         self.updated_at: float = info.updated_at
         self.exit_code: int | None = _optional(info, "exit_code")
+        self.url: str | None = run_url(info.web_url, self._api.address, info.path)
+
+    @property
+    def lastHistoryStep(self) -> int:
+        """The last step of the history, -1 when it has none (W&B's)."""
+        return -1 if self.last_step is None else self.last_step
 
     def __repr__(self) -> str:
         return f"<runhistory.ApiRun {self.path} ({self.state}, version {self.version})>"
@@ -473,31 +497,76 @@ class ApiRun:
 
     def scan_history(
         self,
-        keys: str | Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        page_size: int = 1000,
         min_step: int | None = None,
         max_step: int | None = None,
+        *,
         own_only: bool = False,
         version: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Rows in step order, each with `_step`, `_timestamp`, `_runtime` and the values. A
-        fork's inherited rows come first unless `own_only`; `version` reads an archived
-        version."""
-        for rows in self._history_chunks(keys, min_step, max_step, own_only, version):
+        """Every row in step order, each with `_step`, `_timestamp`, `_runtime` and the
+        values, as W&B's: with `keys`, only the rows that hold every key (and only those
+        keys); `min_step` included, `max_step` excluded. A fork's inherited rows come first
+        unless `own_only`; `version` reads an archived version. The server sends rows in
+        chunks of its own size, so `page_size` has no effect."""
+        wanted = _wanted_keys(keys)
+        upto = None if max_step is None else max_step - 1
+        if upto is not None and upto < (min_step or 0):
+            return
+        for rows in self._history_chunks(wanted, min_step, upto, own_only, version):
+            if wanted:
+                rows = [row for row in rows if all(key in row for key in wanted)]
             yield from rows
 
     def history(
         self,
-        keys: str | Sequence[str] | None = None,
-        min_step: int | None = None,
-        max_step: int | None = None,
+        samples: int = 500,
+        keys: Sequence[str] | None = None,
+        x_axis: str = "_step",
+        pandas: bool = True,
+        stream: str = "default",
+        *,
         own_only: bool = False,
         version: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """`scan_history` as a list."""
+    ) -> Any:
+        """W&B's sampled history: at most `samples` rows, evenly spread over the run (the
+        first and the last among them); with `keys`, only the rows that hold every key, with
+        those keys and `x_axis`. A pandas DataFrame when pandas is installed, else (or with
+        `pandas=False`) a list of dicts. `scan_history` reads every row; `history_columns`
+        every row as columns, fastest."""
+        if stream != "default":
+            raise InvalidArgument(f"stream {stream!r}: only the 'default' stream is kept here")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise InvalidArgument(f"samples is an integer >= 1, got {samples!r}")
+        wanted = _wanted_keys(keys)
         rows: list[dict[str, Any]] = []
-        for chunk in self._history_chunks(keys, min_step, max_step, own_only, version):
-            rows += chunk  # a chunk at a time: a generator step per row cost 15% of a read
-        return rows
+        if wanted:
+            # W&B's rule: the rows holding every key, the x axis among them.
+            shown = list(dict.fromkeys([x_axis, *wanted]))
+            asked = [key for key in shown if key not in SYSTEM_KEYS]
+            for chunk in self._history_chunks(asked, None, None, own_only, version):
+                rows += [
+                    {key: row[key] for key in shown}
+                    for row in chunk
+                    if all(key in row for key in shown)
+                ]
+        else:
+            for chunk in self._history_chunks(None, None, None, own_only, version):
+                rows += chunk  # a chunk at a time: a generator step per row cost 15% of a read
+        rows = sample(rows, samples)
+        if not pandas:
+            return rows
+        try:
+            import pandas as pd
+        except ImportError:
+            warnings.warn(
+                "history() returns a list of dicts: pandas is not installed (pass "
+                "pandas=False to ask for the list)",
+                stacklevel=2,
+            )
+            return rows
+        return pd.DataFrame.from_records(rows)
 
     def history_columns(
         self,

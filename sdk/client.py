@@ -100,6 +100,20 @@ def init_target(entity: str | None, project: str | None) -> tuple[str, str]:
     return entity, project or default_project()
 
 
+def run_url(web_url: str, address: str, path: str) -> str | None:
+    """The web UI's page of the run, W&B's `/<entity>/<project>/runs/<id>`; None when the
+    server serves no web UI. A web UI listening on every interface is reached at the host
+    the client reaches the server by."""
+    if not web_url:
+        return None
+    scheme, _, host_port = web_url.partition("://")
+    host, _, port = host_port.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        host = address.rpartition(":")[0] or "127.0.0.1"
+    entity, project, run_id = path.split("/")
+    return f"{scheme}://{host}:{port}/{entity}/{project}/runs/{run_id}"
+
+
 def retry_seconds() -> float:
     text = os.environ.get("RUNHISTORY_RETRY_SECONDS")
     if not text:

@@ -15,7 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from runhistory.client import (
@@ -26,9 +27,11 @@ from runhistory.client import (
     init_target,
     note_position,
     resolve_address,
+    run_url,
     written_position,
 )
 from runhistory.domain.errors import (
+    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     RunHistoryError,
@@ -37,6 +40,8 @@ from runhistory.domain.errors import (
 from runhistory.domain.identity import check_name, generate_run_id
 from runhistory.domain.rules import (
     check_artifact,
+    check_detail,
+    check_metric_name,
     check_run_name,
     check_step,
     check_tags,
@@ -55,13 +60,44 @@ DEFAULT_FINISH_TIMEOUT = 120.0
 log = logging.getLogger("runhistory")
 
 
+# wandb.init's arguments that have no meaning here: accepted, and named in one warning.
+IGNORED_INIT_ARGUMENTS = (
+    "force",
+    "save_code",
+    "tensorboard",
+    "sync_tensorboard",
+    "monitor_gym",
+    "anonymous",
+)
+# wandb.Settings fields that map to an init argument here; the others are named in the
+# warning. Arguments given to init take precedence, as in W&B.
+SETTINGS_ARGUMENTS = {
+    "run_name": "name",
+    "run_notes": "notes",
+    "run_tags": "tags",
+    "run_group": "group",
+    "run_job_type": "job_type",
+    "run_id": "id",
+    "project": "project",
+    "entity": "entity",
+    "api_key": "api_key",
+    "base_url": "address",
+    "reinit": "reinit",
+    "resume": "resume",
+    "resume_from": "resume_from",
+    "fork_from": "fork_from",
+    "allow_val_change": "allow_val_change",
+}
+REINIT_CHOICES = ("default", "return_previous", "finish_previous", "create_new")
+
+
 def init(
     project: str | None = None,
     entity: str | None = None,
     config: Mapping[str, Any] | Any | None = None,
     name: str | None = None,
     id: str | None = None,
-    tags: list[str] | tuple[str, ...] | None = None,
+    tags: Sequence[str] | None = None,
     resume: bool | str | None = None,
     resume_from: str | None = None,
     fork_from: str | None = None,
@@ -70,38 +106,147 @@ def init(
     tls_ca: str | os.PathLike[str] | None = None,
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
+    *,
+    notes: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    reinit: bool | str | None = None,
+    config_exclude_keys: Sequence[str] | None = None,
+    config_include_keys: Sequence[str] | None = None,
+    allow_val_change: bool | None = None,
+    settings: Mapping[str, Any] | Any | None = None,
+    force: bool | None = None,
+    save_code: bool | None = None,
+    tensorboard: bool | None = None,
+    sync_tensorboard: bool | None = None,
+    monitor_gym: bool | None = None,
+    anonymous: str | None = None,
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
 ) -> Run:
-    """Start a run (or resume, rewind or fork one) and return it for logging.
+    """Start a run (or resume, rewind or fork one) and return it for logging; it becomes
+    `runhistory.run`, the run the module's `log`, `config`, `summary` act on.
 
     `resume_from="RUN_ID?_step=N"` rewinds RUN_ID to step N (the version before is archived);
-    `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N
-    (an immutable version ID in place of RUN_ID forks that version, live or archived);
-    `id=RUN_ID, resume="must" | "allow"` continues a run after its last step.
-    `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
-    $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
+    `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N;
+    `id=RUN_ID, resume="must" | "allow"` continues a run after its last step. With a resume
+    or rewind, the `name`, `tags`, `notes`, `group` and `job_type` given replace the run's.
+    `reinit` is W&B's: while a run is active, another init returns it ("default",
+    "return_previous", False), finishes it first ("finish_previous", True), or starts a run
+    beside it that does not become `runhistory.run` ("create_new").
+    `allow_val_change` lets `config` change a value it holds (W&B refuses otherwise).
+    `api_key` defaults to $RUNHISTORY_API_KEY (or what `login()` set); `tls_ca` (a PEM file,
+    default $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
+    The arguments of `wandb.init` with no meaning here are accepted and named in a warning.
     `mode` (default $RUNHISTORY_MODE, else "online"): "offline" writes the run to the spool
     only, for `runhistory sync` to upload; "disabled" returns a run that does nothing.
     `dir` (default $RUNHISTORY_DIR, else ./runhistory) holds the runs' spool folders.
     """
-    mode = mode or os.environ.get("RUNHISTORY_MODE") or "online"
-    if mode not in MODES:
-        raise InvalidArgument(f"invalid mode {mode!r}: use 'online', 'offline' or 'disabled'")
-    if mode == "disabled":
+    run_mode = mode or os.environ.get("RUNHISTORY_MODE") or "online"
+    if run_mode not in MODES:
+        raise InvalidArgument(f"invalid mode {run_mode!r}: use 'online', 'offline' or 'disabled'")
+    if run_mode == "disabled":
         from runhistory.disabled import DisabledRun
 
         return DisabledRun(project=project, entity=entity, config=config, name=name, id=id)  # type: ignore[return-value]
-    entity, project = init_target(entity, project)
-    checked = check_config(_config_mapping(config))
+    unused = (force, save_code, tensorboard, sync_tensorboard, monitor_gym, anonymous)
+    ignored = [
+        label
+        for label, value in zip(IGNORED_INIT_ARGUMENTS, unused, strict=True)
+        if value is not None
+    ]
+    given = {
+        "project": project,
+        "entity": entity,
+        "name": name,
+        "id": id,
+        "tags": tags,
+        "resume": resume,
+        "resume_from": resume_from,
+        "fork_from": fork_from,
+        "address": address,
+        "api_key": api_key,
+        "notes": notes,
+        "group": group,
+        "job_type": job_type,
+        "reinit": reinit,
+        "allow_val_change": allow_val_change,
+    }
+    for setting, value in _settings_mapping(settings).items():
+        argument = SETTINGS_ARGUMENTS.get(setting)
+        if argument is None:
+            ignored.append(f"settings.{setting}")
+        elif given[argument] is None and value is not None:
+            given[argument] = value
+    if ignored:
+        warnings.warn(
+            "runhistory.init: these wandb.init arguments have no effect here and were "
+            f"ignored: {', '.join(ignored)}",
+            stacklevel=2,
+        )
+    mode = _reinit_mode(given["reinit"])
+    previous = active_run()
+    if previous is not None:
+        if mode == "finish_previous":
+            for open_run in list(_active_runs):
+                open_run.finish()
+        elif mode != "create_new":
+            if given["resume"] == "must":
+                raise FailedPrecondition(
+                    "cannot resume a run while another run is active: finish it with "
+                    "run.finish(), or use reinit='create_new'"
+                )
+            warnings.warn(
+                f"runhistory.init called while run {previous.path} is active and reinit is "
+                f"{'default' if given['reinit'] is None else given['reinit']!r}: returning "
+                "that run, as W&B does "
+                "(reinit='finish_previous' finishes it first, 'create_new' starts another "
+                "beside it)",
+                stacklevel=2,
+            )
+            return previous
+    run = _start(
+        given,
+        _config_mapping(config),
+        config_exclude_keys,
+        config_include_keys,
+        run_mode,
+        dir,
+        tls_ca,
+        tls_cert,
+        tls_key,
+    )
+    _active_runs.append(run)
+    if mode != "create_new":
+        global _global_run
+        _global_run = run
+    return run
+
+
+def _start(
+    given: dict[str, Any],
+    config: Mapping[str, Any],
+    exclude_keys: Sequence[str] | None,
+    include_keys: Sequence[str] | None,
+    run_mode: str,
+    dir: str | os.PathLike[str] | None,
+    tls_ca: str | os.PathLike[str] | None,
+    tls_cert: str | os.PathLike[str] | None,
+    tls_key: str | os.PathLike[str] | None,
+) -> Run:
+    """Ask the server for a session on the run `given` describes."""
+    entity, project = init_target(given["entity"], given["project"])
+    checked = check_config(_dashless(_filtered_config(config, exclude_keys, include_keys)))
+    resume, resume_from, fork_from = given["resume"], given["resume_from"], given["fork_from"]
     if resume is True or resume == "auto":
         resume = "allow"
     elif resume is False:
         resume = "never"
     if resume is not None and not isinstance(resume, str):
         raise InvalidArgument(f"invalid resume {resume!r}: use 'allow', 'must' or 'never'")
-    name = check_run_name(name)
-    tags = check_tags(tags or ())
+    name = check_run_name(given["name"])
+    tags = check_tags(given["tags"] or ())
+    details = {label: check_detail(label, given[label]) for label in ("notes", "group", "job_type")}
     branch = None
     if resume_from:
         branch = pb.Branch(mode=pb.Branch.REWIND, point=resume_from)
@@ -109,20 +254,25 @@ def init(
         if branch is not None:
             raise InvalidArgument("use at most one of resume_from and fork_from")
         branch = pb.Branch(mode=pb.Branch.FORK, point=fork_from)
+    started_at = time.time()
     request = pb.InitRequest(
         entity=entity,
         project=project,
-        run_id=id or "",
+        run_id=given["id"] or "",
         name=name or "",
         tags=tags,
         config_json=dumps(checked),
         resume=resume or "",
         branch=branch,
-        started_at=time.time(),
+        started_at=started_at,
+        **{label: text for label, text in details.items() if text is not None},
     )
-    if mode == "offline":
-        return _offline_run(request, address, spool_root(dir))
-    connection = Connection(address, Credentials.resolve(api_key, tls_ca, tls_cert, tls_key))
+    if run_mode == "offline":
+        return _offline_run(
+            request, given["address"], spool_root(dir), started_at, bool(given["allow_val_change"])
+        )
+    credentials = Credentials.resolve(given["api_key"], tls_ca, tls_cert, tls_key)
+    connection = Connection(_address(given["address"]), credentials)
     try:
         # Init is not repeatable (a generated ID would create a second run), so it is
         # retried only while the server cannot be reached.
@@ -137,14 +287,83 @@ def init(
         connection.close()
         raise
     note_position(connection.address, session.position)
-    # A resumed or rewound run keeps its stored name: fetched when first asked for.
-    known_name = None if (resume_from or resume) else (name or session.path.split("/")[-1])
     meta = {"path": session.path, "writer": session.writer, "address": connection.address}
     spool = _open_spool(spool_root(dir), session.path, meta)
-    return Run(connection, session, name=known_name, spool=spool)
+    return Run(connection, session, started_at, bool(given["allow_val_change"]), spool=spool)
 
 
-def _offline_run(request: pb.InitRequest, address: str | None, root: Any) -> Run:
+class Settings(dict[str, Any]):
+    """W&B's `wandb.Settings(...)` for `init(settings=...)`: the fields given, as a dict.
+    Those that map to an init argument (run_name, run_notes, run_tags, run_group,
+    run_job_type, run_id, project, entity, api_key, base_url, reinit, resume, resume_from,
+    fork_from, allow_val_change) are applied; init names the others in its warning."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(fields)
+
+
+def _settings_mapping(settings: Any) -> dict[str, Any]:
+    """W&B's settings as a dict: `runhistory.Settings(...)`, a dict, or a `wandb.Settings`
+    (the fields it was given)."""
+    if settings is None:
+        return {}
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    fields_set = getattr(settings, "model_fields_set", None)  # a pydantic model: wandb's
+    if fields_set is not None:
+        return {field: getattr(settings, field) for field in sorted(fields_set)}
+    raise InvalidArgument(
+        f"settings is a dict or runhistory.Settings(...), got {type(settings).__name__}"
+    )
+
+
+def _reinit_mode(reinit: bool | str | None) -> str:
+    """W&B's reinit as one of its modes; "default" is "return_previous" outside notebooks."""
+    if reinit is None or reinit == "default" or reinit is False:
+        return "return_previous"
+    if reinit is True:
+        return "finish_previous"
+    if reinit not in REINIT_CHOICES:
+        raise InvalidArgument(
+            f"invalid reinit {reinit!r}: use one of {', '.join(REINIT_CHOICES)} (or a bool)"
+        )
+    return str(reinit)
+
+
+def _address(address: str | None) -> str | None:
+    """An address, or W&B's base_url (`http://host:port`) as one: host:port."""
+    if address and "://" in address:
+        address = address.split("://", 1)[1].rstrip("/")
+    return address
+
+
+def _dashless(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Config keys without leading or trailing dashes, as W&B's ("--lr" from argparse: "lr")."""
+    return {key.strip("-") if isinstance(key, str) else key: v for key, v in config.items()}
+
+
+def _filtered_config(
+    config: Mapping[str, Any],
+    exclude_keys: Sequence[str] | None,
+    include_keys: Sequence[str] | None,
+) -> Mapping[str, Any]:
+    """W&B's config_exclude_keys and config_include_keys (at most one of them)."""
+    if exclude_keys and include_keys:
+        raise InvalidArgument("use at most one of config_exclude_keys and config_include_keys")
+    if include_keys:
+        return {key: value for key, value in config.items() if key in include_keys}
+    if exclude_keys:
+        return {key: value for key, value in config.items() if key not in exclude_keys}
+    return config
+
+
+def _offline_run(
+    request: pb.InitRequest,
+    address: str | None,
+    root: Any,
+    started_at: float,
+    allow_val_change: bool,
+) -> Run:
     """A run written to the spool only: its ID is made here, and `runhistory sync` sends
     the Init (create, or resume if that Init was applied before) and every write."""
     if request.HasField("branch"):
@@ -166,8 +385,16 @@ def _offline_run(request: pb.InitRequest, address: str | None, root: Any) -> Run
         spool = Spool.create(root, request.run_id, meta)
     except OSError as error:
         raise InvalidArgument(f"mode='offline' cannot write its spool in {root}: {error}") from None
-    session = pb.Session(path=path, config_json=request.config_json)
-    return Run(None, session, name=request.name or request.run_id, spool=spool)
+    session = pb.Session(
+        path=path,
+        config_json=request.config_json,
+        name=request.name or request.run_id,
+        tags=request.tags,
+        notes=request.notes,
+        group=request.group,
+        job_type=request.job_type,
+    )
+    return Run(None, session, started_at, allow_val_change, spool=spool)
 
 
 def _open_spool(root: Any, path: str, meta: dict[str, Any]) -> Spool | None:
@@ -215,7 +442,8 @@ class Run:
         self,
         connection: Connection | None,
         session: pb.Session,
-        name: str | None,
+        start_time: float,
+        allow_val_change: bool = False,
         spool: Spool | None = None,
     ) -> None:
         self._connection = connection
@@ -236,7 +464,16 @@ class Run:
             if session.HasField("forked_from")
             else None
         )
-        self._name = name
+        # W&B's run details, as the server holds them after this init; setting one (as
+        # `run.name = ...`) sends it in order with the rows.
+        self._name = session.name or self.id
+        self._tags = tuple(session.tags)
+        self._notes = session.notes or None
+        self._group = session.group or None
+        self._job_type = session.job_type or None
+        self.resumed = session.resumed
+        self.start_time = start_time
+        self.url = run_url(session.web_url, self.address, self.path)
         self._writer = session.writer
         self._closed = False
         self._finish_lock = threading.Lock()
@@ -249,7 +486,10 @@ class Run:
             connection, self.path, session.writer, self._limits, spool, session.next_step
         )
         self._queue = self._sender.queue
-        self.config = Config(self, loads(session.config_json) if session.config_json else {})
+        self._metrics: dict[str, Metric] = {}
+        self.config = Config(
+            self, loads(session.config_json) if session.config_json else {}, allow_val_change
+        )
         self.summary = Summary(self)
         _live_runs.add(self)
         _install_exit_hooks()
@@ -257,16 +497,62 @@ class Run:
     def __repr__(self) -> str:
         return f"<runhistory.Run {self.path} version={self.version} step={self.step}>"
 
+    # ---- W&B's run details: name, tags, notes, group, job type -----------------------
+
     @property
     def name(self) -> str:
-        if self._name is None:
-            info = call(
-                self._reader().stub.GetRun,
-                pb.RunRequest(path=self.path, min_position=written_position(self.address)),
-                address=self.address,
-            )
-            self._name = info.name
         return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        name = check_run_name(value)
+        if name is None:
+            raise InvalidArgument("a run name is a non-empty string")
+        self._update_details(pb.UpdateDetailsRequest(name=name))
+        self._name = name
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Sequence[str]) -> None:
+        tags = check_tags(value)
+        self._update_details(pb.UpdateDetailsRequest(tags=pb.Tags(values=tags)))
+        self._tags = tuple(tags)
+
+    @property
+    def notes(self) -> str | None:
+        return self._notes
+
+    @notes.setter
+    def notes(self, value: str) -> None:
+        notes = check_detail("notes", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(notes=notes))
+        self._notes = notes or None
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @group.setter
+    def group(self, value: str) -> None:
+        group = check_detail("group", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(group=group))
+        self._group = group or None
+
+    @property
+    def job_type(self) -> str | None:
+        return self._job_type
+
+    @job_type.setter
+    def job_type(self, value: str) -> None:
+        job_type = check_detail("job_type", value) or ""
+        self._update_details(pb.UpdateDetailsRequest(job_type=job_type))
+        self._job_type = job_type or None
+
+    def _update_details(self, request: pb.UpdateDetailsRequest) -> None:
+        self._write("UpdateDetails", request, "update the run's details")
 
     @property
     def warnings(self) -> list[str]:
@@ -340,16 +626,50 @@ class Run:
             return
         self._sender.put(Write(rpc, request, what))
 
-    def define_metric(self, key: str, summary: str | None = None, *, hidden: bool = False) -> None:
-        """Choose the summary of `key`: a comma-separated subset of min,max,mean,first,last,
-        or "none" (or hidden=True) to leave it out of the summary. Default: the last value."""
+    def define_metric(
+        self,
+        name: str,
+        step_metric: str | Metric | None = None,
+        step_sync: bool | None = None,
+        hidden: bool | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+        overwrite: bool | None = None,
+    ) -> Metric:
+        """W&B's define_metric: `summary` chooses what the summary shows of the metric, a
+        comma-separated subset of min,max,mean,first,last, or "none" (or hidden=True) to
+        leave it out; "best" with `goal` "minimize" or "maximize" is min or max. Default: the
+        last value. `name` may be a glob, `"val/*"`: it applies to every key that starts
+        with "val/" and has no definition of its own, logged before or after. `step_metric`,
+        `step_sync` and `goal` are kept on the returned Metric; charts here plot by step.
+        Without `overwrite`, a definition merges with the previous one of the same name."""
+        check_metric_name(name)
+        if name != "*":
+            flatten({name.removesuffix("*"): 0})  # the key rules of logged values
+        if isinstance(step_metric, Metric):
+            step_metric = step_metric.name
+        if goal is not None and goal not in ("minimize", "maximize"):
+            raise InvalidArgument(f"invalid goal {goal!r}: use 'minimize' or 'maximize'")
+        choice = summary
         if hidden:
-            summary = "none"
-        flatten({key: 0})  # the key rules of logged values
-        if summary:
-            parse_summary_choice(summary)
-        request = pb.DefineMetricRequest(key=key, summary=summary or "")
-        self._write("DefineMetric", request, "define a metric")
+            choice = "none"
+        elif summary:
+            choice = _best_as_aggregate(summary, goal)
+            parse_summary_choice(choice)
+        previous = self._metrics.get(name)
+        if previous is not None and not overwrite:
+            step_metric = step_metric if step_metric is not None else previous.step_metric
+            step_sync = step_sync if step_sync is not None else previous.step_sync
+            hidden = hidden if hidden is not None else previous.hidden
+            if summary is None and previous.summary is not None:
+                summary = ",".join(previous.summary)
+            goal = goal if goal is not None else previous.goal
+        metric = Metric(name, step_metric, step_sync, hidden, summary, goal)
+        if choice:
+            request = pb.DefineMetricRequest(key=name, summary=choice)
+            self._write("DefineMetric", request, "define a metric")
+        self._metrics[name] = metric
+        return metric
 
     def log_artifact(
         self, name: str, type: str, digest: str = "", size: int = 0, uri: str = ""
@@ -379,17 +699,21 @@ class Run:
 
     # ---- the end -------------------------------------------------------------------------
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         """Send everything, wait for the server to acknowledge it, and end the run (finished
-        on exit code 0, else crashed). If the server cannot be reached for
-        $RUNHISTORY_FINISH_TIMEOUT seconds (default 120), the spool stays and the command
-        that uploads it is printed. Raises the error that stopped writes. Idempotent."""
+        on exit code 0 or None, else crashed); `runhistory.run` is then None. If the server
+        cannot be reached for $RUNHISTORY_FINISH_TIMEOUT seconds (default 120), the spool
+        stays and the command that uploads it is printed. Raises the error that stopped
+        writes. Idempotent. `quiet` is W&B's, and has no effect here."""
+        if exit_code is None:
+            exit_code = 0
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
             raise InvalidArgument(f"the exit code is an integer, got {exit_code!r}")
         with self._finish_lock:
             if self._closed:
                 return
             self._closed = True
+            _forget_active(self)
             request = pb.FinishRequest(exit_code=exit_code)
             self._sender.put(Write("Finish", request, "finish", final=True))
         self._wait_for_sender()
@@ -454,25 +778,87 @@ class Run:
         return self._connection.reopen()
 
 
+class Metric:
+    """What `define_metric` defined, as W&B's `wandb.Metric`."""
+
+    def __init__(
+        self,
+        name: str,
+        step_metric: str | None = None,
+        step_sync: bool | None = None,
+        hidden: bool | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+    ) -> None:
+        self.name = name
+        self.step_metric = step_metric
+        # W&B's default: synced to the step metric when there is one.
+        self.step_sync = step_sync if step_sync is not None else step_metric is not None
+        self.hidden = hidden
+        self.summary = None if summary is None else tuple(summary.split(","))
+        self.goal = goal
+
+    def __repr__(self) -> str:
+        return f"<runhistory.Metric {self.name!r} summary={self.summary}>"
+
+
+def _best_as_aggregate(summary: str, goal: str | None) -> str:
+    """W&B's "best" (before 0.19): min when the goal is to minimize, max to maximize."""
+    parts = [part.strip().lower() for part in summary.split(",")]
+    if "best" in parts:
+        if goal is None:
+            raise InvalidArgument("summary 'best' needs goal='minimize' or goal='maximize'")
+        parts = [("min" if goal == "minimize" else "max") if p == "best" else p for p in parts]
+    return ",".join(parts)
+
+
 # ---- config and summary -------------------------------------------------------------------
 
 
 class Config:
     """The run's config: a dict whose changes are sent to the server in order with the
-    rows. `update(d)` merges top-level keys; attribute access works too (`config.lr`)."""
+    rows. `update(d)` merges top-level keys; attribute access works too (`config.lr`). As in
+    W&B, changing a value the config holds is refused unless `allow_val_change` (of the
+    update, else of `init`) is true, and leading dashes are dropped from keys ("--lr")."""
 
-    def __init__(self, run: Run, data: dict[str, Any]) -> None:
+    def __init__(self, run: Run, data: dict[str, Any], allow_val_change: bool = False) -> None:
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_allow_val_change", allow_val_change)
 
-    def update(self, changes: Mapping[str, Any] | Any = None, /, **more: Any) -> None:
-        merged = {**_config_mapping(changes), **more}
-        checked = check_config(merged)
+    def update(
+        self,
+        changes: Mapping[str, Any] | Any = None,
+        /,
+        allow_val_change: bool | None = None,
+        **more: Any,
+    ) -> None:
+        checked = check_config(_dashless({**_config_mapping(changes), **more}))
         if not checked:
             return
+        if not (self._allow_val_change if allow_val_change is None else allow_val_change):
+            self._refuse_changed_values(checked)
         request = pb.UpdateConfigRequest(config_json=dumps(checked))
         self._run._write("UpdateConfig", request, "update the config")
         self._data.update(checked)
+
+    def setdefaults(self, defaults: Mapping[str, Any] | Any) -> None:
+        """Set the keys the config does not hold yet; leave the others as they are."""
+        fresh = {
+            key: value
+            for key, value in _config_mapping(defaults).items()
+            if not isinstance(key, str) or key.strip("-") not in self._data
+        }
+        self.update(fresh)
+
+    def _refuse_changed_values(self, checked: Mapping[str, Any]) -> None:
+        for key, value in checked.items():
+            if key in self._data and self._data[key] != value:
+                raise InvalidArgument(
+                    f"attempted to change value of key {key!r} from {self._data[key]!r} to "
+                    f"{value!r}; if you really want to do this, pass allow_val_change=True to "
+                    "config.update() (or to init)"
+                )
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
@@ -587,6 +973,32 @@ class Summary:
         return f"Summary(run={self._run.path!r})"
 
 
+# ---- the active runs: what the module-level calls act on ---------------------------------
+
+# Runs started by init and not finished, oldest first; the global run is the one
+# `runhistory.run` names (the last started, unless with reinit="create_new").
+_active_runs: list[Run] = []
+_global_run: Run | None = None
+
+
+def active_run() -> Run | None:
+    """The most recently started run that is not finished (W&B's reinit looks at it)."""
+    return _active_runs[-1] if _active_runs else None
+
+
+def global_run() -> Run | None:
+    """`runhistory.run`: the run init made global, until it finishes."""
+    return _global_run
+
+
+def _forget_active(run: Run) -> None:
+    global _global_run
+    if run in _active_runs:
+        _active_runs.remove(run)
+    if _global_run is run:
+        _global_run = None
+
+
 # ---- at exit: finish the runs left open ---------------------------------------------------
 
 _live_runs: set[Run] = set()
@@ -622,4 +1034,13 @@ def _finish_open_runs() -> None:
             log.error("runhistory: finishing %s at exit: %s: %s", run.path, error.code, error)
 
 
-__all__ = ["Config", "Run", "Summary", "init"]
+__all__ = [
+    "Config",
+    "Metric",
+    "Run",
+    "Settings",
+    "Summary",
+    "active_run",
+    "global_run",
+    "init",
+]

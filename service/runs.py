@@ -98,6 +98,7 @@ class Session:
     notes: str = ""
     group: str = ""
     job_type: str = ""
+    resumed: bool = False  # an existing run continues: a resume or rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +231,7 @@ class RunService:
             return run
 
         run, position = self._change(path, apply)
-        return _session(run, position)
+        return _session(run, position, resumed=True)
 
     # ---- starting sessions -------------------------------------------------------------
 
@@ -536,6 +537,28 @@ class RunService:
         seq: int | None = None,
     ) -> Ack:
         return self._ack(path, lambda run: run.define_metric(key, summary, writer=writer, seq=seq))
+
+    def update_details(
+        self,
+        path: RunPath,
+        details: Details,
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+    ) -> Ack:
+        """W&B's `run.name = ...` and the like: the details given replace the run's."""
+        return self._ack(
+            path,
+            lambda run: run.update_details(
+                details.name,
+                details.tags,
+                details.notes,
+                details.group,
+                details.job_type,
+                writer=writer,
+                seq=seq,
+            ),
+        )
 
     def record_artifact(
         self,
@@ -1110,7 +1133,7 @@ def _descendants(conn: Connection, run_uuid: str) -> list[Descendant]:
     return found
 
 
-def _session(run: Run, position: int) -> Session:
+def _session(run: Run, position: int, resumed: bool = False) -> Session:
     return Session(
         path=run.path,
         writer=run.writer,
@@ -1125,6 +1148,7 @@ def _session(run: Run, position: int) -> Session:
         notes=run.notes,
         group=run.group,
         job_type=run.job_type,
+        resumed=resumed,
     )
 
 

@@ -53,9 +53,9 @@ def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
 
 
 def _show(rewound: Any, forked: Any) -> None:
-    _show_history(rewound.history(), "history of the rewound run")
-    _show_history(rewound.history(version=1), "archived version 1")
-    _show_history(forked.history(), "history of the fork (inherited rows first)")
+    _show_history(list(rewound.scan_history()), "history of the rewound run")
+    _show_history(list(rewound.scan_history(version=1)), "archived version 1")
+    _show_history(list(forked.scan_history()), "history of the fork (inherited rows first)")
 
     print(f"\nversions of {rewound.path}")
     for v in rewound.versions():

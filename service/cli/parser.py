@@ -348,7 +348,11 @@ def _rebuild_command(command: Command, common: argparse.ArgumentParser) -> None:
 
 def _history_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--keys", type=_keys_arg, metavar="K1,K2", help="only these keys: k1,k2,..."
+        "--keys",
+        type=_keys_arg,
+        metavar="K1,K2",
+        help="only these keys: k1,k2,... (history: the rows that hold every one, as W&B's "
+        "scan_history)",
     )
     # Any integer: the bounds are checked by the one rule every surface uses (an
     # INVALID_ARGUMENT, as from the SDK, gRPC and the web API).

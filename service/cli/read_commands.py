@@ -74,7 +74,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             run.state,
             run.version,
             run.last_step,
-            local_time(run.created_at),
+            local_time(run.creation_time),
             local_time(run.updated_at),
             ", ".join(run.tags),
         ]
@@ -112,7 +112,7 @@ def _run_record(run: Any) -> dict[str, Any]:
         "state": run.state,
         "version": run.version,
         "last_step": run.last_step,
-        "created_at": run.created_at,
+        "created_at": run.creation_time,
         "updated_at": run.updated_at,
     }
 
@@ -127,7 +127,10 @@ def _history_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    rows = _run(args).scan_history(**_history_options(args), version=args.version)
+    options = _history_options(args)
+    if options["max_step"] is not None:
+        options["max_step"] += 1  # --max-step includes its step; scan_history's, as W&B's, not
+    rows = _run(args).scan_history(**options, version=args.version)
     if args.json:
         print_json_lines(rows)
         return 0

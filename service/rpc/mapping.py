@@ -176,6 +176,7 @@ def session(started: Session, limits: Limits, web_url: str = "") -> pb.Session:
         group=started.group,
         job_type=started.job_type,
         limits=codec.limits_to_proto(limits),
+        resumed=started.resumed,
     )
 
 

@@ -30,7 +30,7 @@ from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service.auth import LOCAL_OPERATOR, KeyStore, Principal, Role, bearer_key
 from runhistory.service.rpc import mapping
 from runhistory.service.rpc.refusals import refusals, streams, well_formed
-from runhistory.service.runs import RunService
+from runhistory.service.runs import Details, RunService
 
 FOLLOW_POLL_SECONDS = 0.1
 
@@ -206,6 +206,25 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
             _allowed(caller, request.path, WRITE),
             codec.from_values(request.values),
             **mapping.write_options(request),
+        )
+        return mapping.ack(ack)
+
+    @refusals
+    def UpdateDetails(
+        self,
+        request: pb.UpdateDetailsRequest,
+        context: grpc.ServicerContext,
+        caller: Principal,
+    ) -> pb.Ack:
+        details = Details(
+            name=mapping.optional(request, "name"),
+            tags=list(request.tags.values) if request.HasField("tags") else None,
+            notes=mapping.optional(request, "notes"),
+            group=mapping.optional(request, "group"),
+            job_type=mapping.optional(request, "job_type"),
+        )
+        ack = self.service.update_details(
+            _allowed(caller, request.path, WRITE), details, **mapping.write_options(request)
         )
         return mapping.ack(ack)
 

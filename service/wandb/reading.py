@@ -9,11 +9,12 @@ NaN and infinities as bare words, which the SDK reads; rows as JSON objects
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath
+from runhistory.domain.series import sample
 from runhistory.protos.codec import dumps
 from runhistory.service.runs import RunService
 from runhistory.service.wandb.caller import READ, Caller
@@ -237,16 +238,6 @@ class Reading:
             return {"history": rows}
 
         return self._run(caller, v, "run", page)
-
-
-def sample(rows: Sequence[Any], samples: int | None) -> list[Any]:
-    """At most `samples` rows, evenly spread, the first and the last always among them."""
-    if samples is None or len(rows) <= samples:
-        return list(rows)
-    if samples == 1:
-        return [rows[-1]]
-    last = len(rows) - 1
-    return [rows[round(i * last / (samples - 1))] for i in range(samples)]
 
 
 def _samples(value: object) -> int:

@@ -28,6 +28,7 @@ def requests_for(path: str) -> dict[str, Any]:
         "UpdateConfig": pb.UpdateConfigRequest(path=path, config_json='{"lr": 1}'),
         "SetSummary": pb.SetSummaryRequest(path=path, values={"best": pb.Value(int_value=1)}),
         "DefineMetric": pb.DefineMetricRequest(path=path, key="loss", summary="min"),
+        "UpdateDetails": pb.UpdateDetailsRequest(path=path, name="renamed", notes="n"),
         "RecordArtifact": pb.RecordArtifactRequest(
             path=path, direction="produced", name="model", type="model"
         ),

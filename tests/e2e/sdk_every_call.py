@@ -60,7 +60,7 @@ def main() -> None:
         outcome["finished"] = error.reason
 
     stale = runhistory.init(project="every", id=run.id, resume="must")
-    rewound = runhistory.init(project="every", resume_from=f"{run.id}?_step=5")
+    rewound = runhistory.init(project="every", resume_from=f"{run.id}?_step=5", reinit="create_new")
     stale.log({"x": -1})
     try:
         stale.finish()
@@ -76,11 +76,11 @@ def main() -> None:
     read = api.run(run.path)
     read.refresh()
     outcome.update(
-        rows=len(read.history()),
+        rows=len(list(read.scan_history())),
         keys=[row["x"] for row in read.scan_history(keys=["x"], min_step=4)],
         columns=read.history_columns(keys=["x"])["x"],
-        archived=len(read.history(version=1)),
-        own=len(api.run(fork.path).history(own_only=True)),
+        archived=len(list(read.scan_history(version=1))),
+        own=len(list(api.run(fork.path).scan_history(own_only=True))),
         config=read.config,
         summary=read.summary,
         versions=[v["version"] for v in read.versions()],

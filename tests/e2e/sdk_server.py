@@ -193,7 +193,12 @@ def start_test_server(database: str, logs: Path, **settings: Any) -> SdkServer:
 
 
 def use(server: SdkServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point the SDK of this process at `server`, as a user's environment would."""
+    """Point the SDK of this process at `server`, as a user's environment would, with no
+    run active: one an earlier test left open would be what `init` returns (as W&B's)."""
+    from runhistory import writer
+
+    monkeypatch.setattr(writer, "_active_runs", [])
+    monkeypatch.setattr(writer, "_global_run", None)
     monkeypatch.setenv("RUNHISTORY_ADDRESS", server.address)
     monkeypatch.setenv("RUNHISTORY_API_KEY", server.api_key)
     monkeypatch.setenv("RUNHISTORY_ENTITY", server.entity)

@@ -197,7 +197,7 @@ def test_sigkill_of_a_server_loses_no_acknowledged_row(database: str, processes)
             processes[0].wait()
             processes.append(serve(database, port))
     run.finish()
-    rows = runhistory.Api(address=f"127.0.0.1:{port}").run("e/kill/k").history()
+    rows = list(runhistory.Api(address=f"127.0.0.1:{port}").run("e/kill/k").scan_history())
     assert [row["_step"] for row in rows] == list(range(3000))
     assert [row["i"] for row in rows] == list(range(3000))
 

@@ -86,7 +86,7 @@ def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
 
     run = api.run(f"{ENTITY}/{PROJECT}/{run1.id}")
     assert run.state == "finished" and run.version == 2 and run.last_step == 400
-    rows = run.history()
+    rows = list(run.scan_history())
     assert steps(rows) == list(range(401))
     assert [row["metric"] for row in rows[:201]] == list(range(201))
     # After the rewind every log call commits its own row: two rows per i.
@@ -109,7 +109,7 @@ def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
     assert archived["last_step"] == 299 and archived["state"] == "finished"
     assert archived["summary"] == {"metric": 299}
     assert versions[1]["rows"] == 401
-    assert steps(run.history(version=1)) == list(range(300))
+    assert steps(list(run.scan_history(version=1))) == list(range(300))
     first_id, live_id = (v["immutable_id"] for v in versions)
     assert run.lineage()["versions"] == [
         {"version": 1, "archived": True, "rewound_to_step": 200, "immutable_id": first_id},
@@ -141,11 +141,11 @@ def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
         "version": 2,
         "immutable_id": live_id,
     }
-    fork_rows = fork.history()
+    fork_rows = list(fork.scan_history())
     assert steps(fork_rows) == list(range(401))
     assert fork_rows[:301] == rows[:301]  # the inherited prefix, as the source stood
     assert [row["metric"] for row in fork_rows[301:]] == [i * 3 for i in range(300, 400)]
-    assert steps(fork.history(own_only=True)) == list(range(301, 401))
+    assert steps(list(fork.scan_history(own_only=True))) == list(range(301, 401))
     assert fork.summary["metric"] == 399 * 3
     assert fork.lineage()["ancestors"] == [
         {"run": rewind_run.path, "version": 2, "step": 300, "immutable_id": live_id}
@@ -179,7 +179,7 @@ def test_fork_of_a_fork_and_rewind_after_fork(api: runhistory.Api) -> None:
     with runhistory.init(project="p", resume_from=f"{root.id}?_step=2") as rewound:
         rewound.log({"x": -1})
 
-    rows = api.run(grandchild.path).history()
+    rows = list(api.run(grandchild.path).scan_history())
     assert [(row["_step"], row["x"]) for row in rows] == [
         *[(i, i) for i in range(6)],
         (6, 100),
@@ -191,7 +191,7 @@ def test_fork_of_a_fork_and_rewind_after_fork(api: runhistory.Api) -> None:
         (root.path, 5, 1),
     ]
     assert api.run(child.path).config == {"lr": 0.2, "seed": 1}
-    assert steps(api.run(root.path).history()) == [0, 1, 2, 3]
+    assert steps(list(api.run(root.path).scan_history())) == [0, 1, 2, 3]
 
 
 # ---- batching, ordering and idempotent retries ---------------------------------------------
@@ -205,10 +205,10 @@ def test_many_log_calls_arrive_once_in_few_batches(api: runhistory.Api) -> None:
     assert run.step == 10_000
     run.finish()
 
-    rows = api.run(run.path).history()
+    rows = list(api.run(run.path).scan_history())
     assert steps(rows) == list(range(10_000))
     assert all({k: row[k] for k in data} == data for row in rows)
-    window = list(api.run(run.path).scan_history(keys=["key3"], min_step=10, max_step=12))
+    window = list(api.run(run.path).scan_history(keys=["key3"], min_step=10, max_step=13))
     assert [(row["_step"], row["key3"]) for row in window] == [(10, 3.0), (11, 3.0), (12, 3.0)]
     assert "key4" not in window[0]
     # Batched: far fewer RowsLogged events than log() calls.
@@ -226,7 +226,7 @@ def test_log_waits_for_room_when_the_queue_is_full(
         run.log({"i": i})
         assert len(run._queue) <= 9
     run.finish()
-    assert [row["i"] for row in api.run(run.path).history()] == list(range(500))
+    assert [row["i"] for row in api.run(run.path).scan_history()] == list(range(500))
 
 
 def test_the_same_batch_sent_twice_lands_once(server: SdkServer, api: runhistory.Api) -> None:
@@ -244,7 +244,7 @@ def test_the_same_batch_sent_twice_lands_once(server: SdkServer, api: runhistory
         second = stub.Log(batch, metadata=key)
     assert first.applied and first.rows == 3
     assert not second.applied and second.rows == 0
-    assert [row["a"] for row in api.run(session.path).history()] == [0, 1, 2]
+    assert [row["a"] for row in api.run(session.path).scan_history()] == [0, 1, 2]
 
 
 class LoseFirstLogAck(grpc.UnaryUnaryClientInterceptor):
@@ -300,7 +300,7 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_seq(
     run.finish()
 
     assert fault.acks[:2] == [(1, True), (1, False)]  # resent as seq 1; applied only once
-    assert [row["i"] for row in api.run(run.path).history()] == [0, 1, 2, 3, 4]
+    assert [row["i"] for row in api.run(run.path).scan_history()] == [0, 1, 2, 3, 4]
 
 
 def test_rows_logged_while_the_server_restarts_arrive_once(server: SdkServer) -> None:
@@ -315,7 +315,7 @@ def test_rows_logged_while_the_server_restarts_arrive_once(server: SdkServer) ->
     server.restart()  # same address, same database
     run.finish()
     with runhistory.Api() as api:
-        rows = api.run(run.path).history()
+        rows = list(api.run(run.path).scan_history())
         assert [row["i"] for row in rows] == list(range(200))
         assert api.run(run.path).state == "finished"
 
@@ -349,7 +349,7 @@ def test_a_superseded_writer_fails_at_finish(
     for i in range(5):
         old.log({"x": i})
     old.flush()
-    new = runhistory.init(project="fence", resume_from=f"{old.id}?_step=2")
+    new = runhistory.init(project="fence", resume_from=f"{old.id}?_step=2", reinit="create_new")
     old.log({"x": 99})  # queued; the server refuses it: the session was superseded
     with caplog.at_level(logging.ERROR, logger="runhistory"):
         with pytest.raises(runhistory.Superseded):
@@ -371,7 +371,7 @@ def test_a_superseded_writer_fails_at_finish(
 
     new.log({"x": 3})
     new.finish()
-    rows = api.run(old.path).history()
+    rows = list(api.run(old.path).scan_history())
     assert [(row["_step"], row["x"]) for row in rows] == [(0, 0), (1, 1), (2, 2), (3, 3)]
 
 
@@ -381,7 +381,9 @@ def test_refusals_are_raised_as_the_class_of_their_reason(api: runhistory.Api) -
     with runhistory.init(project="superseded", id="superseded") as run:
         run.log({"x": 1})
     stale = runhistory.init(project="superseded", id="superseded", resume="must")
-    with runhistory.init(project="superseded", id="superseded", resume="must") as current:
+    with runhistory.init(
+        project="superseded", id="superseded", resume="must", reinit="create_new"
+    ) as current:
         current.log({"x": 2})
     stale.log({"x": 3})  # its session was superseded by `current`
     with pytest.raises(runhistory.Superseded) as superseded:
@@ -425,12 +427,12 @@ def test_a_merged_row_over_the_limit_is_dropped_and_the_run_goes_on(
     printed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert printed == [f"runhistory: {run.warnings[0]}"]
     info = api.run(run.path)
-    assert [(row["_step"], row["ok"]) for row in info.history(keys=["ok"])] == [
+    assert [(row["_step"], row["ok"]) for row in info.scan_history(keys=["ok"])] == [
         *((i, i) for i in range(5)),
         (6, 5),
         (7, 6),
     ]
-    assert [row["_step"] for row in info.history(keys=["text", "more"])] == [5]
+    assert [row["_step"] for row in info.scan_history(keys=["text", "more"])] == [5]
     assert info.state == "finished" and info.exit_code == 0 and info.last_step == 7
 
 
@@ -445,7 +447,7 @@ def test_a_batch_over_the_servers_request_limit_goes_in_parts(
             run.log({"i": i, "text": "y" * 2000})
         run.finish()
         with runhistory.Api() as api:
-            assert [row["i"] for row in api.run(run.path).history()] == list(range(200))
+            assert [row["i"] for row in api.run(run.path).scan_history()] == list(range(200))
     finally:
         small.stop()
 
@@ -544,7 +546,7 @@ def test_step_rules_and_the_lower_step_warning(
     assert "step 3" in run.warnings[0] and "current step 5" in run.warnings[0]
     assert any("step 3" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
-    rows = api.run(run.path).history()
+    rows = list(api.run(run.path).scan_history())
     values = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
     assert steps(rows) == [0, 5]
     assert values == [{"a": 1, "b": 2}, {"c": 3, "d": 4, "f": 6}]
@@ -564,11 +566,11 @@ def test_values_round_trip(api: runhistory.Api) -> None:
         }
     )
     run.finish()
-    (row,) = api.run(run.path).history()
+    (row,) = list(api.run(run.path).scan_history())
     assert row["nested.inner.x"] == 1 and math.isnan(row["nan"])
     assert row["inf"] == math.inf and row["ninf"] == -math.inf
     assert row["flag"] is True and row["text"] == "héllo" and row["big"] == 2**62
-    assert api.run(run.path).history(keys=["flag"])[0]["flag"] is True
+    assert next(iter(api.run(run.path).scan_history(keys=["flag"])))["flag"] is True
 
 
 def test_context_manager_finishes_with_the_exit_code(api: runhistory.Api) -> None:
@@ -576,14 +578,14 @@ def test_context_manager_finishes_with_the_exit_code(api: runhistory.Api) -> Non
         good.log({"x": 1})
     info = api.run(good.path)
     assert info.state == "finished" and info.exit_code == 0
-    assert info.history()[0]["x"] == 1
+    assert next(iter(info.scan_history()))["x"] == 1
 
     with pytest.raises(ZeroDivisionError), runhistory.init(project="ctx") as bad:
         bad.log({"x": 1})
         _ = 1 / 0
     info = api.run(bad.path)
     assert info.state == "crashed" and info.exit_code == 1
-    assert steps(info.history()) == [0]
+    assert steps(list(info.scan_history())) == [0]
 
 
 # ---- config, summary, metrics, artifacts -------------------------------------------------
@@ -656,7 +658,7 @@ def test_plain_resume_continues_after_the_last_step(api: runhistory.Api) -> None
     assert resumed.step == 2 and resumed.version == 1 and resumed.name == "kept"
     resumed.log({"x": 2})
     resumed.finish()
-    assert [row["x"] for row in api.run("resume/r1").history()] == [0, 1, 2]
+    assert [row["x"] for row in api.run("resume/r1").scan_history()] == [0, 1, 2]
     created = runhistory.init(project="resume", id="r2", resume="allow")
     assert created.step == 0
     created.finish()
@@ -710,7 +712,7 @@ def test_runs_events_as_of_and_rebuild(api: runhistory.Api) -> None:
     progress = list(api.rebuild())
     assert progress[-1]["done"] and progress[-1]["equal_to_live"]
     assert progress[-1]["checksums"]
-    assert [row["x"] for row in api.run(run.path).history()] == [1, 2]
+    assert [row["x"] for row in api.run(run.path).scan_history()] == [1, 2]
 
 
 def test_following_events_sees_new_runs(api: runhistory.Api) -> None:
@@ -739,6 +741,19 @@ def as_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [row.get(key) for row in rows] for key in keys}
 
 
+def rows_holding_any(read: runhistory.ApiRun, keys: list[str] | None = None, **options: Any):
+    """The rows `history_columns(keys=...)` holds: those with any of the keys (scan_history,
+    as W&B's, keeps those with every key)."""
+    rows = list(read.scan_history(**options))
+    if not keys:
+        return rows
+    return [
+        {key: value for key, value in row.items() if key in keys or key.startswith("_")}
+        for row in rows
+        if any(key in row for key in keys)
+    ]
+
+
 def test_history_columns_hold_the_rows_column_by_column(api: runhistory.Api) -> None:
     run = runhistory.init(entity=ENTITY, project=PROJECT, id="columns", address=api.address)
     for i in range(1200):  # sealed by key in batches, the last few in the tail
@@ -753,7 +768,7 @@ def test_history_columns_hold_the_rows_column_by_column(api: runhistory.Api) -> 
         read = api.run(path)
         for options in ({}, {"keys": ["loss"]}, {"keys": ["eval", "lr"]}, {"min_step": 590}):
             columns = read.history_columns(**options)
-            expected = as_columns(read.history(**options))
+            expected = as_columns(rows_holding_any(read, **options))
             assert columns.keys() == expected.keys() and columns == expected, (path, options)
     columns = api.run(fork.path).history_columns(keys=["lr", "eval"])
     assert columns["_step"][-1] == 601 and columns["lr"] == [None] * 86 + [0.1]
@@ -773,7 +788,7 @@ def test_reads_recover_from_a_position_another_server_acknowledged(
     written = sdk_client.written_position(api.address)
     sdk_client.note_position(api.address, written + 1_000)
     read = api.run(run.path)  # GetRun, a unary read
-    assert [row["x"] for row in read.history()] == [1]
+    assert [row["x"] for row in read.scan_history()] == [1]
     assert sdk_client.written_position(api.address) == 0
     assert "has no event at position" in caplog.text
     sdk_client.note_position(api.address, written + 1_000)
@@ -781,5 +796,5 @@ def test_reads_recover_from_a_position_another_server_acknowledged(
     assert sdk_client.written_position(api.address) == 0
     # A position the server has is kept.
     sdk_client.note_position(api.address, written)
-    assert [row["x"] for row in read.history()] == [1]
+    assert [row["x"] for row in read.scan_history()] == [1]
     assert sdk_client.written_position(api.address) == written

@@ -116,6 +116,7 @@ WRITES = {
     "UpdateConfig",
     "SetSummary",
     "DefineMetric",
+    "UpdateDetails",
     "RecordArtifact",
     "Finish",
     "Heartbeat",
@@ -184,7 +185,15 @@ def test_each_role_may_do_what_it_should(
     for rpc in sorted(set(RPCS) - WRITES - ADMIN_ONLY):
         assert invoke(stub, rpc, requests[rpc], bearer(keys.reader)), rpc
     fork = invoke(stub, "Init", requests["Init"], bearer(keys.writer))[0]
-    for rpc in ("Log", "LogStream", "UpdateConfig", "SetSummary", "DefineMetric", "Finish"):
+    for rpc in (
+        "Log",
+        "LogStream",
+        "UpdateConfig",
+        "SetSummary",
+        "DefineMetric",
+        "UpdateDetails",
+        "Finish",
+    ):
         invoke(stub, rpc, requests_for(fork.path)[rpc], bearer(keys.writer))
     invoke(stub, "RecordArtifact", requests["RecordArtifact"], bearer(keys.writer))
     everything = invoke(stub, "ReadEvents", pb.EventsRequest(), bearer(keys.admin))
@@ -238,7 +247,7 @@ def test_the_sdk_reads_its_key_from_the_environment(
         api.run(alice_run)
     monkeypatch.setenv("RUNHISTORY_API_KEY", keys.reader)
     with runhistory.Api(address=server.address) as api:
-        assert api.run(alice_run).history()[0]["loss"] == 1.0
+        assert next(iter(api.run(alice_run).scan_history()))["loss"] == 1.0
 
 
 def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
@@ -341,7 +350,7 @@ def test_tls_end_to_end_and_plaintext_refused(
         monkeypatch.setenv("RUNHISTORY_TLS_CA", str(pki["ca"]))
         monkeypatch.setenv("RUNHISTORY_API_KEY", key)
         with runhistory.Api(address=running.address) as api:
-            assert api.run(run.path).history()[0]["acc"] == 0.5
+            assert next(iter(api.run(run.path).scan_history()))["acc"] == 0.5
         # A plaintext client does not get an answer.
         with grpc.insecure_channel(running.address) as channel:
             code, _ = status_of(
@@ -515,8 +524,10 @@ def test_hostile_values_and_keys_are_stored_literally(open_server: Running) -> N
     run.finish()
     with runhistory.Api(address=open_server.address) as api:
         read = api.run(run.path)
-        row = read.history()[0]
+        row = next(iter(read.scan_history()))
         assert {k: row[k] for k in data} == data
-        assert read.history(keys=["x'; DROP TABLE rh_rows; --"])[0]["x'; DROP TABLE rh_rows; --"]
+        assert next(iter(read.scan_history(keys=["x'; DROP TABLE rh_rows; --"])))[
+            "x'; DROP TABLE rh_rows; --"
+        ]
         assert read.config['quote"key'] == "<script>alert(1)</script>"
         assert len(api.runs("e/p")) == 1

@@ -116,7 +116,7 @@ class Site(Server):
 
     def steps(self, run: str) -> list[int]:
         with self.api() as api:
-            return [row["_step"] for row in api.run(f"team/p/{run}").history()]
+            return [row["_step"] for row in api.run(f"team/p/{run}").scan_history()]
 
 
 @pytest.fixture

@@ -191,13 +191,13 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
 
     with site.api() as api:
         rewound = api.run(f"{ENTITY}/rewind/{run}")
-        rows = rewound.history()
+        rows = list(rewound.scan_history())
         # 0..200 kept, then two log calls per step for 200..299: steps 201..400
         assert steps(rows) == list(range(401))
         assert rows[200] == {**rows[200], "metric": 200}
         assert rows[201]["metric"] == 200 and "additional_metric" not in rows[201]
         assert rows[202]["additional_metric"] == 220.00000000000003
-        assert steps(rewound.history(version=1)) == list(range(300))
+        assert steps(list(rewound.scan_history(version=1))) == list(range(300))
         versions = rewound.versions()
         assert [(v["version"], v["archived"], v["rows"]) for v in versions] == [
             (1, True, 300),
@@ -211,7 +211,7 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
             "version": 2,
             "immutable_id": rewound.immutable_id,
         }
-        fork_rows = forked.history()
+        fork_rows = list(forked.scan_history())
         assert steps(fork_rows) == [*range(301), *range(301, 311)]
         assert fork_rows[300] == rows[300]
         assert [r["metric"] for r in fork_rows[301:]] == [i * 3 for i in range(301, 311)]
@@ -303,7 +303,7 @@ def test_resume_must_and_allow_config_updates_and_the_summary(site: Site):
     with site.api() as api:
         run = api.run(f"{ENTITY}/p/res1")
         assert (run.name, run.tags) == ("first try", ["a", "b"])
-        assert steps(run.history()) == list(range(9))
+        assert steps(list(run.scan_history())) == list(range(9))
         assert run.config == {"lr": 0.1, "bs": 32, "late": True}
         assert run.summary == {"loss": 0.01, "best": 0.5}  # "best" kept as set
         types = [event["type"] for event in run.events()]
@@ -360,7 +360,7 @@ def test_nan_infinities_and_large_integers_survive(site: Site):
     assert made["keyed"] == ["NaN", 1.5]
     assert made["last"] == "-inf"  # the summary, a JSON string, keeps them
     with site.api() as api:
-        row = api.run(f"{ENTITY}/p/odd").history()[0]
+        row = next(iter(api.run(f"{ENTITY}/p/odd").scan_history()))
         assert math.isnan(row["x"]) and row["up"] == math.inf and row["down"] == -math.inf
         assert row["big"] == 2.0**70
 
@@ -378,7 +378,7 @@ def test_two_runs_logging_at_once(site: Site):
     assert len(set(ids)) == 2
     with site.api() as api:
         for run_id in ids:
-            rows = api.run(f"{ENTITY}/p/{run_id}").history()
+            rows = list(api.run(f"{ENTITY}/p/{run_id}").scan_history())
             assert [(r["_step"], r["v"], r["who"]) for r in rows] == [
                 (i, i, run_id) for i in range(200)
             ]
@@ -444,13 +444,13 @@ def test_a_revoked_key_stops_the_run_at_once_and_keeps_what_came_before(site: Si
         finish_seconds = finish(process)
         assert finish_seconds < 30
         run = api.run(f"{ENTITY}/p/cut")
-        assert steps(run.history()) == [0, 1, 2, 3, 4]
+        assert steps(list(run.scan_history())) == [0, 1, 2, 3, 4]
         assert run.state == "running"  # until crash detection (issue 14) marks it
 
 
 def row_count(api: runhistory.Api, path: str) -> int:
     try:
-        return len(api.run(path).history())
+        return len(list(api.run(path).scan_history()))
     except NotFound:
         return 0
 

@@ -71,7 +71,9 @@ def make_scenario(service: RunService) -> Scenario:
     log(service, again, [{"loss": 2.0, "acc": 0.5} for _ in range(100)])
     service.record_artifact(base.path, "used", "data", "dataset", "sha256:bb", 20, "s3://d")
     service.finish(again.path, writer=again.writer)
-    fork = service.init(E, P, "fork", fork_from="base?_step=250", started_at=T0)
+    fork = service.init(
+        E, P, "fork", fork_from="base?_step=250", started_at=T0, notes="a fork", group="g"
+    )
     log(service, fork, [{"loss": -1.0, "note": "text"} for _ in range(20)])
     service.finish(fork.path, writer=fork.writer)
     grandchild = service.init(E, P, "grandchild", fork_from="fork?_step=260", started_at=T0)
@@ -143,7 +145,9 @@ def test_run_overview(web: RunningWeb, scenario: Scenario) -> None:
     assert base["artifacts"]["produced"][0]["version"] == 1  # it belongs to the archived one
     assert [a["name"] for a in base["artifacts"]["used"]] == ["data"]
 
+    assert (base["notes"], base["group"], base["job_type"]) == ("", "", "")
     fork = api(web, "/fork").json()
+    assert (fork["notes"], fork["group"], fork["job_type"]) == ("a fork", "g", "")
     assert fork["forked_from"] == BASE_V2
     assert fork["rewound_from"] is None
     assert fork["forks"] == [{"run": f"{E}/{P}/grandchild", "source_version": 1, "step": 260}]

@@ -252,7 +252,9 @@ def test_fork_chart_shows_inherited_prefix_and_own_rows(driver: Any, demo: Demo)
     # The source's rows with metric up to step 300: 0..200 then 201..299 every other step.
     with runhistory.Api(address=demo.server.address, api_key=demo.reader) as api:
         source_steps = [
-            r["_step"] for r in api.run(demo.rewound).history(keys=["metric"]) if r["_step"] <= 300
+            r["_step"]
+            for r in api.run(demo.rewound).scan_history(keys=["metric"])
+            if r["_step"] <= 300
         ]
     assert inherited["x"] == source_steps
     assert own["x"] == list(range(301, 311))

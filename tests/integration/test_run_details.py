@@ -33,13 +33,16 @@ def test_details_at_creation_resume_and_rewind_survive_a_rebuild(service: RunSer
     service.finish(made.path, writer=made.writer)
 
     # A resume that names nothing keeps them; one that names some replaces just those.
+    assert not made.resumed
     kept = service.init("ent", "proj", "r1", resume="must")
+    assert kept.resumed
     assert (kept.name, kept.notes, kept.group) == ("first", "why", "g1")
     resumed = service.init("ent", "proj", "r1", resume="must", name="second", notes="more")
     assert (resumed.name, resumed.tags, resumed.notes) == ("second", ["a"], "more")
     service.log(made.path, [LogCall({"x": 1}, T0)], writer=resumed.writer)
     rewound = service.init("ent", "proj", resume_from="r1?_step=0", tags=["b"], job_type="eval")
     assert (rewound.name, rewound.tags, rewound.job_type) == ("second", ["b"], "eval")
+    assert rewound.resumed
     expected = ("second", ["b"], "more", "g1", "eval")
     assert details(service, made.path) == expected
     (listed,) = service.runs("ent", "proj")

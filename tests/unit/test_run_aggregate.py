@@ -1140,3 +1140,16 @@ def test_invalid_details_are_refused_and_change_nothing(details, message):
     with pytest.raises(InvalidArgument, match=message):
         run.update_details(**details)
     assert run.collect_events() == []
+
+
+def test_details_from_a_session_are_fenced_and_applied_once():
+    run = Run.start(PATH, "w1", T0, name="first")
+    run.collect_events()
+    assert run.update_details(name="second", writer="w1", seq=1)
+    assert not run.update_details(name="third", writer="w1", seq=1)  # a retry: applied once
+    assert run.name == "second" and run.writer_seq == 1
+    assert run.update_details(name="second", writer="w1", seq=2)  # no change, seq recorded
+    assert run.writer_seq == 2
+    with pytest.raises(Superseded):
+        run.update_details(name="other", writer="w0", seq=3)
+    assert run.name == "second"
