@@ -65,7 +65,7 @@ def is_spool(folder: Path) -> bool:
 
 def process_alive(host: str, pid: int) -> bool:
     """Whether the process that wrote a spool still runs (known on its own host only)."""
-    if host != socket.gethostname() or pid == os.getpid():
+    if not pid or host != socket.gethostname() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -164,6 +164,11 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def release(self) -> None:
+        """No process writes this spool any more: `runhistory sync` may take it."""
+        self.close()
+        self.save_meta(pid=0)
 
     def remove(self) -> None:
         """Delete the folder (everything was acknowledged), and `dir` if it is left empty."""

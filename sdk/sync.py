@@ -16,6 +16,7 @@ It needs only the client: `pip install runhistory` runs it.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,9 @@ def sync_folder(
             "that process ended"
         )
         return result
-    connection = Connection(address or meta.get("address"), credentials or Credentials.resolve())
+    # The server named now, else the one the run was logged to.
+    address = address or os.environ.get("RUNHISTORY_ADDRESS") or meta.get("address")
+    connection = Connection(address, credentials or Credentials.resolve())
     try:
         if not meta.get("writer"):
             _init_offline(spool, connection)

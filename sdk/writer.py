@@ -290,7 +290,7 @@ class Run:
         (`run.warnings`); the run goes on."""
         if self._closed:
             self._refuse("log")
-        if self._sender.stopped is not None:
+        if self._sender.stopped is not None and not self._sender.spooling:
             return  # the right to write was lost: said once, raised by flush() and finish()
         if step is not None:
             step = check_step(step)
@@ -334,7 +334,7 @@ class Run:
     def _write(self, rpc: str, request: Any, what: str) -> None:
         if self._closed:
             self._refuse(what)
-        if self._sender.stopped is not None:
+        if self._sender.stopped is not None and not self._sender.spooling:
             return
         self._sender.put(Write(rpc, request, what))
 
