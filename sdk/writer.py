@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from runhistory.client import (
@@ -83,7 +84,8 @@ def init(
     $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
     `mode` (default $RUNHISTORY_MODE, else "online"): "offline" writes the run to the spool
     only, for `runhistory sync` to upload; "disabled" returns a run that does nothing.
-    `dir` (default $RUNHISTORY_DIR, else ./runhistory) holds the runs' spool folders.
+    `dir` (default $RUNHISTORY_DIR, else the working folder) holds `runhistory/`, where
+    the runs' spool folders go.
     """
     mode = mode or os.environ.get("RUNHISTORY_MODE") or "online"
     if mode not in MODES:
@@ -145,7 +147,7 @@ def init(
     return Run(connection, session, name=known_name, spool=spool)
 
 
-def _offline_run(request: pb.InitRequest, address: str | None, root: Any) -> Run:
+def _offline_run(request: pb.InitRequest, address: str | None, root: Path) -> Run:
     """A run written to the spool only: its ID is made here, and `runhistory sync` sends
     the Init (create, or resume if that Init was applied before) and every write."""
     if request.HasField("branch"):
@@ -171,11 +173,11 @@ def _offline_run(request: pb.InitRequest, address: str | None, root: Any) -> Run
     return Run(None, session, name=request.name or request.run_id, spool=spool)
 
 
-def _open_spool(root: Any, path: str, meta: dict[str, Any]) -> Spool | None:
+def _open_spool(root: Path, path: str, meta: dict[str, Any]) -> Spool | None:
     """The run's spool folder under `root`, else under the temporary folder; None (writes
     wait in memory only) if neither can be written."""
     run_id = path.split("/")[-1]
-    for folder in (root, spool_root(os.path.join(tempfile.gettempdir(), "runhistory"))):
+    for folder in (root, spool_root(tempfile.gettempdir())):
         try:
             return Spool.create(folder, run_id, meta)
         except OSError as error:

@@ -88,9 +88,9 @@ def sync(*paths: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "spool"
-    monkeypatch.setenv("RUNHISTORY_DIR", str(folder))
-    return folder
+    """Where the runs' spool folders go: `runhistory/` in $RUNHISTORY_DIR."""
+    monkeypatch.setenv("RUNHISTORY_DIR", str(tmp_path / "work"))
+    return tmp_path / "work" / "runhistory"
 
 
 def spools(folder: Path) -> list[Path]:
@@ -163,7 +163,7 @@ def test_a_revoked_key_stops_sending_once_and_sync_with_a_valid_key_uploads_the_
 ) -> None:
     server = ServerProcess(database, tmp_path)
     use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir))
+    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
 
     def keys(*args: str) -> str:
         done = subprocess.run(
@@ -232,7 +232,7 @@ def test_a_server_down_for_60_seconds_mid_run(
 ) -> None:
     server = ServerProcess(database, tmp_path)
     use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir))
+    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
     stop = tmp_path / "stop"
     try:
         script = start_script(OUTAGE_SCRIPT, tmp_path, str(stop))
@@ -244,6 +244,7 @@ def test_a_server_down_for_60_seconds_mid_run(
         time.sleep(5)
         stop.touch()
         report = json.loads(wait_for_line(script, "done").split(" ", 1)[1])
+        print(f"outage of 60 s: {report['rows']} rows, slowest log() {report['worst']:.4f} s")
         assert script.wait(PROCESS_SECONDS) == 0
         stderr = script.stderr.read() if script.stderr else ""
         assert "cannot reach the server" in stderr and "the server is back" in stderr
@@ -291,7 +292,7 @@ def test_sigkill_during_an_outage_then_sync_twice(
 ) -> None:
     server = ServerProcess(database, tmp_path)
     use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir))
+    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
     go = tmp_path / "go"
     try:
         script = start_script(KILLED_SCRIPT, tmp_path, str(go))
@@ -304,7 +305,7 @@ def test_sigkill_during_an_outage_then_sync_twice(
         script.wait(PROCESS_SECONDS)
         server.restart()
 
-        first = sync(spool_dir)  # the folder holding the run's spool
+        first = sync(spool_dir.parent)  # the dir holding runhistory/ and the run's spool
         assert first.returncode == 0, first.stderr
         assert f"{path}: uploaded" in first.stdout
         assert "100%" in first.stderr  # the progress bar
