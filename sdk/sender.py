@@ -290,8 +290,9 @@ class Sender:
             return True  # a write or a flush waits behind (or is) the head
         if len(queue) >= self.batch_calls:
             return True
-        if self.connection is not None and self.in_flight is None and not self.pending:
-            return self.outage_since is None and not self.spilled  # idle: send at once
+        idle = self.in_flight is None and not self.pending and not self.spilled
+        if idle and self.connection is not None and self.outage_since is None:
+            return True  # send at once
         return time.time() - head[1] >= FLUSH_SECONDS
 
     def _take(self) -> None:
