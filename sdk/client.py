@@ -81,14 +81,19 @@ def default_project() -> str:
 
 
 def retry_seconds() -> float:
-    text = os.environ.get("RUNHISTORY_RETRY_SECONDS")
+    return env_seconds("RUNHISTORY_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)
+
+
+def env_seconds(variable: str, default: float) -> float:
+    """A number of seconds >= 0 from the environment variable, else `default`."""
+    text = os.environ.get(variable)
     if not text:
-        return DEFAULT_RETRY_SECONDS
+        return default
     try:
         return max(0.0, float(text))
     except ValueError:
         raise errors.InvalidArgument(
-            f"RUNHISTORY_RETRY_SECONDS is {text!r}: use a number of seconds >= 0"
+            f"{variable} is {text!r}: use a number of seconds >= 0"
         ) from None
 
 

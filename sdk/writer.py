@@ -26,6 +26,7 @@ from runhistory.client import (
     call,
     default_entity,
     default_project,
+    env_seconds,
     note_position,
     resolve_address,
     written_position,
@@ -186,15 +187,7 @@ def _open_spool(root: Path, path: str, meta: dict[str, Any]) -> Spool | None:
 
 
 def finish_timeout() -> float:
-    text = os.environ.get("RUNHISTORY_FINISH_TIMEOUT")
-    if not text:
-        return DEFAULT_FINISH_TIMEOUT
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        raise InvalidArgument(
-            f"RUNHISTORY_FINISH_TIMEOUT is {text!r}: use a number of seconds >= 0"
-        ) from None
+    return env_seconds("RUNHISTORY_FINISH_TIMEOUT", DEFAULT_FINISH_TIMEOUT)
 
 
 def _config_mapping(config: Any) -> Mapping[str, Any]:

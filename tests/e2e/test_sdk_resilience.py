@@ -93,6 +93,19 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "work" / "runhistory"
 
 
+@pytest.fixture
+def stoppable(
+    database: str, tmp_path: Path, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServerProcess]:
+    """`runhistory serve` in another process, which the test stops and starts, used by this
+    process's SDK, whose runs spool into `spool_dir`."""
+    server = ServerProcess(database, tmp_path)
+    use(server, monkeypatch)
+    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
+    yield server
+    server.stop()
+
+
 def spools(folder: Path) -> list[Path]:
     return sorted(child for child in folder.iterdir() if is_spool(child))
 
@@ -155,15 +168,9 @@ def test_a_batch_the_server_refuses_is_dropped_and_the_run_goes_on(
 
 
 def test_a_revoked_key_stops_sending_once_and_sync_with_a_valid_key_uploads_the_rest(
-    database: str,
-    tmp_path: Path,
-    spool_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    stoppable: ServerProcess, database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = ServerProcess(database, tmp_path)
-    use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
+    server = stoppable
 
     def keys(*args: str) -> str:
         done = subprocess.run(
@@ -177,31 +184,28 @@ def test_a_revoked_key_stops_sending_once_and_sync_with_a_valid_key_uploads_the_
 
     made = keys("create", "--entity", ENTITY, "--role", "writer").splitlines()
     key_id, key = made[0].split()[3], made[-1].strip()
-    try:
-        run = runhistory.init(project="revoked", api_key=key)
-        for i in range(10):
-            run.log({"i": i})
-        run.flush()
-        keys("revoke", key_id)
-        with caplog.at_level(logging.WARNING, logger="runhistory"):
-            run.log({"i": 10})
-            with pytest.raises(runhistory.Unauthenticated):
-                run.flush()
-            for i in range(11, 20):
-                run.log({"i": i})  # the training goes on; the rows go to the spool
-            with pytest.raises(runhistory.Unauthenticated):
-                run.finish()
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert len(errors) == 1 and errors[0].exc_info is None
-        assert f"runhistory sync {run.dir}" in errors[0].getMessage()
-        assert [row["i"] for row in rows_of(run.path)] == list(range(10))
+    run = runhistory.init(project="revoked", api_key=key)
+    for i in range(10):
+        run.log({"i": i})
+    run.flush()
+    keys("revoke", key_id)
+    with caplog.at_level(logging.WARNING, logger="runhistory"):
+        run.log({"i": 10})
+        with pytest.raises(runhistory.Unauthenticated):
+            run.flush()
+        for i in range(11, 20):
+            run.log({"i": i})  # the training goes on; the rows go to the spool
+        with pytest.raises(runhistory.Unauthenticated):
+            run.finish()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert f"runhistory sync {run.dir}" in errors[0].getMessage()
+    assert [row["i"] for row in rows_of(run.path)] == list(range(10))
 
-        uploaded = sync(run.dir)  # with the admin key of the environment
-        assert uploaded.returncode == 0, uploaded.stderr
-        assert [row["i"] for row in rows_of(run.path)] == list(range(20))
-        assert state_of(run.path)[0] == "finished"  # the script's own finish()
-    finally:
-        server.stop()
+    uploaded = sync(run.dir)  # with the admin key of the environment
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert [row["i"] for row in rows_of(run.path)] == list(range(20))
+    assert state_of(run.path)[0] == "finished"  # the script's own finish()
 
 
 # ---- outages ------------------------------------------------------------------------------
@@ -228,37 +232,32 @@ OUTAGE_SCRIPT = """
 
 @pytest.mark.slow
 def test_a_server_down_for_60_seconds_mid_run(
-    database: str, tmp_path: Path, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+    stoppable: ServerProcess, tmp_path: Path, spool_dir: Path
 ) -> None:
-    server = ServerProcess(database, tmp_path)
-    use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
+    server = stoppable
     stop = tmp_path / "stop"
-    try:
-        script = start_script(OUTAGE_SCRIPT, tmp_path, str(stop))
-        path = wait_for_line(script, "started").split()[1]
-        time.sleep(3)
-        server.stop()
-        time.sleep(60)
-        server.restart()  # same address, same database
-        time.sleep(5)
-        stop.touch()
-        report = json.loads(wait_for_line(script, "done").split(" ", 1)[1])
-        print(f"outage of 60 s: {report['rows']} rows, slowest log() {report['worst']:.4f} s")
-        assert script.wait(PROCESS_SECONDS) == 0
-        stderr = script.stderr.read() if script.stderr else ""
-        assert "cannot reach the server" in stderr and "the server is back" in stderr
-        assert "Traceback" not in stderr
-        # log() never waited for the server: its slowest call took less than a batch
-        # interval (50 ms) plus the scheduling noise of a loaded machine.
-        assert report["worst"] < 0.25, report
-        rows = rows_of(path)
-        assert [row["i"] for row in rows] == list(range(report["rows"]))  # each once
-        assert report["rows"] > 60 / 0.03  # it logged all through the outage
-        assert state_of(path)[0] == "finished"
-        assert not spool_dir.exists() or spools(spool_dir) == []  # drained and removed
-    finally:
-        server.stop()
+    script = start_script(OUTAGE_SCRIPT, tmp_path, str(stop))
+    path = wait_for_line(script, "started").split()[1]
+    time.sleep(3)
+    server.stop()
+    time.sleep(60)
+    server.restart()  # same address, same database
+    time.sleep(5)
+    stop.touch()
+    report = json.loads(wait_for_line(script, "done").split(" ", 1)[1])
+    print(f"outage of 60 s: {report['rows']} rows, slowest log() {report['worst']:.4f} s")
+    assert script.wait(PROCESS_SECONDS) == 0
+    stderr = script.stderr.read() if script.stderr else ""
+    assert "cannot reach the server" in stderr and "the server is back" in stderr
+    assert "Traceback" not in stderr
+    # log() never waited for the server: its slowest call took less than a batch
+    # interval (50 ms) plus the scheduling noise of a loaded machine.
+    assert report["worst"] < 0.25, report
+    rows = rows_of(path)
+    assert [row["i"] for row in rows] == list(range(report["rows"]))  # each once
+    assert report["rows"] > 60 / 0.03  # it logged all through the outage
+    assert state_of(path)[0] == "finished"
+    assert not spool_dir.exists() or spools(spool_dir) == []  # drained and removed
 
 
 KILLED_SCRIPT = """
@@ -288,40 +287,35 @@ KILLED_SCRIPT = """
 
 
 def test_sigkill_during_an_outage_then_sync_twice(
-    database: str, tmp_path: Path, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+    stoppable: ServerProcess, tmp_path: Path, spool_dir: Path
 ) -> None:
-    server = ServerProcess(database, tmp_path)
-    use(server, monkeypatch)
-    monkeypatch.setenv("RUNHISTORY_DIR", str(spool_dir.parent))
+    server = stoppable
     go = tmp_path / "go"
-    try:
-        script = start_script(KILLED_SCRIPT, tmp_path, str(go))
-        _, path, folder = wait_for_line(script, "flushed").split()
-        server.stop()
-        go.touch()
-        wait_for_line(script, "spooled")
-        time.sleep(0.2)
-        script.send_signal(signal.SIGKILL)
-        script.wait(PROCESS_SECONDS)
-        server.restart()
+    script = start_script(KILLED_SCRIPT, tmp_path, str(go))
+    _, path, folder = wait_for_line(script, "flushed").split()
+    server.stop()
+    go.touch()
+    wait_for_line(script, "spooled")
+    time.sleep(0.2)
+    script.send_signal(signal.SIGKILL)
+    script.wait(PROCESS_SECONDS)
+    server.restart()
 
-        first = sync(spool_dir.parent)  # the dir holding runhistory/ and the run's spool
-        assert first.returncode == 0, first.stderr
-        assert f"{path}: uploaded" in first.stdout
-        assert "100%" in first.stderr  # the progress bar
-        logged = [row["i"] for row in rows_of(path)]
-        assert logged[:150] == list(range(150))  # every row logged before the flush
-        assert logged == list(range(len(logged)))  # each once, in order
-        state, events = state_of(path)
-        assert state == "crashed"  # its process died before finish()
+    first = sync(spool_dir.parent)  # the dir holding runhistory/ and the run's spool
+    assert first.returncode == 0, first.stderr
+    assert f"{path}: uploaded" in first.stdout
+    assert "100%" in first.stderr  # the progress bar
+    logged = [row["i"] for row in rows_of(path)]
+    assert logged[:150] == list(range(150))  # every row logged before the flush
+    assert logged == list(range(len(logged)))  # each once, in order
+    state, events = state_of(path)
+    assert state == "crashed"  # its process died before finish()
 
-        second = sync(folder)  # the run's own folder this time
-        assert second.returncode == 0, second.stderr
-        assert "already uploaded" in second.stdout
-        assert [row["i"] for row in rows_of(path)] == logged
-        assert state_of(path) == (state, events)  # nothing applied
-    finally:
-        server.stop()
+    second = sync(folder)  # the run's own folder this time
+    assert second.returncode == 0, second.stderr
+    assert "already uploaded" in second.stdout
+    assert [row["i"] for row in rows_of(path)] == logged
+    assert state_of(path) == (state, events)  # nothing applied
 
 
 # ---- offline ------------------------------------------------------------------------------
