@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -258,6 +259,36 @@ def test_a_server_down_for_60_seconds_mid_run(
     assert report["rows"] > 60 / 0.03  # it logged all through the outage
     assert state_of(path)[0] == "finished"
     assert not spool_dir.exists() or spools(spool_dir) == []  # drained and removed
+
+
+def test_finish_waits_up_to_its_timeout_then_leaves_the_spool_to_this_process(
+    stoppable: ServerProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RUNHISTORY_FINISH_TIMEOUT", "2")
+    run = runhistory.init(project="late")
+    for i in range(10):
+        run.log({"i": i})
+    run.flush()
+    stoppable.stop()
+    for i in range(10, 20):
+        run.log({"i": i})
+    with caplog.at_level(logging.WARNING, logger="runhistory"):
+        started = time.monotonic()
+        run.finish()  # returns: the server is down
+        waited = time.monotonic() - started
+    assert 2 <= waited < 30
+    hints = [r.getMessage() for r in caplog.records if "runhistory sync" in r.getMessage()]
+    assert len(hints) == 1 and hints[0].endswith(f"runhistory sync {run.dir}")
+    # This process still sends it: a sync elsewhere leaves it alone meanwhile.
+    left = sync(run.dir)
+    assert left.returncode == 0 and f"still written by process {os.getpid()}" in left.stdout
+    stoppable.restart()
+    deadline = time.monotonic() + PROCESS_SECONDS
+    while Path(run.dir).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(run.dir).exists()  # drained in the background, then removed
+    assert [row["i"] for row in rows_of(run.path)] == list(range(20))
+    assert state_of(run.path)[0] == "finished"
 
 
 KILLED_SCRIPT = """
