@@ -115,14 +115,19 @@ def run_url(web_url: str, address: str, path: str) -> str | None:
 
 
 def retry_seconds() -> float:
-    text = os.environ.get("RUNHISTORY_RETRY_SECONDS")
+    return env_seconds("RUNHISTORY_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)
+
+
+def env_seconds(variable: str, default: float) -> float:
+    """A number of seconds >= 0 from the environment variable, else `default`."""
+    text = os.environ.get(variable)
     if not text:
-        return DEFAULT_RETRY_SECONDS
+        return default
     try:
         return max(0.0, float(text))
     except ValueError:
         raise errors.InvalidArgument(
-            f"RUNHISTORY_RETRY_SECONDS is {text!r}: use a number of seconds >= 0"
+            f"{variable} is {text!r}: use a number of seconds >= 0"
         ) from None
 
 

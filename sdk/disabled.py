@@ -12,7 +12,7 @@ from runhistory.client import default_entity, default_project
 class _Anything(dict):  # type: ignore[type-arg]
     """A config or summary that keeps what it is given, in memory, and answers anything."""
 
-    def update(self, changes: Any = None, /, **more: Any) -> None:  # type: ignore[override]
+    def update(self, changes: Any = None, /, allow_val_change: bool = False, **more: Any) -> None:  # type: ignore[override]
         if isinstance(changes, Mapping):
             super().update(changes)
         elif changes is not None and hasattr(changes, "__dict__"):

@@ -17,7 +17,9 @@ it. So `log()` never waits for the server:
   before they are spooled, so this is rare: a row is usually dropped alone, client-side.
 - lost right to write (UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION such as a
   session fenced by a rewind, NOT_FOUND): sending stops, the error is logged once, and
-  `flush()` / `finish()` raise it; what was not sent stays in the spool.
+  `flush()` / `finish()` raise it; what was not sent stays in the spool. After a key's
+  refusal the session itself still holds, so the run's writes go on into the spool, for
+  `runhistory sync` with a valid key.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ STOP_CODES = frozenset(
         grpc.StatusCode.NOT_FOUND,
     }
 )
+# After these the session still holds: writes go on into the spool, for a later sync.
+KEY_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 # A refusal of these concerns the request's data only: it is dropped. Any other status
 # (unreachable, deadline, ABORTED, INTERNAL, ...) is retried.
 DROP_CODES = frozenset(
@@ -162,6 +166,7 @@ class Sender:
         self.wake = threading.Event()
         self.warnings: list[str] = []
         self.stopped: RunHistoryError | None = None  # the right to write was lost
+        self.spooling = True  # False once stopped for good: writes are then dropped
         self.seq = 0  # the last sequence number given to a request
         self.acked = 0  # the last one acknowledged (or dropped)
         self.batches = 0
@@ -285,8 +290,9 @@ class Sender:
             return True  # a write or a flush waits behind (or is) the head
         if len(queue) >= self.batch_calls:
             return True
-        if self.connection is not None and self.in_flight is None and not self.pending:
-            return self.outage_since is None and not self.spilled  # idle: send at once
+        idle = self.in_flight is None and not self.pending and not self.spilled
+        if idle and self.connection is not None and self.outage_since is None:
+            return True  # send at once
         return time.time() - head[1] >= FLUSH_SECONDS
 
     def _take(self) -> None:
@@ -295,7 +301,7 @@ class Sender:
         item = queue[0]
         if type(item) is tuple:
             calls = self._take_calls()
-            if self.stopped is not None:
+            if not self.spooling:
                 return
             record = Record(
                 self.seq + 1,
@@ -312,7 +318,7 @@ class Sender:
             if item is _STOP:
                 self.stopping = True
                 return
-            if self.stopped is not None:
+            if not self.spooling:
                 return
             record = Record(self.seq + 1, item.rpc, item.request.SerializeToString())
         self.seq = record.seq
@@ -387,6 +393,8 @@ class Sender:
         if self.connection is None:
             self.acked = record.seq  # offline: on disk is all there is to do
             return
+        if self.stopped is not None:
+            return  # kept for `runhistory sync` only
         if self.spilled or (self.spool is not None and self.pending_bytes > MEMORY_BYTES):
             self.spilled = True  # read back from the spool when the ones in memory are sent
             return
@@ -474,13 +482,16 @@ class Sender:
     def _stop_sending(self, error: RunHistoryError) -> None:
         self.in_flight = None
         self.stopped = error
-        unsent = self.unsent()
+        self.spooling = error.code in KEY_CODES and self.spool is not None
         kept = ""
-        if unsent and self.spool is not None:
-            kept = f" ({unsent} unsent writes are kept in {self.spool.folder}"
-            if error.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                kept += f"; upload them with a valid key: runhistory sync {self.spool.folder}"
-            kept += ")"
+        if self.spooling:
+            folder = self.spool.folder if self.spool is not None else ""
+            kept = (
+                f" (the run's writes go on into {folder}: upload them with a valid key, "
+                f"runhistory sync {folder})"
+            )
+        elif self.unsent() and self.spool is not None:
+            kept = f" ({self.unsent()} unsent writes are kept in {self.spool.folder})"
         log.error(
             "runhistory: writes to %s stopped: %s: %s%s", self.path, error.code, error.message, kept
         )
@@ -508,7 +519,10 @@ class Sender:
         if self.connection is not None and self.stopped is None and self._drained():
             spool.remove()
         else:
-            spool.close()
+            try:
+                spool.release()
+            except OSError as error:
+                log.warning("runhistory: cannot update the spool at %s: %s", spool.folder, error)
 
 
 def fresh_error(error: RunHistoryError) -> RunHistoryError:

@@ -1,7 +1,8 @@
 """The local spool: a run's writes that the server has not acknowledged, on disk.
 
-One folder per run session under `dir` (the `init` argument, else $RUNHISTORY_DIR, else
-`./runhistory`), named `run-YYYYmmdd_HHMMSS-RUN_ID`:
+One folder per run session in `DIR/runhistory/`, as W&B's `DIR/wandb/` (`DIR`: the `init`
+argument `dir`, else $RUNHISTORY_DIR, else the working folder), named
+`run-YYYYmmdd_HHMMSS-RUN_ID`:
 
 - `session.json`: the run's path, the writer session (empty until an offline run's `Init`
   ran), the server's address, the offline `InitRequest`, the writing process (host, pid),
@@ -13,7 +14,7 @@ One folder per run session under `dir` (the `init` argument, else $RUNHISTORY_DI
   record sent again carries its own sequence number, which the server applies at most once.
 
 Segments whose records are all acknowledged are deleted; a run whose writes were all
-acknowledged removes its folder.
+acknowledged removes its folder (and `DIR/runhistory/` if that leaves it empty).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SESSION_FILE = "session.json"
 ACKED_FILE = "acked"
 SEGMENT_SUFFIX = ".spool"
 SEGMENT_BYTES = 8 * 1024 * 1024
-DEFAULT_DIR = "runhistory"
+SPOOL_FOLDER = "runhistory"
 # The write RPCs a record can hold, by index. Append only: spools on disk use the indexes.
 RPCS = ("Log", "UpdateConfig", "SetSummary", "DefineMetric", "RecordArtifact", "Finish")
 _RPC_INDEX = {name: index for index, name in enumerate(RPCS)}
@@ -54,9 +55,10 @@ class Record:
 
 
 def spool_root(dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where runs' spool folders go: `dir`, else $RUNHISTORY_DIR, else ./runhistory."""
-    chosen = dir if dir is not None else os.environ.get("RUNHISTORY_DIR") or DEFAULT_DIR
-    return Path(chosen).expanduser().absolute()
+    """Where runs' spool folders go: `runhistory/` in `dir`, else in $RUNHISTORY_DIR, else
+    in the working folder."""
+    chosen = dir if dir is not None else os.environ.get("RUNHISTORY_DIR") or "."
+    return Path(chosen).expanduser().absolute() / SPOOL_FOLDER
 
 
 def is_spool(folder: Path) -> bool:
@@ -65,7 +67,7 @@ def is_spool(folder: Path) -> bool:
 
 def process_alive(host: str, pid: int) -> bool:
     """Whether the process that wrote a spool still runs (known on its own host only)."""
-    if host != socket.gethostname() or pid == os.getpid():
+    if not pid or host != socket.gethostname() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -164,6 +166,11 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def release(self) -> None:
+        """No process writes this spool any more: `runhistory sync` may take it."""
+        self.close()
+        self.save_meta(pid=0)
 
     def remove(self) -> None:
         """Delete the folder (everything was acknowledged), and `dir` if it is left empty."""

@@ -16,6 +16,7 @@ It needs only the client: `pip install runhistory` runs it.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from runhistory.client import CONNECTING, Connection, Credentials, call
 from runhistory.domain.errors import AlreadyExists, InvalidArgument, RunHistoryError
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.sender import describe, raw_stubs, seq_field, session_fields
-from runhistory.spool import SEGMENT_SUFFIX, Record, Spool, is_spool, process_alive
+from runhistory.spool import SEGMENT_SUFFIX, SPOOL_FOLDER, Record, Spool, is_spool, process_alive
 
 # Refusals that concern one write's data: it is skipped and the upload goes on.
 DROPPED = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "ALREADY_EXISTS"})
@@ -44,7 +45,8 @@ class Uploaded:
 
 
 def spool_folders(path: str | Path) -> list[Path]:
-    """`path` if it is a run's spool folder, else the spool folders it holds."""
+    """`path` if it is a run's spool folder, else the spool folders it holds (or its
+    `runhistory/` folder holds)."""
     folder = Path(path).expanduser()
     if is_spool(folder):
         return [folder]
@@ -53,6 +55,8 @@ def spool_folders(path: str | Path) -> list[Path]:
             f"{folder}: no such folder (give a run's spool folder or a folder holding several)"
         )
     found = sorted(child for child in folder.iterdir() if is_spool(child))
+    if not found and (folder / SPOOL_FOLDER).is_dir():  # the `dir` given to init()
+        found = sorted(child for child in (folder / SPOOL_FOLDER).iterdir() if is_spool(child))
     if not found:
         raise InvalidArgument(
             f"{folder} holds no runhistory spool: a run's spool folder holds session.json"
@@ -80,7 +84,9 @@ def sync_folder(
             "that process ended"
         )
         return result
-    connection = Connection(address or meta.get("address"), credentials or Credentials.resolve())
+    # The server named now, else the one the run was logged to.
+    address = address or os.environ.get("RUNHISTORY_ADDRESS") or meta.get("address")
+    connection = Connection(address, credentials or Credentials.resolve())
     try:
         if not meta.get("writer"):
             _init_offline(spool, connection)

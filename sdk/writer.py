@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from runhistory.client import (
@@ -24,6 +25,7 @@ from runhistory.client import (
     Connection,
     Credentials,
     call,
+    env_seconds,
     init_target,
     note_position,
     resolve_address,
@@ -140,7 +142,8 @@ def init(
     The arguments of `wandb.init` with no meaning here are accepted and named in a warning.
     `mode` (default $RUNHISTORY_MODE, else "online"): "offline" writes the run to the spool
     only, for `runhistory sync` to upload; "disabled" returns a run that does nothing.
-    `dir` (default $RUNHISTORY_DIR, else ./runhistory) holds the runs' spool folders.
+    `dir` (default $RUNHISTORY_DIR, else the working folder) holds `runhistory/`, where
+    the runs' spool folders go.
     """
     run_mode = mode or os.environ.get("RUNHISTORY_MODE") or "online"
     if run_mode not in MODES:
@@ -360,7 +363,7 @@ def _filtered_config(
 def _offline_run(
     request: pb.InitRequest,
     address: str | None,
-    root: Any,
+    root: Path,
     started_at: float,
     allow_val_change: bool,
 ) -> Run:
@@ -397,11 +400,11 @@ def _offline_run(
     return Run(None, session, started_at, allow_val_change, spool=spool)
 
 
-def _open_spool(root: Any, path: str, meta: dict[str, Any]) -> Spool | None:
+def _open_spool(root: Path, path: str, meta: dict[str, Any]) -> Spool | None:
     """The run's spool folder under `root`, else under the temporary folder; None (writes
     wait in memory only) if neither can be written."""
     run_id = path.split("/")[-1]
-    for folder in (root, spool_root(os.path.join(tempfile.gettempdir(), "runhistory"))):
+    for folder in (root, spool_root(tempfile.gettempdir())):
         try:
             return Spool.create(folder, run_id, meta)
         except OSError as error:
@@ -410,15 +413,7 @@ def _open_spool(root: Any, path: str, meta: dict[str, Any]) -> Spool | None:
 
 
 def finish_timeout() -> float:
-    text = os.environ.get("RUNHISTORY_FINISH_TIMEOUT")
-    if not text:
-        return DEFAULT_FINISH_TIMEOUT
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        raise InvalidArgument(
-            f"RUNHISTORY_FINISH_TIMEOUT is {text!r}: use a number of seconds >= 0"
-        ) from None
+    return env_seconds("RUNHISTORY_FINISH_TIMEOUT", DEFAULT_FINISH_TIMEOUT)
 
 
 def _config_mapping(config: Any) -> Mapping[str, Any]:
@@ -578,7 +573,7 @@ class Run:
         (`run.warnings`); the run goes on."""
         if self._closed:
             self._refuse("log")
-        if self._sender.stopped is not None:
+        if self._sender.stopped is not None and not self._sender.spooling:
             return  # the right to write was lost: said once, raised by flush() and finish()
         if step is not None:
             step = check_step(step)
@@ -622,7 +617,7 @@ class Run:
     def _write(self, rpc: str, request: Any, what: str) -> None:
         if self._closed:
             self._refuse(what)
-        if self._sender.stopped is not None:
+        if self._sender.stopped is not None and not self._sender.spooling:
             return
         self._sender.put(Write(rpc, request, what))
 

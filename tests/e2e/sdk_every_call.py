@@ -72,6 +72,17 @@ def main() -> None:
     fork.log({"x": 1000})
     fork.finish()
 
+    # Offline, then `runhistory sync`'s upload (sdk/sync.py): the client alone.
+    import tempfile
+    from pathlib import Path
+
+    from runhistory.sync import sync_folder
+
+    offline = runhistory.init(project="every", mode="offline", dir=tempfile.mkdtemp())
+    offline.log({"x": 1})
+    offline.finish()
+    outcome["synced"] = sync_folder(Path(offline.dir)).sent
+
     api = runhistory.Api()
     read = api.run(run.path)
     read.refresh()

@@ -57,6 +57,7 @@ def test_the_sdk_loads_nothing_of_the_server(server_process: ServerProcess) -> N
     assert outcome["versions"] == [1, 2] and outcome["descendants"] == 1
     assert outcome["config"] == {"lr": 0.1, "batch": 32, "more": {"a": [1, 2]}}
     assert outcome["artifacts"] == ["model", "data"] and outcome["rebuilt"] is True
+    assert outcome["synced"] == 2  # the offline run's batch and its finish
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
