@@ -510,6 +510,7 @@ class ApiRun:
         keys); `min_step` included, `max_step` excluded. A fork's inherited rows come first
         unless `own_only`; `version` reads an archived version. The server sends rows in
         chunks of its own size, so `page_size` has no effect."""
+        min_step, max_step = check_step_range(min_step, max_step)
         wanted = _wanted_keys(keys)
         upto = None if max_step is None else max_step - 1
         if upto is not None and upto < (min_step or 0):

@@ -105,9 +105,12 @@ def web_get(served: Served, tail: str) -> tuple[int, dict[str, Any]]:
 def test_step_bounds_through_the_sdk(served: Served, bounds: dict, message: str) -> None:
     with runhistory.Api(address=served.address) as api:
         run = api.run(PATH)
-        assert [r["_step"] for r in run.history(min_step=1, max_step=2)] == [1, 2]
+        # W&B's scan_history: max_step excluded.
+        assert [r["_step"] for r in run.scan_history(min_step=1, max_step=3)] == [1, 2]
         with pytest.raises(runhistory.InvalidArgument, match=message):
-            run.history(**bounds)
+            list(run.scan_history(**bounds))
+        with pytest.raises(runhistory.InvalidArgument, match=message):
+            run.history_columns(**bounds)
         with pytest.raises(runhistory.InvalidArgument, match=message):
             run.as_of(position=served.last_position, **bounds)
 

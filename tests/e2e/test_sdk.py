@@ -481,7 +481,7 @@ def test_wrong_calls_raise_and_bad_rows_are_dropped(server: SdkServer) -> None:
     assert "at most 256" in run.warnings[2]
     assert "at most 10485760 bytes" in run.warnings[3]
     with runhistory.Api() as api:
-        assert api.run(run.path).history() == [
+        assert list(api.run(run.path).scan_history()) == [
             {"_step": 0, "a": 1, "_timestamp": ANY, "_runtime": ANY}
         ]
     with pytest.raises(runhistory.RunNotRunning, match="finished"):

@@ -41,7 +41,7 @@ PROCESS_SECONDS = 240.0
 
 def rows_of(path: str, keys: list[str] | None = None) -> list[dict[str, Any]]:
     with runhistory.Api() as api:
-        return api.run(path).history(keys=keys)
+        return list(api.run(path).scan_history(keys=keys))
 
 
 def state_of(path: str) -> tuple[str, int]:
