@@ -217,7 +217,12 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
         assert [r["metric"] for r in fork_rows[301:]] == [i * 3 for i in range(301, 311)]
         lineage = forked.lineage()
         assert lineage["ancestors"] == [
-            {"run": f"{ENTITY}/rewind/{run}", "version": 2, "step": 300}
+            {
+                "run": f"{ENTITY}/rewind/{run}",
+                "version": 2,
+                "step": 300,
+                "immutable_id": rewound.immutable_id,
+            }
         ]
         types = [event["type"] for event in rewound.events()]
         first = types[: types.index("Rewound")]  # the SDK's posts: one batch of rows each
