@@ -39,6 +39,7 @@ from runhistory.domain.rules import (
     parse_summary_choice,
 )
 from runhistory.domain.values import DEFAULT_LIMITS, check_config, check_row_size, flatten
+from runhistory.heartbeat import Heartbeat
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import dumps, loads, to_values
 from runhistory.sender import WRITE_TIMEOUT, Sender, Write, fresh_error
@@ -158,6 +159,7 @@ class Run:
         self._finish_lock = threading.Lock()
         self._sender = Sender(connection, self.path, session.writer)
         self._queue = self._sender.queue
+        self._heartbeat = Heartbeat(connection, self.path, session.writer)
         self.config = Config(self, loads(session.config_json) if session.config_json else {})
         self.summary = Summary(self)
         _live_runs.add(self)
@@ -291,6 +293,7 @@ class Run:
         the run stays registered and the exit hook waits again."""
         self._sender.stop(timeout)
         if not self._sender.thread.is_alive():
+            self._heartbeat.stop()
             self._connection.close()
             _live_runs.discard(self)
 

@@ -69,11 +69,17 @@ class ServerProcess(SdkServer):
     """`runhistory serve` in a process of its own, on a free port."""
 
     def __init__(
-        self, database: str, logs: Path, entity: str = ENTITY, python: str | None = None
+        self,
+        database: str,
+        logs: Path,
+        entity: str = ENTITY,
+        python: str | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.database = database
         self.entity = entity
         self.python = python or server_python()
+        self.serve_args = serve_args  # more options of `runhistory serve`
         self.logs = logs  # the server's stdout and stderr
         self.process: subprocess.Popen[bytes] | None = None
         self.api_key = self._create_key()
@@ -98,7 +104,9 @@ class ServerProcess(SdkServer):
         out, err = self.logs / "stdout", self.logs / "stderr"
         with out.open("wb") as stdout, err.open("ab") as stderr:
             self.process = subprocess.Popen(
-                self._command("serve", "--db", self.database, "--address", address),
+                self._command(
+                    "serve", "--db", self.database, "--address", address, *self.serve_args
+                ),
                 stdout=stdout,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
