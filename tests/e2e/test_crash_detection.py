@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from conftest import SHARED
 from sdk_server import ServerProcess, use
+from test_cli import cli, cli_env
+from test_wandb_http import serving
+from test_wandb_sdk import finish, sdk_env, start_script
 
 import runhistory
 
@@ -93,6 +96,7 @@ def event_types(run: Any) -> list[str]:
 def test_a_killed_writer_is_crashed_then_resume_and_rewind_work(
     server: ServerProcess, tmp_path: Path
 ) -> None:
+    assert "runs crashed after 2 s of silence" in (server.logs / "stdout").read_text()
     resumed = start_training(tmp_path, "resumed", 10)
     rewound = start_training(tmp_path, "rewound", 10)
     api = runhistory.Api()
@@ -178,6 +182,21 @@ def test_heartbeats_are_sent_while_the_run_is_open(server: ServerProcess) -> Non
     assert runhistory.Api().run(f"{server.entity}/crash/beating").state == "finished"
 
 
+def test_serve_refuses_a_bad_crash_timeout(tmp_path: Path) -> None:
+    db = str(tmp_path / "runhistory.db")
+    for value in ("-1", "soon", "nan", "inf"):
+        done = cli("serve", "--db", db, "--crash-after", value)
+        assert done.returncode == 2, done
+        assert f"invalid duration '{value}': a number of seconds >= 0 (0: never)" in done.stderr
+    done = cli("serve", "--db", db, env=cli_env(RUNHISTORY_CRASH_AFTER="soon"))
+    assert done.returncode == 1, done
+    assert done.stderr.strip() == (
+        "runhistory: INVALID_ARGUMENT: the crash timeout (--crash-after, "
+        "RUNHISTORY_CRASH_AFTER) is a number of seconds >= 0, 0 to never mark runs crashed; "
+        "got 'soon'"
+    )
+
+
 # ---- the wandb SDK --------------------------------------------------------------------------
 
 # The wandb SDK sends its rows every second here (`settings()` in test_wandb_sdk's prelude)
@@ -200,24 +219,12 @@ def test_a_killed_wandb_script_is_crashed(
 ) -> None:
     """Its file_stream stops (the SDK's wandb-core process exits with its parent): the same
     crash detection marks it crashed, and `resume="must"` through wandb continues it."""
-    from test_wandb_http import serving
-    from test_wandb_sdk import PRELUDE, finish, sdk_env, start_script
-
     # The server reads its crash timeout from the environment, as `serve` does.
     monkeypatch.setenv("RUNHISTORY_CRASH_AFTER", f"{WANDB_CRASH_AFTER:g}")
     with serving(database) as server:
         assert server.grpc.settings.crash_after == WANDB_CRASH_AFTER
         env = sdk_env(server.web.url, server.writer, tmp_path)
-        script = tmp_path / "train_wandb.py"
-        script.write_text(PRELUDE + WANDB_TRAINING)
-        process = subprocess.Popen(
-            [sys.executable, str(script)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_script(WANDB_TRAINING, env, tmp_path)
         api = runhistory.Api(address=server.grpc.address, api_key=server.writer)
         path = "team/crash/wb1"
         try:
