@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -22,7 +22,13 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Connection
 
-from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from runhistory.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+)
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
 from runhistory.domain.run import RUNNING, LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
@@ -510,9 +516,12 @@ class RunService:
         cutoff = now - crash_after
         if crash_after <= 0 or self.started_at > cutoff:
             return []
-        # The runs read model as current as the log: a run silent since it started, which
-        # no one has read since, is found too.
-        with self._reading(self.store.last_position()) as conn:
+        # The runs read model as current as the log, so that a run silent since it started
+        # is found at once; if it lags (a projection worker away), what is missing there is
+        # found by a later sweep.
+        with suppress(DeadlineExceeded):
+            self.runner.wait_for(self.store.last_position(), timeout=1.0)
+        with self.db.read() as conn:
             quiet = runs.quiet_runs(conn, cutoff)
         heard = self.liveness.last_heard([path.aggregate_id for path, _at in quiet])
         marked = []
