@@ -505,12 +505,12 @@ class RunService:
         self.liveness.heard(run_uuid, now)
         self._heard[run_uuid] = now
 
-    def sweep(self) -> list[RunPath]:
+    def sweep(self, stopping: Callable[[], bool] = lambda: False) -> list[RunPath]:
         """Mark crashed every running run whose writer has been silent for the settings'
         `crash_after`: no event and no heartbeat for that long, nor since this server
         started. Returns the runs it marked. A run another server marks at the same moment
         is left alone (the event store refuses the second crash event; retried, the run is
-        crashed already)."""
+        crashed already). Stops early, between runs, once `stopping()` is true."""
         crash_after = self.settings.crash_after
         now = self.clock()
         cutoff = now - crash_after
@@ -526,6 +526,8 @@ class RunService:
         heard = self.liveness.last_heard([path.aggregate_id for path, _at in quiet])
         marked = []
         for path, _last_event in quiet:
+            if stopping():
+                break
             if heard.get(path.aggregate_id, -math.inf) > cutoff:
                 continue
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import SHARED
 from sdk_server import ServerProcess, use
 from test_cli import cli, cli_env
-from test_wandb_http import serving
+from test_wandb_http import Site, history, serving, start
 from test_wandb_sdk import finish, sdk_env, start_script
 
 import runhistory
@@ -268,3 +268,37 @@ def test_a_killed_wandb_script_is_crashed(
         assert run.state == "finished"
         last = run.history()[-1]
         assert (last["_step"], last["loss"]) == (last_step + 1, 0.0)
+
+
+def test_a_wandb_post_after_a_detected_crash_revives_the_run(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """file_stream posts, the empty heartbeat `{}` included, are the writer heard from: a
+    post of the session after a detected crash (a partition) revives the run first."""
+    with serving(database) as server:
+        site = Site(**vars(server))
+        start(site, "r1")
+        assert site.stream("r1", history(0, 0, 1)).status == 200
+        service = server.grpc.service
+        api = site.api()
+        # The server's clock an hour on: the session has been silent for the timeout.
+        later = [time.time() + 3600]
+        monkeypatch.setattr(service, "clock", lambda: later[0])
+        service.sweep()  # or the server's own sweeper, at the same moment: one event
+        wait_for_state(api, "team/p/r1", "crashed")
+        assert site.stream("r1", {}).status == 200  # the SDK's heartbeat
+        assert api.run("team/p/r1").state == "running"
+        later[0] += 3600
+        service.sweep()
+        wait_for_state(api, "team/p/r1", "crashed")
+        assert site.stream("r1", history(2, 2)).status == 200  # rows
+        assert api.run("team/p/r1").state == "running"
+        assert site.steps("r1") == [0, 1, 2]
+        assert site.events("r1")[2:] == [
+            "CrashDetected",
+            "Revived",
+            "CrashDetected",
+            "Revived",
+            "RowsLogged",
+        ]
+        api.close()
