@@ -50,6 +50,7 @@ from runhistory.domain.rules import (
     parse_summary_choice,
 )
 from runhistory.domain.values import DEFAULT_LIMITS, Limits, check_config, check_row_size, flatten
+from runhistory.heartbeat import Heartbeat
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import dumps, limits_from_proto, loads, to_values
 from runhistory.sender import WRITE_TIMEOUT, Sender, Write, fresh_error
@@ -481,6 +482,10 @@ class Run:
             connection, self.path, session.writer, self._limits, spool, session.next_step
         )
         self._queue = self._sender.queue
+        # Heartbeats need the server: an offline run sends none.
+        self._heartbeat = (
+            Heartbeat(connection, self.path, session.writer) if connection is not None else None
+        )
         self._metrics: dict[str, Metric] = {}
         self.config = Config(
             self, loads(session.config_json) if session.config_json else {}, allow_val_change
@@ -720,6 +725,8 @@ class Run:
         the channel. If interrupted, the run stays registered and the exit hook waits
         again."""
         if self._sender.stop(finish_timeout()):
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
             if self._connection is not None:
                 self._connection.close()
             if self.offline and self._spool is not None:

@@ -104,7 +104,7 @@ class CrashSweeper:
         failing = False
         while not self.stopping.wait(self.interval):
             try:
-                for path in self.service.sweep():
+                for path in self.service.sweep(self.stopping.is_set):
                     log.info("runhistory: %s is crashed: its writer fell silent", path)
                 failing = False
             except Exception as error:

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from runhistory.domain.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     OutOfRange,
@@ -684,24 +685,29 @@ class RunService:
         self.liveness.heard(run_uuid, now)
         self._heard[run_uuid] = now
 
-    def sweep(self) -> list[RunPath]:
+    def sweep(self, stopping: Callable[[], bool] = lambda: False) -> list[RunPath]:
         """Mark crashed every running run whose writer has been silent for the settings'
         `crash_after`: no event and no heartbeat for that long, nor since this server
         started. Returns the runs it marked. A run another server marks at the same moment
         is left alone (the event store refuses the second crash event; retried, the run is
-        crashed already)."""
+        crashed already). Stops early, between runs, once `stopping()` is true."""
         crash_after = self.settings.crash_after
         now = self.clock()
         cutoff = now - crash_after
         if crash_after <= 0 or self.started_at > cutoff:
             return []
-        # The runs read model as current as the log: a run silent since it started, which
-        # no one has read since, is found too.
-        with self._reading(self.store.last_position()) as conn:
+        # The runs read model as current as the log, so that a run silent since it started
+        # is found at once; if it lags (a projection worker away), what is missing there is
+        # found by a later sweep.
+        with suppress(DeadlineExceeded):
+            self.runner.wait_for(self.store.last_position(), timeout=1.0)
+        with self.db.read() as conn:
             quiet = runs.quiet_runs(conn, cutoff)
         heard = self.liveness.last_heard([path.aggregate_id for path, _at in quiet])
         marked = []
         for path, _last_event in quiet:
+            if stopping():
+                break
             if heard.get(path.aggregate_id, -math.inf) > cutoff:
                 continue
 

@@ -76,6 +76,7 @@ class ServerProcess(SdkServer):
         entity: str = ENTITY,
         python: str | None = None,
         limits: dict[str, int] | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.database = database
         self.entity = entity
@@ -86,6 +87,7 @@ class ServerProcess(SdkServer):
             for part in ("--" + name.replace("_", "-"), str(value))
         ]
         self.python = python or server_python()
+        self.serve_args = serve_args  # more options of `runhistory serve`
         self.logs = logs  # the server's stdout and stderr
         self.process: subprocess.Popen[bytes] | None = None
         self.api_key = self._create_key()
@@ -111,7 +113,13 @@ class ServerProcess(SdkServer):
         with out.open("wb") as stdout, err.open("ab") as stderr:
             self.process = subprocess.Popen(
                 self._command(
-                    "serve", "--db", self.database, "--address", address, *self.limit_flags
+                    "serve",
+                    "--db",
+                    self.database,
+                    "--address",
+                    address,
+                    *self.limit_flags,
+                    *self.serve_args,
                 ),
                 stdout=stdout,
                 stderr=stderr,

@@ -494,3 +494,31 @@ def test_an_unknown_runs_page_says_why(driver: Any, demo: Demo) -> None:
     reason = wait_for(lambda: css(driver, "#missing-reason").text, "the reason")
     assert reason == "run demo/rewind/nope does not exist"
     assert css(driver, "h1").text == "Not found"
+
+
+def test_a_run_crashed_by_silence_shows_crashed_and_its_audit_says_why(
+    driver: Any, demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = demo.server.service
+    session = service.init("demo", "crash", "silent")
+    service.log(session.path, [LogCall({"loss": 1.0}, time.time(), None, None)])
+    # The server's clock an hour on: the run's writer has been silent for longer than the
+    # crash timeout. It comes back once (revived), then falls silent for good.
+    later = time.time() + 3600
+    monkeypatch.setattr(service, "clock", lambda: later)
+    assert service.sweep() == [session.path]
+    service.heartbeat(session.path, writer=session.writer)
+    later += 3600
+    assert service.sweep() == [session.path]
+
+    path = str(session.path)
+    open_page(driver, demo.url(path))
+    assert css(driver, "h1 .state").text == "crashed"
+    open_page(driver, demo.url(path, "/audit"))
+    rows = [r.text for r in driver.find_elements("css selector", "#events tbody tr")]
+    types = [r.text for r in driver.find_elements("css selector", "#events tbody td:nth-child(3)")]
+    assert types[2:] == ["CrashDetected", "Revived", "CrashDetected"]
+    assert "crashed: its writer was silent since" in rows[2]
+    assert "over the 300 s timeout" in rows[2]
+    assert "running again: its writer was heard from" in rows[3]
+    screenshot(driver, "12-audit-crashed")

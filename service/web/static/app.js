@@ -802,6 +802,11 @@ function describePayload(event) {
         : `config ${JSON.stringify(p.config)}`;
     case "Rewound":
       return `to step ${p.step}; version ${p.archived_version} archived`;
+    case "CrashDetected":
+      return `crashed: its writer was silent since ${fmtTime(p.silent_since)}, ` +
+        `over the ${p.crash_after} s timeout`;
+    case "Revived":
+      return "running again: its writer was heard from";
     default: {
       const shown = Object.fromEntries(Object.entries(p).filter(([k, v]) =>
         !["writer", "seq"].includes(k) && v !== null));
