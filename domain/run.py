@@ -28,7 +28,7 @@ from runhistory.domain.errors import (
     RunNotRunning,
     Superseded,
 )
-from runhistory.domain.identity import RunPath, run_aggregate_id
+from runhistory.domain.identity import RunPath, check_new_run_id, run_aggregate_id, version_id
 from runhistory.domain.rules import (
     check_artifact,
     check_run_name,
@@ -62,7 +62,9 @@ class PendingRow(TypedDict):
 
 
 class ForkedFrom(TypedDict):
-    """Where a fork branched off: its source run, that run's version, and the step."""
+    """Where a fork branched off: its source run, that run's version, and the step. A
+    rewind of the fork below that step lowers `step` to the rewind's: the fork then stands on
+    the source's rows up to there only."""
 
     run: str  # the source's path, entity/project/run_id
     run_uuid: str  # the source's aggregate ID
@@ -193,6 +195,7 @@ class Run(Aggregate):
         tags: Sequence[str] = (),
         config: Mapping[str, object] | None = None,
     ) -> Run:
+        check_new_run_id(path.run_id)
         return cls(
             entity=path.entity,
             project=path.project,
@@ -218,14 +221,20 @@ class Run(Aggregate):
         name: str | None = None,
         tags: Sequence[str] = (),
         config: Mapping[str, object] | None = None,
+        archived: bool = False,
     ) -> Run:
-        """A new run that sees `source`'s rows up to `step`, as `source` stands now."""
+        """A new run that sees `source`'s rows up to `step`, as `source` stands now: its
+        live version, or with `archived`, the version that `source`'s next event (a rewind)
+        archived, `source` being the run as it stood just before that rewind."""
+        check_new_run_id(path.run_id)
         if path == source.path:
             raise InvalidArgument(
                 f"a fork needs a run ID different from its source {source.path}; "
                 "leave the ID empty to generate one"
             )
-        source.check_branch_step(step, "fork")
+        # The rewind that archived a version committed its pending row into it.
+        last_step = source.closed_last_step if archived else source.last_step
+        source.check_branch_step(step, "fork", last_step)
         return cls(
             entity=path.entity,
             project=path.project,
@@ -286,19 +295,32 @@ class Run(Aggregate):
     def path(self) -> RunPath:
         return RunPath(self.entity, self.project, self.run_id)
 
+    @property
+    def immutable_id(self) -> str:
+        """The live version's immutable ID (see `identity.version_id`)."""
+        return version_id(self.id, self.run_version)
+
+    @property
+    def closed_last_step(self) -> int | None:
+        """The live version's last step once its pending row is committed, as a rewind, a
+        resume and a finish do: the row was acknowledged, so it belongs to the version."""
+        return self.last_step if self.pending is None else self.pending["step"]
+
     # ---- checks shared by the commands ------------------------------------------------
 
-    def check_branch_step(self, step: int, action: str) -> None:
+    def check_branch_step(self, step: int, action: str, last_step: int | None = None) -> None:
+        """Refuse a branch `step` past `last_step` (default: the last committed step)."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise InvalidArgument(f"cannot {action} at step {step!r}: the step is an integer >= 0")
-        if self.last_step is None:
+        last = self.last_step if last_step is None else last_step
+        if last is None:
             raise OutOfRange(
                 f"cannot {action} {self.path} at step {step}: it has no committed steps yet"
             )
-        if step > self.last_step:
+        if step > last:
             raise OutOfRange(
                 f"cannot {action} {self.path} at step {step}: its last committed step is "
-                f"{self.last_step}; choose a step from 0 to {self.last_step}"
+                f"{last}; choose a step from 0 to {last}"
             )
 
     def _check_writer(self, writer: str | None) -> None:
@@ -640,9 +662,21 @@ class Run(Aggregate):
         writer: str,
         started_at: float,
         config: Mapping[str, object] | None = None,
+        version: int | None = None,
     ) -> None:
-        """Archive the current version whole and continue at `step + 1`, in any state."""
-        self.check_branch_step(step, "rewind")
+        """Archive the current version whole and continue at `step + 1`, in any state. The
+        pending row is committed into the archived version first, so `step` may be its step.
+        `version`: the version the caller named (by immutable ID), which must be the live
+        one: an archived version is never rewound, its run is."""
+        if version is not None and version != self.run_version:
+            raise FailedPrecondition(
+                f"{version_id(self.id, version)} is the immutable ID of version {version} of "
+                f"{self.path}, which a rewind archived (the run is at version "
+                f"{self.run_version}): an archived version cannot be rewound. Rewind the run "
+                f"by its run ID (resume_from='{self.run_id}?_step=N') or fork that version "
+                f"(fork_from='{version_id(self.id, version)}?_step=N')"
+            )
+        self.check_branch_step(step, "rewind", self.closed_last_step)
         self._rewound(
             rows=self._closing_rows(),
             step=step,
@@ -663,6 +697,9 @@ class Run(Aggregate):
         started_at: float,
     ) -> None:
         # `rows` closes the archived version; they are not part of the new one.
+        if self.forked_from is not None and step < self.forked_from["step"]:
+            # Rewound into its inherited range: the new version stands on fewer source rows.
+            self.forked_from = {**self.forked_from, "step": step}
         self.run_version = archived_version + 1
         self.last_step = step
         self.next_step = step + 1

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from runhistory.domain.identity import version_id
 from runhistory.domain.run import RUNNING, Run
 from runhistory.projections.base import Projection, epoch, last_step_change
 from runhistory.projections.schema import versions
@@ -13,6 +14,7 @@ from runhistory.projections.schema import versions
 
 class ArchiveProjection(Projection):
     name = "archive"
+    revision = 2  # 2: each version's immutable ID and the event that archived it
     tables = (versions,)
 
     def process(self, conn: Connection, event: Run.Event, position: int) -> None:
@@ -32,6 +34,7 @@ class ArchiveProjection(Projection):
                     event,
                     archived_at=epoch(event.timestamp),
                     archived_position=position,
+                    archived_event=event.originator_version,
                     rewound_to_step=event.step,
                     **last_step_change(event.rows),
                 )
@@ -52,6 +55,8 @@ def _start(
             rewound_to_step=None,
             state=RUNNING,
             last_step=last_step,
+            immutable_id=version_id(event.originator_id, version),
+            archived_event=None,
         )
     )
 
@@ -69,3 +74,9 @@ def list_versions(conn: Connection, run_uuid: str) -> list[dict[str, Any]]:
         select(versions).where(versions.c.run_uuid == run_uuid).order_by(versions.c.version)
     )
     return [row._asdict() for row in rows]
+
+
+def find_version(conn: Connection, immutable_id: str) -> dict[str, Any] | None:
+    """The version with this immutable ID, or None."""
+    row = conn.execute(select(versions).where(versions.c.immutable_id == immutable_id)).first()
+    return None if row is None else row._asdict()

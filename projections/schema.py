@@ -147,6 +147,12 @@ versions = Table(
     Column("rewound_to_step", BigInteger),  # the step of the rewind that archived it
     Column("state", String(16), nullable=False),  # the run's state while this version was live
     Column("last_step", BigInteger),
+    # The version's immutable ID (identity.version_id), by which readers and forks find it.
+    Column("immutable_id", String(32), nullable=False),
+    # The run's event (its number in the run's stream) that archived the version: the run
+    # as it stood before that event is the version as it was archived.
+    Column("archived_event", Integer),
+    UniqueConstraint("immutable_id", name="rh_versions_immutable_id"),
 )
 
 # ---- lineage: fork edges ---------------------------------------------------------------

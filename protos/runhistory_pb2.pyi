@@ -77,7 +77,7 @@ class InitRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., config_json: _Optional[str] = ..., resume: _Optional[str] = ..., branch: _Optional[_Union[Branch, _Mapping]] = ..., started_at: _Optional[float] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from")
+    __slots__ = ("path", "writer", "version", "next_step", "position", "config_json", "forked_from", "immutable_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Session(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     version: int
@@ -92,17 +93,20 @@ class Session(_message.Message):
     position: int
     config_json: str
     forked_from: ForkedFrom
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., version: _Optional[int] = ..., next_step: _Optional[int] = ..., position: _Optional[int] = ..., config_json: _Optional[str] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class ForkedFrom(_message.Message):
-    __slots__ = ("run", "step", "version")
+    __slots__ = ("run", "step", "version", "immutable_id")
     RUN_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     run: str
     step: int
     version: int
-    def __init__(self, run: _Optional[str] = ..., step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, run: _Optional[str] = ..., step: _Optional[int] = ..., version: _Optional[int] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class LogCall(_message.Message):
     __slots__ = ("data", "timestamp", "step", "commit")
@@ -251,7 +255,7 @@ class RunRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("path", "entity", "project", "run_id", "name", "tags", "state", "version", "last_step", "created_at", "updated_at", "forked_from", "exit_code")
+    __slots__ = ("path", "entity", "project", "run_id", "name", "tags", "state", "version", "last_step", "created_at", "updated_at", "forked_from", "exit_code", "immutable_id", "archived")
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +269,8 @@ class RunInfo(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     path: str
     entity: str
     project: str
@@ -278,7 +284,9 @@ class RunInfo(_message.Message):
     updated_at: float
     forked_from: ForkedFrom
     exit_code: int
-    def __init__(self, path: _Optional[str] = ..., entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., last_step: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    immutable_id: str
+    archived: bool
+    def __init__(self, path: _Optional[str] = ..., entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., last_step: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., forked_from: _Optional[_Union[ForkedFrom, _Mapping]] = ..., exit_code: _Optional[int] = ..., immutable_id: _Optional[str] = ..., archived: _Optional[bool] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("entity", "project", "min_position")
@@ -343,7 +351,7 @@ class JsonDocument(_message.Message):
     def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class Version(_message.Message):
-    __slots__ = ("version", "archived", "rewound_to_step", "started_at", "archived_at", "state", "last_step", "rows", "summary_json", "config_json")
+    __slots__ = ("version", "archived", "rewound_to_step", "started_at", "archived_at", "state", "last_step", "rows", "summary_json", "config_json", "immutable_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     REWOUND_TO_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -354,6 +362,7 @@ class Version(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     archived: bool
     rewound_to_step: int
@@ -364,7 +373,8 @@ class Version(_message.Message):
     rows: int
     summary_json: str
     config_json: str
-    def __init__(self, version: _Optional[int] = ..., archived: _Optional[bool] = ..., rewound_to_step: _Optional[int] = ..., started_at: _Optional[float] = ..., archived_at: _Optional[float] = ..., state: _Optional[str] = ..., last_step: _Optional[int] = ..., rows: _Optional[int] = ..., summary_json: _Optional[str] = ..., config_json: _Optional[str] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, version: _Optional[int] = ..., archived: _Optional[bool] = ..., rewound_to_step: _Optional[int] = ..., started_at: _Optional[float] = ..., archived_at: _Optional[float] = ..., state: _Optional[str] = ..., last_step: _Optional[int] = ..., rows: _Optional[int] = ..., summary_json: _Optional[str] = ..., config_json: _Optional[str] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class VersionsResponse(_message.Message):
     __slots__ = ("versions",)
@@ -401,24 +411,28 @@ class ArtifactsResponse(_message.Message):
     def __init__(self, artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
 
 class Ancestor(_message.Message):
-    __slots__ = ("run", "version", "step")
+    __slots__ = ("run", "version", "step", "immutable_id")
     RUN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     run: str
     version: int
     step: int
-    def __init__(self, run: _Optional[str] = ..., version: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, run: _Optional[str] = ..., version: _Optional[int] = ..., step: _Optional[int] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class LineageVersion(_message.Message):
-    __slots__ = ("version", "archived", "rewound_to_step")
+    __slots__ = ("version", "archived", "rewound_to_step", "immutable_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     REWOUND_TO_STEP_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     archived: bool
     rewound_to_step: int
-    def __init__(self, version: _Optional[int] = ..., archived: _Optional[bool] = ..., rewound_to_step: _Optional[int] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, version: _Optional[int] = ..., archived: _Optional[bool] = ..., rewound_to_step: _Optional[int] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class Descendant(_message.Message):
     __slots__ = ("run", "source_version", "step", "descendants")
@@ -433,18 +447,20 @@ class Descendant(_message.Message):
     def __init__(self, run: _Optional[str] = ..., source_version: _Optional[int] = ..., step: _Optional[int] = ..., descendants: _Optional[_Iterable[_Union[Descendant, _Mapping]]] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("run", "version", "ancestors", "versions", "descendants")
+    __slots__ = ("run", "version", "ancestors", "versions", "descendants", "immutable_id")
     RUN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ANCESTORS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DESCENDANTS_FIELD_NUMBER: _ClassVar[int]
+    IMMUTABLE_ID_FIELD_NUMBER: _ClassVar[int]
     run: str
     version: int
     ancestors: _containers.RepeatedCompositeFieldContainer[Ancestor]
     versions: _containers.RepeatedCompositeFieldContainer[LineageVersion]
     descendants: _containers.RepeatedCompositeFieldContainer[Descendant]
-    def __init__(self, run: _Optional[str] = ..., version: _Optional[int] = ..., ancestors: _Optional[_Iterable[_Union[Ancestor, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[LineageVersion, _Mapping]]] = ..., descendants: _Optional[_Iterable[_Union[Descendant, _Mapping]]] = ...) -> None: ...
+    immutable_id: str
+    def __init__(self, run: _Optional[str] = ..., version: _Optional[int] = ..., ancestors: _Optional[_Iterable[_Union[Ancestor, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[LineageVersion, _Mapping]]] = ..., descendants: _Optional[_Iterable[_Union[Descendant, _Mapping]]] = ..., immutable_id: _Optional[str] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
     __slots__ = ("start", "path", "follow")

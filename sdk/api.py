@@ -45,7 +45,12 @@ def _forked_from(message: Any) -> dict[str, Any] | None:
     if not message.HasField("forked_from"):
         return None
     link = message.forked_from
-    return {"run": link.run, "step": link.step, "version": link.version}
+    return {
+        "run": link.run,
+        "step": link.step,
+        "version": link.version,
+        "immutable_id": link.immutable_id,
+    }
 
 
 def _descendant(node: pb.Descendant) -> dict[str, Any]:
@@ -199,14 +204,21 @@ class Api:
 
     def run(self, path: str) -> ApiRun:
         """A run by `entity/project/run_id` (also `entity/project/runs/run_id`; a bare
-        `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT)."""
+        `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT). Or
+        one version by its immutable ID, bare or as `entity/project/ID`: the run object then
+        reads that version (live or archived) and keeps reading it after later rewinds."""
         # Imported here: uuid and secrets, which identity needs, are a few ms of every
         # `import runhistory` otherwise.
-        from runhistory.domain.identity import RunPath
+        from runhistory.domain.identity import RunPath, is_version_id
 
-        run = RunPath.parse_reference(path, default_entity(), default_project())
-        info = self._call("GetRun", pb.RunRequest(path=str(run), min_position=self._min_position()))
-        return ApiRun(self, info)
+        parts = path.strip("/").split("/") if isinstance(path, str) else []
+        if parts and is_version_id(parts[-1]) and len(parts) in (1, 3):
+            reference = "/".join(parts)  # bare: any run of the key's entity
+        else:
+            reference = str(RunPath.parse_reference(path, default_entity(), default_project()))
+        request = pb.RunRequest(path=reference, min_position=self._min_position())
+        info = self._call("GetRun", request)
+        return ApiRun(self, info, pinned=reference != info.path)
 
     def runs(self, path: str | None = None) -> list[ApiRun]:
         """The runs of a project, `entity/project` (a bare `project` uses the default
@@ -258,8 +270,10 @@ def _project_path(path: str | None) -> tuple[str, str]:
 class ApiRun:
     """A run as the server stood when it was read; `refresh()` reads it again."""
 
-    def __init__(self, api: Api, info: pb.RunInfo) -> None:
+    def __init__(self, api: Api, info: pb.RunInfo, pinned: bool = False) -> None:
+        """`pinned`: opened by a version's immutable ID; reads are of that version."""
         self._api = api
+        self._pinned = pinned
         self._set(info)
 
     def _set(self, info: pb.RunInfo) -> None:
@@ -274,6 +288,9 @@ class ApiRun:
         self.tags: list[str] = list(info.tags)
         self.state: str = info.state
         self.version: int = info.version
+        # The immutable ID of `version`: the live one's, or the one this object was opened by.
+        self.immutable_id: str = info.immutable_id
+        self.archived: bool = info.archived
         self.last_step: int | None = _optional(info, "last_step")
         self.created_at: float = info.created_at
         self.updated_at: float = info.updated_at
@@ -287,14 +304,21 @@ class ApiRun:
         self._set(info)
         return self
 
+    def _version(self, version: int | None) -> int | None:
+        """The version a read is of: the one asked for, or the pinned one."""
+        return version or (self.version if self._pinned else None)
+
     def _request(self, version: int | None = None) -> pb.RunRequest:
         return pb.RunRequest(
-            path=self.path, version=version or 0, min_position=self._api._min_position()
+            path=self.path,
+            version=self._version(version) or 0,
+            min_position=self._api._min_position(),
         )
 
     @property
     def forked_from(self) -> dict[str, Any] | None:
-        """`{"run": path, "step": N, "version": V}` for a fork, else None."""
+        """`{"run": path, "step": N, "version": V, "immutable_id": ID}` for a fork (the
+        source version and the step this version stands on), else None."""
         return _forked_from(self._info)
 
     @property
@@ -352,7 +376,13 @@ class ApiRun:
         one entry per row, None where a row lacks the key. Several times faster than rows
         for long histories: no object is built per row."""
         request = _history_request(
-            self.path, keys, min_step, max_step, own_only, version, self._api._min_position()
+            self.path,
+            keys,
+            min_step,
+            max_step,
+            own_only,
+            self._version(version),
+            self._api._min_position(),
         )
         columns: dict[str, list[Any]] = {}
         for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
@@ -368,7 +398,13 @@ class ApiRun:
         version: int | None,
     ) -> Iterator[list[dict[str, Any]]]:
         request = _history_request(
-            self.path, keys, min_step, max_step, own_only, version, self._api._min_position()
+            self.path,
+            keys,
+            min_step,
+            max_step,
+            own_only,
+            self._version(version),
+            self._api._min_position(),
         )
         for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
             yield chunk_rows(chunk)
@@ -390,6 +426,7 @@ class ApiRun:
                 "rows": v.rows,
                 "summary": loads(v.summary_json) if v.summary_json else {},
                 "config": loads(v.config_json) if v.config_json else {},
+                "immutable_id": v.immutable_id,
             }
             for v in response.versions
         ]
@@ -400,14 +437,17 @@ class ApiRun:
         return {
             "run": tree.run,
             "version": tree.version,
+            "immutable_id": tree.immutable_id,
             "ancestors": [
-                {"run": a.run, "version": a.version, "step": a.step} for a in tree.ancestors
+                {"run": a.run, "version": a.version, "step": a.step, "immutable_id": a.immutable_id}
+                for a in tree.ancestors
             ],
             "versions": [
                 {
                     "version": v.version,
                     "archived": v.archived,
                     "rewound_to_step": _optional(v, "rewound_to_step"),
+                    "immutable_id": v.immutable_id,
                 }
                 for v in tree.versions
             ],

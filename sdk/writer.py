@@ -65,7 +65,8 @@ def init(
     """Start a run (or resume, rewind or fork one) and return it for logging.
 
     `resume_from="RUN_ID?_step=N"` rewinds RUN_ID to step N (the version before is archived);
-    `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N;
+    `fork_from="RUN_ID?_step=N"` creates a new run that inherits RUN_ID's rows up to step N
+    (an immutable version ID in place of RUN_ID forks that version, live or archived);
     `id=RUN_ID, resume="must" | "allow"` continues a run after its last step.
     `api_key` defaults to $RUNHISTORY_API_KEY; `tls_ca` (a PEM file, default
     $RUNHISTORY_TLS_CA) turns on TLS, with an optional client certificate.
@@ -142,12 +143,15 @@ class Run:
         self.path = session.path
         self.entity, self.project, self.id = session.path.split("/")
         self.version = session.version
+        # This version's immutable ID: it stays with the version when a rewind archives it.
+        self.immutable_id: str = session.immutable_id
         self.step = session.next_step
         self.forked_from = (
             {
                 "run": session.forked_from.run,
                 "step": session.forked_from.step,
                 "version": session.forked_from.version,
+                "immutable_id": session.forked_from.immutable_id,
             }
             if session.HasField("forked_from")
             else None

@@ -13,16 +13,19 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class ForkedFrom:
-    """Where a fork branched off: the source run, its version and the step."""
+    """Where a fork's version stands: the source run, its version (and that version's
+    immutable ID) and the step; a rewind of the fork below its fork step lowers the step."""
 
     run: str
     step: int
     version: int
+    immutable_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """A run's overview row, with its "forked from" link."""
+    """A run's overview row, with its "forked from" link: of its live version, or of the
+    version asked for by immutable ID (`archived` then says whether a rewind archived it)."""
 
     path: str
     entity: str
@@ -40,6 +43,8 @@ class RunRecord:
     run_uuid: str
     created_position: int
     updated_position: int  # of the run's latest event: moves whenever the run changes
+    immutable_id: str  # of `version`
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,7 @@ class VersionRecord:
     """One version of a run, as it was; all but the last are archived."""
 
     version: int
+    immutable_id: str
     archived: bool
     rewound_to_step: int | None  # the step of the rewind that archived it
     started_at: float
@@ -73,16 +79,19 @@ class ArtifactRecord:
 
 @dataclass(frozen=True, slots=True)
 class Ancestor:
-    """A run this one descends from, and the version and step it was forked at."""
+    """A run this one descends from, and the version and step it stands on (the fork step,
+    or a lower step a rewind went back to)."""
 
     run: str
     version: int
     step: int
+    immutable_id: str  # of the version forked from
 
 
 @dataclass(frozen=True, slots=True)
 class LineageVersion:
     version: int
+    immutable_id: str
     archived: bool
     rewound_to_step: int | None
 
@@ -103,6 +112,7 @@ class LineageRecord:
 
     run: str
     version: int
+    immutable_id: str  # of the live version
     ancestors: list[Ancestor]
     versions: list[LineageVersion]
     descendants: list[Descendant]

@@ -22,7 +22,15 @@ from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Connection
 
 from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
+from runhistory.domain.identity import (
+    BranchPoint,
+    RunPath,
+    VersionRef,
+    check_name,
+    generate_run_id,
+    is_version_id,
+    version_id,
+)
 from runhistory.domain.run import LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
@@ -62,6 +70,7 @@ class Session:
     position: int
     config: dict[str, object]
     forked_from: ForkedFrom | None = None
+    immutable_id: str = ""  # of the session's version
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +201,13 @@ class RunService:
         started_at = time.time() if started_at is None else started_at
         if resume_from:
             branch = BranchPoint.parse(resume_from, entity, project)
-            if run_id is not None and run_id != branch.run.run_id:
+            path, version = self.resolve_branch(branch)
+            if run_id is not None and run_id != path.run_id:
                 raise InvalidArgument(
-                    f"resume_from names run {branch.run.run_id} but id is {run_id}: a rewind keeps "
+                    f"resume_from names run {path.run_id} but id is {run_id}: a rewind keeps "
                     "the run's ID, so leave id empty or make it match"
                 )
-            return self.rewind(branch, config=config, started_at=started_at)
+            return self._rewind(path, version, branch.step, config, started_at, None)
         if fork_from:
             branch = BranchPoint.parse(fork_from, entity, project)
             path = RunPath(entity, project, run_id or generate_run_id())
@@ -268,9 +278,22 @@ class RunService:
         started_at: float | None = None,
         writer: str | None = None,
     ) -> Session:
+        path, version = self.resolve_branch(branch)
+        return self._rewind(path, version, branch.step, config, started_at, writer)
+
+    def _rewind(
+        self,
+        path: RunPath,
+        version: int | None,
+        step: int,
+        config: Mapping[str, object] | None,
+        started_at: float | None,
+        writer: str | None,
+    ) -> Session:
+        """`version`: named by immutable ID; the run refuses unless it is the live one."""
         writer = writer or _new_writer()
         return self._new_session(
-            branch.run, lambda run: run.rewind(branch.step, writer, _now(started_at), config)
+            path, lambda run: run.rewind(step, writer, _now(started_at), config, version)
         )
 
     def fork(
@@ -284,7 +307,10 @@ class RunService:
         started_at: float | None = None,
         writer: str | None = None,
     ) -> Session:
-        source = self._get(branch.run)
+        """A new run from a branch point: a run's live version, or any version of a run
+        named by its immutable ID, as it stands (a live one) or was archived."""
+        source_path, version = self.resolve_branch(branch)
+        source, archived = self._branch_source(source_path, version)
         run = Run.fork(
             source,
             branch.step,
@@ -294,6 +320,7 @@ class RunService:
             name=name,
             tags=tags,
             config=config,
+            archived=archived,
         )
         with self._lock(path.aggregate_id):
             try:
@@ -304,6 +331,74 @@ class RunService:
                     "generate one)"
                 ) from None
         return _session(run, position)
+
+    def _branch_source(self, path: RunPath, version: int | None) -> tuple[Run, bool]:
+        """The run to fork and whether it is an archived version: the run as it stood just
+        before the rewind that archived `version` (loaded from a snapshot and at most a
+        snapshot interval of events), or the run as it stands."""
+        run = self._get(path)
+        if version is None or version == run.run_version:
+            return run, False
+        # The version is archived, so its rewind is stored: wait until the archive has it.
+        with self._reading(max(self._written, self.store.last_position())) as conn:
+            found = archive.find_version(conn, version_id(path.aggregate_id, version))
+        if found is None or found["archived_event"] is None:
+            raise NotFound(f"run {path} has no archived version {version}")
+        before = self.store.repository.get(path.aggregate_id, version=found["archived_event"] - 1)
+        return before, True
+
+    # ---- immutable version IDs ---------------------------------------------------------
+
+    def resolve_branch(self, branch: BranchPoint) -> tuple[RunPath, int | None]:
+        """The run a branch point names, and the version if it names one by immutable ID."""
+        ref = branch.run
+        if isinstance(ref, RunPath):
+            if not is_version_id(ref.run_id):
+                return ref, None
+            # A version ID where a run ID was expected (the W&B protocol's fork_from): it
+            # cannot be a run's, as no run may take an ID of that form.
+            ref = VersionRef(ref.run_id, ref.entity, ref.project)
+        return self.resolve_version(ref)
+
+    def resolve_version(
+        self,
+        ref: VersionRef,
+        *,
+        within_entity: str | None = None,
+        min_position: int | None = None,
+    ) -> tuple[RunPath, int]:
+        """The run and version number an immutable ID names. `within_entity`: look only
+        among that entity's runs (a bare ID from a key of that entity), so a miss says
+        nothing of other entities. An ID not found is looked for again once the read models
+        include every stored event: it may be of a version this server has not applied yet."""
+        found = self._find_version(ref.version_id, min_position)
+        if found is None:
+            found = self._find_version(ref.version_id, self.store.last_position())
+        if (
+            found is None
+            or not ref.holds(found[0])
+            or (within_entity is not None and found[0].entity != within_entity)
+        ):
+            where = ""
+            if ref.entity is not None:
+                where = f" in project {ref.entity}/{ref.project}"
+            elif within_entity is not None:
+                where = f" among the runs of entity {within_entity!r}"
+            raise NotFound(
+                f"no run version has the immutable ID {ref.version_id}{where}; "
+                "versions() and lineage() list a run's version IDs"
+            )
+        return found
+
+    def _find_version(
+        self, immutable_id: str, min_position: int | None
+    ) -> tuple[RunPath, int] | None:
+        with self._reading(min_position) as conn:
+            row = archive.find_version(conn, immutable_id)
+            if row is None:
+                return None
+            run = runs.run_by_uuid(conn, row["run_uuid"])
+        return RunPath(run["entity"], run["project"], run["run_id"]), row["version"]
 
     # ---- writing to a run --------------------------------------------------------------
 
@@ -478,10 +573,13 @@ class RunService:
         with self.db.read() as conn:
             yield conn
 
-    def run(self, path: RunPath, min_position: int | None = None) -> RunRecord:
-        """The run's overview, with its "forked from" link."""
+    def run(
+        self, path: RunPath, min_position: int | None = None, *, version: int | None = None
+    ) -> RunRecord:
+        """The run's overview, with its "forked from" link; of `version` if given: its
+        state, last step, immutable ID and where it stood."""
         with self._reading(min_position) as conn:
-            return _run_record(conn, runs.find_run(conn, path))
+            return _run_record(conn, runs.find_run(conn, path), version)
 
     def runs(self, entity: str, project: str, min_position: int | None = None) -> list[RunRecord]:
         with self._reading(min_position) as conn:
@@ -573,20 +671,24 @@ class RunService:
         with self._reading(min_position) as conn:
             record = runs.find_run(conn, path)
             ancestors = []
-            edge = lineage.fork_edge(conn, record["run_uuid"])
+            run_uuid, version = record["run_uuid"], record["version"]
+            edge = lineage.fork_edge(conn, run_uuid)
             while edge is not None:
                 source = runs.run_by_uuid(conn, edge["source_uuid"])
                 ancestors.append(
                     Ancestor(
                         run=source["path"],
                         version=edge["source_version"],
-                        step=edge["source_step"],
+                        step=_standing_step(conn, edge, version),
+                        immutable_id=version_id(edge["source_uuid"], edge["source_version"]),
                     )
                 )
-                edge = lineage.fork_edge(conn, edge["source_uuid"])
+                run_uuid, version = edge["source_uuid"], edge["source_version"]
+                edge = lineage.fork_edge(conn, run_uuid)
             return LineageRecord(
                 run=record["path"],
                 version=record["version"],
+                immutable_id=version_id(record["run_uuid"], record["version"]),
                 ancestors=ancestors,
                 versions=[
                     _from_row(LineageVersion, v, archived=v["archived_at"] is not None)
@@ -676,15 +778,51 @@ class AsOf:
             return runs.read_config(conn, self.path.aggregate_id)
 
 
-def _run_record(conn: Connection, row: dict[str, Any]) -> RunRecord:
+def _run_record(conn: Connection, row: dict[str, Any], version: int | None = None) -> RunRecord:
+    """The run's record, of its live version or of `version` (as it was archived)."""
+    archived = version is not None and version != row["version"]
+    if archived:
+        found = [v for v in archive.list_versions(conn, row["run_uuid"]) if v["version"] == version]
+        if not found:
+            raise NotFound(
+                f"run {row['path']} has no version {version}: its versions are 1..{row['version']}"
+            )
+        shown = found[0]
+        row = {
+            **row,
+            "version": version,
+            "state": shown["state"],
+            "last_step": shown["last_step"],
+            "updated_at": shown["archived_at"],
+        }
     edge = lineage.fork_edge(conn, row["run_uuid"])
     forked_from = None
     if edge is not None:
         source = runs.run_by_uuid(conn, edge["source_uuid"])
         forked_from = ForkedFrom(
-            run=source["path"], step=edge["source_step"], version=edge["source_version"]
+            run=source["path"],
+            step=_standing_step(conn, edge, row["version"]),
+            version=edge["source_version"],
+            immutable_id=version_id(edge["source_uuid"], edge["source_version"]),
         )
-    return _from_row(RunRecord, row, forked_from=forked_from)
+    return _from_row(
+        RunRecord,
+        row,
+        forked_from=forked_from,
+        immutable_id=version_id(row["run_uuid"], row["version"]),
+        archived=archived,
+    )
+
+
+def _standing_step(conn: Connection, edge: Mapping[str, Any], version: int) -> int:
+    """The step of its source that `version` of a fork stands on: the fork step, or lower
+    where a rewind of an earlier version went below it (the rows above are no longer seen)."""
+    step: int = edge["source_step"]
+    if version > 1:
+        for earlier in archive.list_versions(conn, edge["run_uuid"])[: version - 1]:
+            if earlier["rewound_to_step"] is not None:
+                step = min(step, earlier["rewound_to_step"])
+    return step
 
 
 def _from_row(record: type[R], row: Mapping[str, Any], **derived: Any) -> R:
@@ -694,15 +832,18 @@ def _from_row(record: type[R], row: Mapping[str, Any], **derived: Any) -> R:
 
 
 def _descendants(conn: Connection, run_uuid: str) -> list[Descendant]:
-    return [
-        Descendant(
-            run=runs.run_by_uuid(conn, edge["run_uuid"])["path"],
-            source_version=edge["source_version"],
-            step=edge["source_step"],
-            descendants=_descendants(conn, edge["run_uuid"]),
+    found = []
+    for edge in lineage.forks_of(conn, run_uuid):
+        fork = runs.run_by_uuid(conn, edge["run_uuid"])
+        found.append(
+            Descendant(
+                run=fork["path"],
+                source_version=edge["source_version"],
+                step=_standing_step(conn, edge, fork["version"]),
+                descendants=_descendants(conn, edge["run_uuid"]),
+            )
         )
-        for edge in lineage.forks_of(conn, run_uuid)
-    ]
+    return found
 
 
 def _session(run: Run, position: int) -> Session:
@@ -714,13 +855,19 @@ def _session(run: Run, position: int) -> Session:
         position=position,
         config=dict(run.config),
         forked_from=_forked_from(run.forked_from),
+        immutable_id=run.immutable_id,
     )
 
 
 def _forked_from(link: Mapping[str, Any] | None) -> ForkedFrom | None:
     if link is None:
         return None
-    return ForkedFrom(run=link["run"], step=link["step"], version=link["version"])
+    return ForkedFrom(
+        run=link["run"],
+        step=link["step"],
+        version=link["version"],
+        immutable_id=version_id(link["run_uuid"], link["version"]),
+    )
 
 
 def _new_writer() -> str:

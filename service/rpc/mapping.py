@@ -54,13 +54,26 @@ def min_position(value: int) -> int | None:
     return value or None
 
 
-def history_options(request: pb.HistoryRequest) -> dict[str, Any]:
+def pinned_version(named: int | None, requested: int) -> int | None:
+    """The version a read is of: the one its path names by immutable ID, if any, or the
+    request's `version` field; both given, they must agree."""
+    asked = version(requested)
+    if named is not None and asked is not None and named != asked:
+        raise InvalidArgument(
+            f"the path names version {named} by its immutable ID, but version is {asked}: "
+            "leave version 0 or make it match"
+        )
+    return named if named is not None else asked
+
+
+def history_options(request: pb.HistoryRequest, named: int | None = None) -> dict[str, Any]:
+    """`named`: the version the request's path names by immutable ID."""
     return {
         "keys": list(request.keys) or None,
         "min_step": request.min_step if request.HasField("min_step") else None,
         "max_step": request.max_step if request.HasField("max_step") else None,
         "own_only": request.own_only,
-        "version": version(request.version),
+        "version": pinned_version(named, request.version),
     }
 
 
@@ -101,7 +114,9 @@ def log_ack(result: LogAck, batch_seq: int) -> pb.LogAck:
 def forked_from(link: ForkedFrom | None) -> pb.ForkedFrom | None:
     if link is None:
         return None
-    return pb.ForkedFrom(run=link.run, step=link.step, version=link.version)
+    return pb.ForkedFrom(
+        run=link.run, step=link.step, version=link.version, immutable_id=link.immutable_id
+    )
 
 
 def session(started: Session) -> pb.Session:
@@ -113,6 +128,7 @@ def session(started: Session) -> pb.Session:
         position=started.position,
         config_json=codec.dumps(started.config),
         forked_from=forked_from(started.forked_from),
+        immutable_id=started.immutable_id,
     )
 
 
@@ -131,6 +147,8 @@ def run_info(record: RunRecord) -> pb.RunInfo:
         updated_at=record.updated_at,
         forked_from=forked_from(record.forked_from),
         exit_code=record.exit_code,
+        immutable_id=record.immutable_id,
+        archived=record.archived,
     )
 
 
@@ -152,6 +170,7 @@ def versions(records: list[VersionRecord]) -> pb.VersionsResponse:
                 rows=v.rows,
                 summary_json=codec.dumps(v.summary),
                 config_json=codec.dumps(v.config),
+                immutable_id=v.immutable_id,
             )
             for v in records
         ]
@@ -181,14 +200,21 @@ def lineage(tree: LineageRecord) -> pb.Lineage:
     return pb.Lineage(
         run=tree.run,
         version=tree.version,
-        ancestors=[pb.Ancestor(run=a.run, version=a.version, step=a.step) for a in tree.ancestors],
+        ancestors=[
+            pb.Ancestor(run=a.run, version=a.version, step=a.step, immutable_id=a.immutable_id)
+            for a in tree.ancestors
+        ],
         versions=[
             pb.LineageVersion(
-                version=v.version, archived=v.archived, rewound_to_step=v.rewound_to_step
+                version=v.version,
+                archived=v.archived,
+                rewound_to_step=v.rewound_to_step,
+                immutable_id=v.immutable_id,
             )
             for v in tree.versions
         ],
         descendants=[_descendant(d) for d in tree.descendants],
+        immutable_id=tree.immutable_id,
     )
 
 

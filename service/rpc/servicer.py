@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import grpc
 
 from runhistory.domain.errors import InvalidArgument, ResourceExhausted
-from runhistory.domain.identity import BranchPoint, RunPath, check_name
+from runhistory.domain.identity import (
+    BranchPoint,
+    RunPath,
+    VersionRef,
+    check_name,
+    parse_run_or_version,
+)
 from runhistory.projections.runner import Progress
 from runhistory.protos import codec
 from runhistory.protos import runhistory_pb2 as pb
@@ -76,6 +82,40 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         finally:
             self.open_streams.release()
 
+    def _located(
+        self,
+        caller: Principal,
+        ref: RunPath | VersionRef,
+        access: tuple[Role, str],
+        min_position: int | None = None,
+    ) -> tuple[RunPath, int | None]:
+        """The run (and version, for an immutable ID) a request names, once the caller may
+        access it that way. A bare immutable ID is looked for among the runs of the key's
+        entity only, so a miss says nothing about other entities."""
+        if isinstance(ref, RunPath):
+            caller.require(ref.entity, *access)
+            return ref, None
+        if ref.entity is not None:
+            caller.require(ref.entity, *access)
+        path, version = self.service.resolve_version(
+            ref, within_entity=caller.entity, min_position=min_position
+        )
+        caller.require(path.entity, *access)
+        return path, version
+
+    def _read(
+        self, caller: Principal, text: str, min_position: int = 0
+    ) -> tuple[RunPath, int | None]:
+        """A read's run, and the version its path names by immutable ID (or None)."""
+        if not text:
+            raise InvalidArgument(
+                "the request names no run: set path to 'entity/project/run_id' (or a "
+                "version's immutable ID)"
+            )
+        return self._located(
+            caller, parse_run_or_version(text), READ, mapping.min_position(min_position)
+        )
+
     # ---- sessions and writes -----------------------------------------------------------
 
     @refusals
@@ -91,7 +131,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         if branch.point:
             # A fork reads its source; a rewind rewrites the run it names.
             source = BranchPoint.parse(branch.point, request.entity, request.project or "_")
-            caller.require(source.run.entity, *(READ if branch.mode == pb.Branch.FORK else WRITE))
+            self._located(caller, source.run, READ if branch.mode == pb.Branch.FORK else WRITE)
         session = self.service.init(
             request.entity,
             request.project,
@@ -212,8 +252,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def GetRun(
         self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
     ) -> pb.RunInfo:
+        path, named = self._read(caller, request.path, request.min_position)
         record = self.service.run(
-            _allowed(caller, request.path, READ), mapping.min_position(request.min_position)
+            path,
+            mapping.min_position(request.min_position),
+            version=mapping.pinned_version(named, request.version),
         )
         return mapping.run_info(record)
 
@@ -238,10 +281,11 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> Iterator[pb.HistoryChunk]:
+        path, named = self._read(caller, request.path, request.min_position)
         pages = self.service.scan_series(
-            _allowed(caller, request.path, READ),
+            path,
             min_position=mapping.min_position(request.min_position),
-            **mapping.history_options(request),
+            **mapping.history_options(request, named),
         )
         yield from mapping.history_chunks(pages)
 
@@ -249,9 +293,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def GetSummary(
         self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
     ) -> pb.JsonDocument:
+        path, named = self._read(caller, request.path, request.min_position)
         summary = self.service.summary(
-            _allowed(caller, request.path, READ),
-            mapping.version(request.version),
+            path,
+            mapping.pinned_version(named, request.version),
             mapping.min_position(request.min_position),
         )
         return mapping.document(summary)
@@ -260,9 +305,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def GetConfig(
         self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
     ) -> pb.JsonDocument:
+        path, named = self._read(caller, request.path, request.min_position)
         config = self.service.config(
-            _allowed(caller, request.path, READ),
-            mapping.version(request.version),
+            path,
+            mapping.pinned_version(named, request.version),
             mapping.min_position(request.min_position),
         )
         return mapping.document(config)
@@ -274,9 +320,8 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> pb.VersionsResponse:
-        versions = self.service.versions(
-            _allowed(caller, request.path, READ), mapping.min_position(request.min_position)
-        )
+        path, _named = self._read(caller, request.path, request.min_position)
+        versions = self.service.versions(path, mapping.min_position(request.min_position))
         return mapping.versions(versions)
 
     @refusals
@@ -286,9 +331,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> pb.ArtifactsResponse:
+        path, named = self._read(caller, request.path, request.min_position)
         found = self.service.artifacts(
-            _allowed(caller, request.path, READ),
-            mapping.version(request.version),
+            path,
+            mapping.pinned_version(named, request.version),
             mapping.min_position(request.min_position),
         )
         return mapping.artifacts(found)
@@ -297,9 +343,8 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def GetLineage(
         self, request: pb.RunRequest, context: grpc.ServicerContext, caller: Principal
     ) -> pb.Lineage:
-        tree = self.service.lineage(
-            _allowed(caller, request.path, READ), mapping.min_position(request.min_position)
-        )
+        path, _named = self._read(caller, request.path, request.min_position)
+        tree = self.service.lineage(path, mapping.min_position(request.min_position))
         return mapping.lineage(tree)
 
     @refusals

@@ -57,9 +57,11 @@ RUN_FIELDS = (
     "created_at",
     "updated_at",
     "forked_from",
+    "immutable_id",
 )
 VERSION_FIELDS = (
     "version",
+    "immutable_id",
     "archived",
     "state",
     "rows",
@@ -232,13 +234,15 @@ class WebApi:
             keys = _chartable_keys(self.service.summary(path, version=version))[:MAX_KEYS]
 
         # Rewinds before the version shown cut its history at their steps; the rows of a
-        # fork up to its fork step (or an earlier rewind below it) come from its source.
+        # fork up to the step that version stands on (its fork step, or an earlier rewind
+        # below it) come from its source.
         rewinds = [
             {"version": v.version, "step": v.rewound_to_step} for v in tree.versions[: shown - 1]
         ]
         inherited_until = None
         if record.forked_from is not None:
-            inherited_until = min([record.forked_from.step, *(r["step"] for r in rewinds)])
+            standing = self.service.run(path, version=shown).forked_from
+            inherited_until = None if standing is None else standing.step
 
         origin = min_step or 0
         parts = {

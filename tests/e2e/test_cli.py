@@ -26,7 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runhistory
-from runhistory.domain.identity import RunPath
+from runhistory.domain.identity import RunPath, version_id
 from runhistory.service.bootstrap import Running, start
 from runhistory.service.runs import RunService
 from runhistory.service.settings import Settings
@@ -37,6 +37,11 @@ EARLY = f"{ENTITY}/{PROJECT}/early"
 CHILD = f"{ENTITY}/{PROJECT}/child"
 GRANDCHILD = f"{ENTITY}/{PROJECT}/grandchild"
 TIMEOUT = 60
+
+
+def version_of(path: str, version: int) -> str:
+    """The immutable ID of a version of the run at `path`."""
+    return version_id(RunPath.parse(path).aggregate_id, version)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -283,8 +288,8 @@ def test_lineage_tree(address: str) -> None:
     tree = ok_json("lineage", GRANDCHILD, "--address", address)
     assert tree["run"] == GRANDCHILD
     assert tree["ancestors"] == [
-        {"run": CHILD, "version": 1, "step": 8},
-        {"run": BASE, "version": 2, "step": 7},
+        {"run": CHILD, "version": 1, "step": 8, "immutable_id": version_of(CHILD, 1)},
+        {"run": BASE, "version": 2, "step": 7, "immutable_id": version_of(BASE, 2)},
     ]
     base = ok_json("lineage", BASE, "--address", address)
     assert [(d["run"], d["source_version"], d["step"]) for d in base["descendants"]] == [

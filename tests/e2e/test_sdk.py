@@ -109,9 +109,10 @@ def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
     assert archived["summary"] == {"metric": 299}
     assert versions[1]["rows"] == 401
     assert steps(run.history(version=1)) == list(range(300))
+    first_id, live_id = (v["immutable_id"] for v in versions)
     assert run.lineage()["versions"] == [
-        {"version": 1, "archived": True, "rewound_to_step": 200},
-        {"version": 2, "archived": False, "rewound_to_step": None},
+        {"version": 1, "archived": True, "rewound_to_step": 200, "immutable_id": first_id},
+        {"version": 2, "archived": False, "rewound_to_step": None, "immutable_id": live_id},
     ]
 
     # The W&B fork example, at a step the rewound run has.
@@ -122,20 +123,32 @@ def test_wandb_rewind_and_fork_examples(api: runhistory.Api) -> None:
         fork_from=f"{rewind_run.id}?_step=300",
     )
     assert forked_run.id != rewind_run.id and forked_run.step == 301
-    assert forked_run.forked_from == {"run": rewind_run.path, "step": 300, "version": 2}
+    assert forked_run.forked_from == {
+        "run": rewind_run.path,
+        "step": 300,
+        "version": 2,
+        "immutable_id": live_id,
+    }
     for i in range(300, 400):
         forked_run.log({"metric": i * 3})
     forked_run.finish()
 
     fork = api.run(forked_run.path)
-    assert fork.forked_from == {"run": rewind_run.path, "step": 300, "version": 2}
+    assert fork.forked_from == {
+        "run": rewind_run.path,
+        "step": 300,
+        "version": 2,
+        "immutable_id": live_id,
+    }
     fork_rows = fork.history()
     assert steps(fork_rows) == list(range(401))
     assert fork_rows[:301] == rows[:301]  # the inherited prefix, as the source stood
     assert [row["metric"] for row in fork_rows[301:]] == [i * 3 for i in range(300, 400)]
     assert steps(fork.history(own_only=True)) == list(range(301, 401))
     assert fork.summary["metric"] == 399 * 3
-    assert fork.lineage()["ancestors"] == [{"run": rewind_run.path, "version": 2, "step": 300}]
+    assert fork.lineage()["ancestors"] == [
+        {"run": rewind_run.path, "version": 2, "step": 300, "immutable_id": live_id}
+    ]
     descendants = run.lineage()["descendants"]
     assert [(d["run"], d["source_version"], d["step"]) for d in descendants] == [
         (forked_run.path, 2, 300)
@@ -638,7 +651,12 @@ def test_runs_events_as_of_and_rebuild(api: runhistory.Api) -> None:
 
     listed = {r.id: r for r in api.runs(f"{ENTITY}/reads")}
     assert set(listed) == {run.id, fork.id}
-    assert listed[fork.id].forked_from == {"run": run.path, "step": 0, "version": 1}
+    assert listed[fork.id].forked_from == {
+        "run": run.path,
+        "step": 0,
+        "version": 1,
+        "immutable_id": listed[run.id].immutable_id,
+    }
     assert listed[run.id].forked_from is None
     assert api.runs("empty") == []
 

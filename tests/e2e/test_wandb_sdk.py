@@ -205,14 +205,24 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
         ]
         assert versions[0]["rewound_to_step"] == 200
         forked = api.run(f"{ENTITY}/rewind/{fork}")
-        assert forked.forked_from == {"run": f"{ENTITY}/rewind/{run}", "step": 300, "version": 2}
+        assert forked.forked_from == {
+            "run": f"{ENTITY}/rewind/{run}",
+            "step": 300,
+            "version": 2,
+            "immutable_id": rewound.immutable_id,
+        }
         fork_rows = forked.history()
         assert steps(fork_rows) == [*range(301), *range(301, 311)]
         assert fork_rows[300] == rows[300]
         assert [r["metric"] for r in fork_rows[301:]] == [i * 3 for i in range(301, 311)]
         lineage = forked.lineage()
         assert lineage["ancestors"] == [
-            {"run": f"{ENTITY}/rewind/{run}", "version": 2, "step": 300}
+            {
+                "run": f"{ENTITY}/rewind/{run}",
+                "version": 2,
+                "step": 300,
+                "immutable_id": rewound.immutable_id,
+            }
         ]
         types = [event["type"] for event in rewound.events()]
         first = types[: types.index("Rewound")]  # the SDK's posts: one batch of rows each

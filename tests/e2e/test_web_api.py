@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from runhistory.domain.identity import RunPath
+from runhistory.domain.identity import RunPath, version_id
 from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService, Session
 from runhistory.service.web.api import EVENT_TYPES
@@ -99,6 +99,15 @@ def api(web: RunningWeb, tail: str) -> Reply:
 # ---- the endpoints, on every backend ---------------------------------------------------------
 
 
+# Where the fork stands: the base run's version 2 (by its immutable ID) at step 250.
+BASE_V2 = {
+    "run": f"{E}/{P}/base",
+    "step": 250,
+    "version": 2,
+    "immutable_id": version_id(RunPath(E, P, "base").aggregate_id, 2),
+}
+
+
 def test_runs_of_a_project_with_sparklines(web: RunningWeb, scenario: Scenario) -> None:
     reply = api(web, "?sparkline=loss&points=20")
     assert reply.status == 200
@@ -110,7 +119,7 @@ def test_runs_of_a_project_with_sparklines(web: RunningWeb, scenario: Scenario) 
     assert runs["base"]["state"] == "finished"
     assert runs["base"]["last_step"] == 300
     assert runs["base"]["forked_from"] is None
-    assert runs["fork"]["forked_from"] == {"run": f"{E}/{P}/base", "step": 250, "version": 2}
+    assert runs["fork"]["forked_from"] == BASE_V2
     spark = runs["base"]["sparkline"]
     assert spark["key"] == "loss" and 2 <= len(spark["values"]) <= 20
     assert max(spark["values"]) == 2.0 and min(spark["values"]) == pytest.approx(1 / 201)
@@ -135,7 +144,7 @@ def test_run_overview(web: RunningWeb, scenario: Scenario) -> None:
     assert [a["name"] for a in base["artifacts"]["used"]] == ["data"]
 
     fork = api(web, "/fork").json()
-    assert fork["forked_from"] == {"run": f"{E}/{P}/base", "step": 250, "version": 2}
+    assert fork["forked_from"] == BASE_V2
     assert fork["rewound_from"] is None
     assert fork["forks"] == [{"run": f"{E}/{P}/grandchild", "source_version": 1, "step": 260}]
 

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from runhistory.domain.errors import RunHistoryError
-from runhistory.domain.identity import RunPath
+from runhistory.domain.identity import RunPath, version_id
 from runhistory.domain.values import LogCall
 from runhistory.service.runs import RunService
 
@@ -109,6 +109,9 @@ class Version:
     metrics: dict[str, list[str]]  # define_metric choices; [] hides the key
     explicit: dict[str, Any] = field(default_factory=dict)  # run.summary[key] = v
     rewound_to: int | None = None  # set when a rewind archives this version
+    # A fork's version: the step of its source it stands on (the fork step, or lower once a
+    # rewind went below it).
+    stands_on: int | None = None
 
 
 @dataclass
@@ -120,6 +123,18 @@ class RefRun:
     pending: tuple[int, dict[str, Any]] | None = None  # (step, values) not committed yet
     state: str = "running"
     forked_from: dict[str, Any] | None = None  # {"run": path, "step": N, "version": v}
+
+    def link(self, version: int) -> dict[str, Any] | None:
+        """Where `version` (1, 2, ...) of this run stands, as the service's ForkedFrom."""
+        if self.forked_from is None:
+            return None
+        source = RunPath.parse(self.forked_from["run"])
+        return {
+            **self.forked_from,
+            "step": self.versions[version - 1].stands_on,
+            "immutable_id": version_id(source.aggregate_id, self.forked_from["version"]),
+        }
+
     writer: str = ""  # the service's token of the current session (opaque here)
     old_writers: list[str] = field(default_factory=list)  # fenced sessions
 
@@ -213,13 +228,14 @@ class Reference:
         return run
 
     @staticmethod
-    def _check_branch(run: RefRun, step: int) -> None:
-        if run.last_step is None or step > run.last_step:
-            raise ModelError("OUT_OF_RANGE", f"step {step} > last step {run.last_step}")
+    def _check_branch(run: RefRun, step: int, last_step: int | None) -> None:
+        if last_step is None or step > last_step:
+            raise ModelError("OUT_OF_RANGE", f"step {step} > last step {last_step}")
 
     def rewind(self, run_id: str, step: int, config: dict[str, Any] | None) -> RefRun:
         run = self._run(run_id)
-        self._check_branch(run, step)
+        # The rewind commits the pending row first: its step may be rewound to.
+        self._check_branch(run, step, run.last_step if run.pending is None else run.pending[0])
         self._close_pending(run)  # it was acknowledged: it closes the archived version
         old = run.current
         old.rewound_to = step
@@ -228,6 +244,7 @@ class Reference:
                 rows=[row for row in old.rows if row.step <= step],
                 config={**old.config, **(config or {})},
                 metrics=dict(old.metrics),
+                stands_on=None if old.stands_on is None else min(old.stands_on, step),
             )
         )
         run.next_step, run.last_step, run.state = step + 1, step, "running"
@@ -238,7 +255,7 @@ class Reference:
         source = self._run(source_id)
         if run_id == source_id:
             raise ModelError("INVALID_ARGUMENT", "a fork needs an ID other than its source's")
-        self._check_branch(source, step)
+        self._check_branch(source, step, source.last_step)
         if run_id in self.runs:
             raise ModelError("ALREADY_EXISTS", f"run {run_id} exists")
         run = RefRun(
@@ -248,6 +265,7 @@ class Reference:
                     rows=[row for row in source.current.rows if row.step <= step],
                     config={**source.current.config, **(config or {})},
                     metrics=dict(source.current.metrics),
+                    stands_on=step,
                 )
             ],
             next_step=step + 1,
@@ -345,10 +363,12 @@ class Reference:
 
     def ancestors(self, run_id: str) -> list[dict[str, Any]]:
         found = []
-        source = self.runs[run_id].forked_from
-        while source is not None:
-            found.append(dict(source))
-            source = self.runs[source["run"].rsplit("/", 1)[1]].forked_from
+        run = self.runs[run_id]
+        link = run.link(len(run.versions))
+        while link is not None:
+            found.append(link)
+            run = self.runs[link["run"].rsplit("/", 1)[1]]
+            link = run.link(link["version"])  # the source's version the fork passed through
         return found
 
     def descendants(self, run_id: str) -> list[dict[str, Any]]:
@@ -358,7 +378,7 @@ class Reference:
                 {
                     "run": f"{ENTITY}/{PROJECT}/{child.run_id}",
                     "source_version": child.forked_from["version"],
-                    "step": child.forked_from["step"],
+                    "step": child.current.stands_on,
                     "descendants": self.descendants(child.run_id),
                 }
                 for child in self.runs.values()
@@ -749,7 +769,7 @@ def check_all(service: RunService, ref: Reference, when: str) -> None:
                 overview.last_step,
                 overview.forked_from and asdict(overview.forked_from),
             ],
-            [run.state, len(run.versions), run.last_step, run.forked_from],
+            [run.state, len(run.versions), run.last_step, run.link(len(run.versions))],
         )
         assert_same(
             f"{when}: archive view of {run_id} (version, archived, rewound to, rows, summary, "

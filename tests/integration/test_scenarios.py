@@ -17,7 +17,7 @@ from runhistory.domain.errors import (
     RunNotRunning,
     Superseded,
 )
-from runhistory.domain.identity import RunPath
+from runhistory.domain.identity import RunPath, version_id
 from runhistory.domain.values import LogCall
 from runhistory.service import events
 from runhistory.service.records import Ancestor, ForkedFrom
@@ -86,7 +86,9 @@ def test_wandb_rewind_example(service: RunService) -> None:
     assert service.history(fork.path, own_only=True) == []
     assert fork.next_step == 301
     info = service.run(fork.path)
-    assert info.forked_from == ForkedFrom(run=str(path), step=300, version=2)
+    assert info.forked_from == ForkedFrom(
+        run=str(path), step=300, version=2, immutable_id=version_id(path.aggregate_id, 2)
+    )
 
     with pytest.raises(OutOfRange, match="last committed step is 400"):
         service.init("ent", "proj", fork_from=f"{path.run_id}?_step=500")
@@ -125,9 +127,14 @@ def test_forks_of_forks_and_of_rewound_runs(service: RunService) -> None:
         (17, 1001),
     ]
     lineage = service.lineage(c.path)
+    # b's version 2 was rewound below b's fork step: it stands on a's rows up to step 10.
     assert lineage.ancestors == [
-        Ancestor(run="ent/proj/b", version=2, step=11),
-        Ancestor(run="ent/proj/a", version=1, step=15),
+        Ancestor(
+            run="ent/proj/b", version=2, step=11, immutable_id=version_id(b.path.aggregate_id, 2)
+        ),
+        Ancestor(
+            run="ent/proj/a", version=1, step=10, immutable_id=version_id(a.path.aggregate_id, 1)
+        ),
     ]
     tree = service.lineage(a.path).descendants
     assert tree[0].run == "ent/proj/b" and tree[0].descendants[0].run == "ent/proj/c"

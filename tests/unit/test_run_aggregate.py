@@ -642,9 +642,15 @@ def test_rewind_beyond_the_last_step_is_out_of_range_naming_it():
 
 def test_rewind_without_a_committed_step_is_out_of_range():
     run = new_run()
-    run.log([call({"a": 1}, commit=False)])  # a pending row is not committed
     error = assert_refused(run, OutOfRange, lambda: run.rewind(0, "w2", T0 + 100))
     assert "no committed steps" in error.message
+
+
+def test_rewind_past_a_pending_row_is_out_of_range_naming_its_step():
+    run = new_run()
+    run.log([call({"a": 1}, commit=False)])  # pending at step 0: the rewind would commit it
+    error = assert_refused(run, OutOfRange, lambda: run.rewind(1, "w2", T0 + 100))
+    assert re.search(r"last committed step is 0\b", error.message)
 
 
 @pytest.mark.parametrize("step", [-1, True, 1.0, "1"])
