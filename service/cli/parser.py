@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
-from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.identity import check_name, is_version_id, parse_run_or_version
 from runhistory.service.addresses import DEFAULT_ADDRESS, DEFAULT_HTTP, parse_http_address
 from runhistory.service.cli.read_commands import (
     cmd_as_of,
@@ -191,7 +191,7 @@ def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
     runs.add_argument("project", metavar="ENTITY/PROJECT", type=_project_arg)
 
     history = command("history", "a run's history rows", [client], cmd_history)
-    history.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    history.add_argument("run", metavar="RUN", type=_run_arg, help=RUN_HELP)
     _history_filters(history)
     history.add_argument(
         "--version", type=_version_arg, metavar="V", help="an archived version (1, 2, ...)"
@@ -202,18 +202,18 @@ def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
         ("config", cmd_config, "a run's config"),
     ):
         sub = command(name, what, [client], handler)
-        sub.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+        sub.add_argument("run", metavar="RUN", type=_run_arg, help=RUN_HELP)
         sub.add_argument("--version", type=_version_arg, metavar="V", help="a version (1, 2, ...)")
 
     versions = command(
         "versions", "a run's versions: the archive and the live one", [client], cmd_versions
     )
-    versions.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    versions.add_argument("run", metavar="RUN", type=_run_arg, help=RUN_HELP)
 
     lineage = command(
         "lineage", "a run's ancestors, versions and descendants, as a tree", [client], cmd_lineage
     )
-    lineage.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    lineage.add_argument("run", metavar="RUN", type=_run_arg, help=RUN_HELP)
 
     events = command(
         "events",
@@ -221,9 +221,7 @@ def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
         [client],
         cmd_events,
     )
-    events.add_argument(
-        "run", metavar="RUN", type=_run_arg, nargs="?", help="entity/project/run_id"
-    )
+    events.add_argument("run", metavar="RUN", type=_run_arg, nargs="?", help=RUN_HELP)
     events.add_argument(
         "--start",
         type=_count_arg,
@@ -238,7 +236,7 @@ def _read_commands(command: Command, client: argparse.ArgumentParser) -> None:
     as_of = command(
         "as-of", "a run's history, summary and config as they stood at a point", [client], cmd_as_of
     )
-    as_of.add_argument("run", metavar="RUN", type=_run_arg, help="entity/project/run_id")
+    as_of.add_argument("run", metavar="RUN", type=_run_arg, help=RUN_HELP)
     point = as_of.add_mutually_exclusive_group(required=True)
     point.add_argument("--position", type=_count_arg, metavar="N", help="an event position")
     point.add_argument(
@@ -280,11 +278,17 @@ def _history_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
+RUN_HELP = "entity/project/run_id, or a version's immutable ID (that version is read)"
+
+
 def _run_arg(text: str) -> str:
-    if text.count("/") != 2:
-        raise argparse.ArgumentTypeError(f"invalid run {text!r}: use entity/project/run_id")
+    """entity/project/run_id, or a version's immutable ID (bare or as entity/project/ID)."""
+    if text.count("/") != 2 and not is_version_id(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid run {text!r}: use entity/project/run_id, or a version's immutable ID"
+        )
     try:
-        return str(RunPath.parse(text))
+        return str(parse_run_or_version(text))
     except RunHistoryError as error:
         raise argparse.ArgumentTypeError(error.message) from None
 

@@ -76,6 +76,7 @@ def _run_record(run: Any) -> dict[str, Any]:
         "tags": list(run.tags),
         "state": run.state,
         "version": run.version,
+        "immutable_id": run.immutable_id,
         "last_step": run.last_step,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
@@ -137,6 +138,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     rows = [
         [
             f"v{v['version']}",
+            v["immutable_id"],
             "archived" if v["archived"] else "live",
             v["rewound_to_step"],
             v["state"],
@@ -149,8 +151,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
         for v in found
     ]
     headers = [
-        "version", "status", "rewound to", "state", "last step", "rows", "started", "archived",
-        "summary",
+        "version", "immutable ID", "status", "rewound to", "state", "last step", "rows",
+        "started", "archived", "summary",
     ]  # fmt: skip
     print_table(headers, rows)
     return 0
@@ -169,7 +171,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     source = _run(args) if args.run else reader(args)
     stream = source.events(start=args.start, follow=args.follow)
-    names = RunNames(args.run)
+    names = RunNames(source.path if args.run else None)
     shown = 0
     if args.follow:  # `timeout 60 runhistory events --follow` ends like Ctrl-C
         signal.signal(signal.SIGTERM, _interrupt)

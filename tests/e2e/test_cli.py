@@ -253,9 +253,11 @@ def test_a_version_that_does_not_exist(address: str) -> None:
 
 def test_versions(address: str) -> None:
     headers, rows = table(ok("versions", BASE, "--address", address))
-    assert headers[:6] == ["version", "status", "rewound to", "state", "last step", "rows"]
-    assert rows[0][:6] == ["v1", "archived", "5", "finished", "9", "10"]
-    assert rows[1][:2] == ["v2", "live"]
+    assert headers[:7] == [
+        "version", "immutable ID", "status", "rewound to", "state", "last step", "rows"
+    ]  # fmt: skip
+    assert rows[0][:7] == ["v1", version_of(BASE, 1), "archived", "5", "finished", "9", "10"]
+    assert rows[1][:3] == ["v2", version_of(BASE, 2), "live"]
     assert "acc=0.9" in rows[1][-1]
 
     found = ok_json("versions", BASE, "--address", address)
@@ -267,6 +269,56 @@ def test_versions(address: str) -> None:
     assert found[0]["config"]["lr"] == 0.01
     assert found[1]["config"]["lr"] == 0.001
     assert found[0]["summary"]["loss"] == pytest.approx(0.1)
+
+
+def test_immutable_ids_read_their_versions_and_fork_them(address: str) -> None:
+    """The IDs in --json, a version read by its ID (bare or under the project), and forks
+    of an archived and of a live version by ID."""
+    archived_id, live_id = (
+        v["immutable_id"] for v in ok_json("versions", BASE, "--address", address)
+    )
+    assert (archived_id, live_id) == (version_of(BASE, 1), version_of(BASE, 2))
+    records = {r["path"]: r for r in ok_json("runs", f"{ENTITY}/{PROJECT}", "--address", address)}
+    assert records[BASE]["immutable_id"] == live_id
+    lineage = ok_json("lineage", BASE, "--address", address)
+    assert lineage["immutable_id"] == live_id
+    assert [v["immutable_id"] for v in lineage["versions"]] == [archived_id, live_id]
+
+    # Version 1, as it was: 10 rows, its own config and summary.
+    rows = ok_json("history", archived_id, "--address", address)
+    assert [row["_step"] for row in rows] == list(range(10))
+    under = ok_json("history", f"{ENTITY}/{PROJECT}/{archived_id}", "--address", address)
+    assert under == rows
+    assert ok_json("config", archived_id, "--address", address)["lr"] == 0.01
+    assert ok_json("summary", archived_id, "--address", address)["loss"] == pytest.approx(0.1)
+    assert ok_json("config", live_id, "--address", address)["lr"] == 0.001
+    events = ok("events", archived_id, "--address", address, "--json").splitlines()
+    assert json.loads(events[0])["type"] == "Created"
+
+    # Forks by ID, made through the SDK from a run of their own project (the module's runs
+    # keep their lineage): its version 1 has x = 0..9, its version 2 (rewound to 5) 6 and 7.
+    common = {"entity": ENTITY, "project": "versions", "address": address}
+    with runhistory.init(id="src", **common) as source:
+        for i in range(10):
+            source.log({"x": i})
+    with runhistory.init(resume_from="src?_step=5", **common) as again:
+        again.log({"x": -6})
+        again.log({"x": -7})
+    src = f"{ENTITY}/versions/src"
+    first, second = (v["immutable_id"] for v in ok_json("versions", src, "--address", address))
+    for fork_id, point in (("from-v1", f"{first}?_step=9"), ("from-v2", f"{second}?_step=7")):
+        runhistory.init(id=fork_id, fork_from=point, **common).finish()
+    from_v1 = ok_json("history", f"{ENTITY}/versions/from-v1", "--address", address)
+    assert [row["x"] for row in from_v1] == list(range(10))
+    from_v2 = ok_json("history", f"{ENTITY}/versions/from-v2", "--address", address)
+    assert [row["x"] for row in from_v2] == [*range(6), -6, -7]
+    (ancestor,) = ok_json("lineage", f"{ENTITY}/versions/from-v1", "--address", address)[
+        "ancestors"
+    ]
+    assert ancestor == {"run": src, "version": 1, "step": 9, "immutable_id": first}
+
+    done = cli("history", "v" + "0" * 25, "--address", address)
+    assert done.returncode == 1 and "NOT_FOUND" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_lineage_tree(address: str) -> None:

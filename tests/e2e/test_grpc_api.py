@@ -151,6 +151,81 @@ def test_wandb_rewind_and_fork_over_grpc(stub) -> None:
     assert "400" in details
 
 
+def test_immutable_version_ids_over_grpc(stub) -> None:
+    first = init(stub, "v", config_json='{"lr": 1}')
+    log(stub, first, *({"x": i} for i in range(20)), seq=1)
+    second = init(stub, branch=rewind("v?_step=5"), config_json='{"lr": 2}')
+    ack = log(stub, second, {"x": -6})  # step 6
+    assert first.immutable_id and second.immutable_id != first.immutable_id
+    versions = stub.ListVersions(pb.RunRequest(path="ent/proj/v", min_position=ack.position))
+    assert [v.immutable_id for v in versions.versions] == [first.immutable_id, second.immutable_id]
+    lineage = stub.GetLineage(pb.RunRequest(path="ent/proj/v"))
+    assert lineage.immutable_id == second.immutable_id
+    assert [v.immutable_id for v in lineage.versions] == [first.immutable_id, second.immutable_id]
+    live = stub.GetRun(pb.RunRequest(path="ent/proj/v"))
+    assert (live.immutable_id, live.archived, live.version) == (second.immutable_id, False, 2)
+
+    # GetRun and the reads take the ID, bare or under entity/project, and read that version.
+    for path in (first.immutable_id, f"ent/proj/{first.immutable_id}"):
+        info = stub.GetRun(pb.RunRequest(path=path))
+        assert (info.path, info.version, info.archived, info.last_step) == (
+            "ent/proj/v",
+            1,
+            True,
+            19,
+        )
+        assert info.immutable_id == first.immutable_id
+        assert [r["x"] for r in history(stub, path)] == list(range(20))
+        assert json.loads(stub.GetConfig(pb.RunRequest(path=path)).json) == {"lr": 1}
+        assert json.loads(stub.GetSummary(pb.RunRequest(path=path)).json) == {"x": 19}
+    refused(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        stub.GetRun,
+        pb.RunRequest(path=first.immutable_id, version=2),
+        match="names version 1 by its immutable ID, but version is 2",
+    )
+    refused(
+        grpc.StatusCode.NOT_FOUND,
+        stub.GetRun,
+        pb.RunRequest(path=f"ent/other/{first.immutable_id}"),
+        match="in project ent/other",
+    )
+
+    # Forks of the archived and of the live version, by ID.
+    old = init(stub, "old", branch=fork(f"{first.immutable_id}?_step=15"))
+    assert (old.forked_from.run, old.forked_from.version, old.forked_from.step) == (
+        "ent/proj/v",
+        1,
+        15,
+    )
+    assert old.forked_from.immutable_id == first.immutable_id
+    assert json.loads(old.config_json) == {"lr": 1}
+    assert [r["x"] for r in history(stub, old.path)] == list(range(16))
+    assert stub.GetRun(pb.RunRequest(path=old.path)).forked_from == old.forked_from
+    ancestors = stub.GetLineage(pb.RunRequest(path=old.path)).ancestors
+    assert [(a.run, a.version, a.step, a.immutable_id) for a in ancestors] == [
+        ("ent/proj/v", 1, 15, first.immutable_id)
+    ]
+    new = init(stub, "new", branch=fork(f"ent/proj/{second.immutable_id}?_step=6"))
+    assert [r["x"] for r in history(stub, new.path)] == [*range(6), -6]
+
+    # resume_from: an archived version's ID is refused and changes nothing; the live one's
+    # rewinds the run.
+    details = refused(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        init,
+        stub,
+        "",
+        branch=rewind(f"{first.immutable_id}?_step=3"),
+    )
+    assert "resume_from='v?_step=N'" in details
+    assert f"fork_from='{first.immutable_id}?_step=N'" in details
+    assert stub.GetRun(pb.RunRequest(path="ent/proj/v")).version == 2
+    third = init(stub, branch=rewind(f"{second.immutable_id}?_step=2"))
+    assert (third.path, third.version) == ("ent/proj/v", 3)
+    assert stub.GetRun(pb.RunRequest(path=second.immutable_id)).archived
+
+
 def test_init_refusals(stub) -> None:
     init(stub, "dup")
     refused(grpc.StatusCode.ALREADY_EXISTS, init, stub, "dup", match="already exists")

@@ -193,6 +193,92 @@ def test_fork_of_a_fork_and_rewind_after_fork(api: runhistory.Api) -> None:
     assert steps(api.run(root.path).history()) == [0, 1, 2, 3]
 
 
+def test_immutable_version_ids_fork_and_read_exact_versions(api: runhistory.Api) -> None:
+    with runhistory.init(project="versions", config={"lr": 1}) as run:
+        for i in range(20):
+            run.log({"x": i})
+    first_id = run.immutable_id
+    assert first_id and api.run(run.path).immutable_id == first_id
+    with runhistory.init(
+        project="versions", resume_from=f"{run.id}?_step=5", config={"lr": 2}
+    ) as again:
+        again.log({"x": -6})  # step 6
+    live_id = again.immutable_id
+    assert live_id != first_id
+    reader = api.run(run.path)
+    assert [v["immutable_id"] for v in reader.versions()] == [first_id, live_id]
+    assert reader.lineage()["immutable_id"] == live_id
+    assert [v["immutable_id"] for v in reader.lineage()["versions"]] == [first_id, live_id]
+
+    # Read by its ID, bare or under the project: that version, as it was.
+    old = api.run(first_id)
+    assert (old.path, old.version, old.archived, old.immutable_id) == (run.path, 1, True, first_id)
+    assert old.last_step == 19
+    assert [row["x"] for row in old.history()] == list(range(20))
+    assert old.config == {"lr": 1} and old.summary == {"x": 19}
+    assert api.run(f"{ENTITY}/versions/{first_id}").version == 1
+    live = api.run(live_id)
+    assert (live.version, live.archived) == (2, False)
+
+    # Forks of the archived and of the live version, by ID (into another project).
+    with runhistory.init(project="forks", fork_from=f"{first_id}?_step=15") as from_archive:
+        assert from_archive.config.as_dict() == {"lr": 1}
+        from_archive.log({"x": 100})
+    link = {"run": run.path, "step": 15, "version": 1, "immutable_id": first_id}
+    assert from_archive.forked_from == link
+    forked = api.run(from_archive.path)
+    assert forked.forked_from == link
+    assert [(r["_step"], r["x"]) for r in forked.history()] == [
+        *((i, i) for i in range(16)),
+        (16, 100),
+    ]
+    assert forked.lineage()["ancestors"] == [link]
+    with runhistory.init(project="forks", fork_from=f"{live_id}?_step=6") as from_live:
+        pass
+    assert [r["x"] for r in api.run(from_live.path).history()] == [*range(6), -6]
+
+    # resume_from with the archived version's ID: refused, saying what to do instead.
+    with pytest.raises(runhistory.FailedPrecondition) as refused:
+        runhistory.init(project="versions", resume_from=f"{first_id}?_step=3")
+    assert f"resume_from='{run.id}?_step=N'" in refused.value.message
+    assert f"fork_from='{first_id}?_step=N'" in refused.value.message
+    assert api.run(run.path).version == 2
+
+    # The live version's ID rewinds the run; a reader opened by that ID keeps reading it.
+    runhistory.init(project="versions", resume_from=f"{live_id}?_step=6").finish()
+    live.refresh()
+    assert (live.version, live.archived) == (2, True)
+    assert [row["x"] for row in live.history()] == [*range(6), -6]
+
+
+def test_rewind_to_a_pending_rows_step_and_a_fork_rewound_below_its_fork_step(
+    api: runhistory.Api,
+) -> None:
+    run = runhistory.init(project="pending")
+    for i in range(10):
+        run.log({"x": i})
+    run.log({"x": 10}, step=10, commit=False)  # acknowledged, not committed
+    run.flush()
+    rewound = runhistory.init(project="pending", resume_from=f"{run.id}?_step=10")
+    assert (rewound.version, rewound.step) == (2, 11)
+    rewound.finish()
+    with pytest.raises(runhistory.Superseded):
+        run.finish()
+    reader = api.run(run.path)
+    assert reader.versions()[0]["last_step"] == 10
+    assert [row["x"] for row in reader.history()] == list(range(11))
+
+    with runhistory.init(project="pending", fork_from=f"{run.id}?_step=8") as fork:
+        fork.log({"x": 100})
+    back = runhistory.init(project="pending", resume_from=f"{fork.id}?_step=3")
+    assert back.forked_from is not None and back.forked_from["step"] == 3
+    back.finish()
+    forked = api.run(fork.path)
+    assert forked.forked_from is not None and forked.forked_from["step"] == 3
+    assert forked.lineage()["ancestors"][0]["step"] == 3
+    assert [row["x"] for row in forked.history()] == list(range(4))
+
+
 # ---- batching, ordering and idempotent retries ---------------------------------------------
 
 

@@ -185,6 +185,31 @@ def test_fork_history_inherited_and_own(web: RunningWeb, scenario: Scenario) -> 
     assert everything["series"]["acc"]["own"]["rows"] == 0
 
 
+def test_immutable_ids_and_a_fork_rewound_into_its_inherited_range(
+    web: RunningWeb, service: RunService, scenario: Scenario
+) -> None:
+    base = api(web, "/base").json()
+    ids = [version_id(scenario.base.aggregate_id, v) for v in (1, 2)]
+    assert base["immutable_id"] == ids[1]
+    assert [v["immutable_id"] for v in base["versions"]] == ids
+    archived = api(web, "/base/versions/1").json()
+    assert archived["immutable_id"] == ids[0] and archived["run"]["immutable_id"] == ids[1]
+    assert [v["immutable_id"] for v in api(web, "/base/lineage").json()["versions"]] == ids
+
+    # The fork (at 250) rewound to 240, below its fork step: it stands on base at 240 now,
+    # while its archived version 1 still stood on 250.
+    service.init(E, P, resume_from="fork?_step=240")
+    fork = api(web, "/fork").json()
+    assert fork["forked_from"] == {**BASE_V2, "step": 240}
+    assert api(web, "/fork/lineage").json()["ancestors"][0]["step"] == 240
+    live = api(web, "/fork/history?keys=loss").json()
+    assert live["inherited_until"] == 240
+    assert live["series"]["loss"]["own"]["rows"] == 0
+    first = api(web, "/fork/history?keys=loss&version=1").json()
+    assert first["inherited_until"] == 250
+    assert first["series"]["loss"]["own"]["steps"] == list(range(251, 271))
+
+
 def test_rewind_points_of_a_rewound_run(web: RunningWeb, scenario: Scenario) -> None:
     document = api(web, "/base/history?keys=loss&min_step=190&max_step=210").json()
     assert document["rewinds"] == [{"version": 1, "step": 200}]

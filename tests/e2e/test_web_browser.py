@@ -229,6 +229,37 @@ def test_forked_from_of_a_rewound_run_opens_the_archived_version(driver: Any, de
     screenshot(driver, "03-archived-version")
 
 
+def pasted(driver: Any) -> str:
+    return driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "navigator.clipboard.readText().then(done, e => done('error: ' + e));"
+    )
+
+
+def test_immutable_ids_beside_the_run_id_and_on_archived_versions(driver: Any, demo: Demo) -> None:
+    with runhistory.Api(address=demo.server.address, api_key=demo.reader) as api:
+        archived, live = (v["immutable_id"] for v in api.run(demo.rewound).versions())
+    open_page(driver, demo.url(demo.rewound))
+    assert css(driver, "#immutable-id").text == live
+    click(driver, "#copy-immutable-id")
+    wait_for(lambda: css(driver, "#copy-immutable-id").text == "Copied", "Copied")
+    assert pasted(driver) == live
+    status = css(driver, "#copy-immutable-id-status").get_attribute("textContent")
+    assert status == "immutable ID copied to the clipboard"  # for screen readers
+    screenshot(driver, "02b-overview-immutable-id")
+
+    open_page(driver, demo.url(demo.rewound, "/versions/1"))
+    assert css(driver, "#immutable-id").text == archived != live
+    click(driver, "#copy-immutable-id")
+    wait_for(lambda: css(driver, "#copy-immutable-id").text == "Copied", "Copied")
+    assert pasted(driver) == archived
+    screenshot(driver, "03b-archived-version-immutable-id")
+
+    # The fork's Forked From names the run, the version and that version's immutable ID.
+    open_page(driver, demo.url(demo.fork))
+    assert css(driver, "#forked-from .forked-from-id").text == live
+
+
 def test_forked_from_of_a_fork_opens_its_source(driver: Any, demo: Demo) -> None:
     open_page(driver, demo.url(demo.fork))
     link = css(driver, "#forked-from")
@@ -280,6 +311,9 @@ def test_walk_the_lineage_tree(driver: Any, demo: Demo) -> None:
     open_page(driver, demo.url(demo.rewound, "/lineage"))
     tree = css(driver, "#tree").text
     assert "v1 archived, rewound to step 200" in tree and "v2 live" in tree
+    ids = [code.text for code in driver.find_elements("css selector", "#tree code.version-id")]
+    with runhistory.Api(address=demo.server.address, api_key=demo.reader) as api:
+        assert ids == [v["immutable_id"] for v in api.run(demo.rewound).versions()]
     assert re.search(rf"{re.escape(demo.fork)} fork at step 300", tree)
     screenshot(driver, "08-lineage-rewound")
     click(driver, 'a.version-node[data-version="1"]')

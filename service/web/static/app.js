@@ -170,11 +170,12 @@ function artifactsTable(list, emptyText) {
 
 function versionsTable(run) {
   return table(
-    ["Version", "State", "Rows", "Last step", "Rewound to step", "Started", "Archived"],
+    ["Version", "Immutable ID", "State", "Rows", "Last step", "Rewound to step", "Started", "Archived"],
     run.versions.map((v) => el("tr", {},
       el("td", {}, v.archived
         ? el("a", { href: pathUrl(run.path, `/versions/${v.version}`), text: `v${v.version}` })
         : el("span", {}, `v${v.version} `, el("span", { class: "muted", text: "(live)" }))),
+      el("td", {}, el("code", { class: "small", text: v.immutable_id })),
       el("td", {}, stateBadge(v.state)),
       el("td", { text: v.rows }),
       el("td", { text: fmtValue(v.last_step) }),
@@ -185,8 +186,41 @@ function versionsTable(run) {
   );
 }
 
-// "Forked From": the source run of a fork (at a step of a version), or for a rewound run the
-// archived version its last rewind replaced.
+// A button that copies `value` to the clipboard, and says so (to screen readers too). `what`
+// names the value in its label and status; `id` is the button's, `${id}-status` its status's.
+function copyButton(value, what, id) {
+  const status = el("span", { id: `${id}-status`, class: "visually-hidden", role: "status" });
+  const button = el("button", { type: "button", id, class: "copy",
+    "aria-label": `Copy ${what} ${value}`, text: "Copy" });
+  button.addEventListener("click", async () => {
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(value);
+      copied = true;
+    } catch (_) {
+      // Without clipboard permission: the old way, through a selected text field.
+      const field = el("textarea", { class: "visually-hidden" });
+      field.value = value;
+      document.body.append(field);
+      field.select();
+      copied = document.execCommand("copy");
+      field.remove();
+    }
+    button.textContent = copied ? "Copied" : "Copy failed";
+    status.textContent = copied ? `${what} copied to the clipboard` : "";
+    setTimeout(() => { button.textContent = "Copy"; }, 2500);
+  });
+  return el("span", {}, " ", button, status);
+}
+
+// An immutable version ID with its copy button; `id` names the code element.
+function immutableId(value, id) {
+  return el("span", {}, el("code", { id, text: value }),
+    copyButton(value, "immutable ID", `copy-${id}`));
+}
+
+// "Forked From": the source run of a fork (at a step of a version, with that version's
+// immutable ID), or for a rewound run the archived version its last rewind replaced.
 function forkedFrom(run) {
   if (run.forked_from) {
     const f = run.forked_from;
@@ -194,7 +228,8 @@ function forkedFrom(run) {
       el("a", { href: pathUrl(f.run), class: "forked-from-run", text: f.run }),
       ` at step ${f.step}, `,
       el("a", { href: pathUrl(f.run, `/versions/${f.version}`), class: "forked-from-version",
-        text: `version ${f.version}` }));
+        text: `version ${f.version}` }),
+      " (", el("code", { class: "forked-from-id", text: f.immutable_id }), ")");
   }
   if (run.rewound_from) {
     const r = run.rewound_from;
@@ -479,26 +514,6 @@ async function overviewPage() {
   runCrumbs(null);
   const run = await getJSON(apiRun(page.entity, page.project, page.run_id));
   setTitle(`${run.name} (${run.run_id})`);
-  const copyButton = el("button", { type: "button", id: "copy-id", class: "copy",
-    "aria-label": `Copy run ID ${run.run_id}`, text: "Copy ID" });
-  copyButton.addEventListener("click", async () => {
-    let copied = false;
-    try {
-      await navigator.clipboard.writeText(run.run_id);
-      copied = true;
-    } catch (_) {
-      // Without clipboard permission: the old way, through a selected text field.
-      const field = el("textarea", { class: "visually-hidden" });
-      field.value = run.run_id;
-      document.body.append(field);
-      field.select();
-      copied = document.execCommand("copy");
-      field.remove();
-    }
-    copyButton.textContent = copied ? "Copied" : "Copy failed";
-    document.getElementById("copy-status").textContent = copied ? "Run ID copied to the clipboard" : "";
-    setTimeout(() => { copyButton.textContent = "Copy ID"; }, 2500);
-  });
   const forks = run.forks.length
     ? el("ul", { id: "forks" }, run.forks.map((f) => el("li", {},
       el("a", { href: pathUrl(f.run), class: "fork-link", text: f.run }),
@@ -509,8 +524,11 @@ async function overviewPage() {
     el("h1", {}, run.name, " ", stateBadge(run.state)),
     tabs("overview"),
     el("dl", { class: "fields" },
-      field("ID", el("span", {}, el("code", { id: "run-id", text: run.run_id }), " ", copyButton,
-        el("span", { id: "copy-status", class: "visually-hidden", role: "status" }))),
+      field("ID", el("span", {}, el("code", { id: "run-id", text: run.run_id }),
+        copyButton(run.run_id, "run ID", "copy-id"))),
+      // The live version's: it stays with this version when a rewind archives it, so a fork
+      // from it (fork_from="ID?_step=N") gets exactly these rows, config and summary.
+      field("Immutable ID", immutableId(run.immutable_id, "immutable-id")),
       field("Path", el("code", { text: run.path })),
       field("Name", run.name),
       field("State", stateBadge(run.state)),
@@ -584,6 +602,7 @@ async function versionPage() {
     tabs(null),
     status,
     el("dl", { class: "fields" },
+      el("dt", { text: "Immutable ID" }), el("dd", {}, immutableId(v.immutable_id, "immutable-id")),
       el("dt", { text: "Rows" }), el("dd", { text: v.rows }),
       el("dt", { text: "Last step" }), el("dd", { text: fmtValue(v.last_step) }),
       el("dt", { text: "Started" }), el("dd", { text: fmtTime(v.started_at) })),
@@ -621,6 +640,7 @@ async function lineagePage() {
     return el("li", {},
       el("a", { href, class: "node version-node", "data-version": v.version, text: `v${v.version}` }),
       el("span", { class: "muted", text: v.archived ? ` archived, rewound to step ${v.rewound_to_step}` : " live" }),
+      " ", el("code", { class: "small version-id", text: v.immutable_id }),
       descendantItems(forks));
   });
   let node = el("li", { class: "current" },
