@@ -228,6 +228,46 @@ def test_forks_and_rewinds_across_entities_are_denied(
     assert rewound.version == 2
 
 
+def test_another_entitys_version_ids_are_not_found_bare_and_denied_by_path(
+    server: Running, keys: Keys, stub: pb_grpc.RunHistoryStub, alice_run: str
+) -> None:
+    """A bare immutable ID is looked for among the key's entity's runs only: another
+    entity's answers as an unknown ID does, so bob learns nothing; under a path, the entity
+    is checked first, as for run IDs. Forks by ID are refused alike and write nothing."""
+    before = server.service.store.last_position()
+    alice_id = invoke(stub, "GetRun", pb.RunRequest(path=alice_run), bearer(keys.reader))[0]
+    alice_id = alice_id.immutable_id
+    unknown = "v" + "0" * 25
+    found = status_of(
+        lambda: invoke(stub, "GetRun", pb.RunRequest(path=alice_id), bearer(keys.bob))
+    )
+    missing = status_of(
+        lambda: invoke(stub, "GetRun", pb.RunRequest(path=unknown), bearer(keys.bob))
+    )
+    assert found[0] == missing[0] == grpc.StatusCode.NOT_FOUND
+    assert found[1] == missing[1].replace(unknown, alice_id)
+    assert "among the runs of entity 'bob'" in found[1] and "alice" not in found[1]
+    under = f"alice/p/{alice_id}"
+    denied = status_of(lambda: invoke(stub, "GetRun", pb.RunRequest(path=under), bearer(keys.bob)))
+    assert denied[0] == grpc.StatusCode.PERMISSION_DENIED
+    for point in (f"{alice_id}?_step=2", f"{unknown}?_step=2"):
+        request = pb.InitRequest(
+            entity="bob", project="p", branch=pb.Branch(mode=pb.Branch.FORK, point=point)
+        )
+        code, _details = status_of(lambda r=request: invoke(stub, "Init", r, bearer(keys.bob)))
+        assert code == grpc.StatusCode.NOT_FOUND
+    assert server.service.store.last_position() == before
+    # Alice's reader reads it by the bare ID; her writer forks it.
+    info = invoke(stub, "GetRun", pb.RunRequest(path=alice_id), bearer(keys.reader))[0]
+    assert (info.path, info.version) == (alice_run, 1)
+    request = pb.InitRequest(
+        entity="alice",
+        project="q",
+        branch=pb.Branch(mode=pb.Branch.FORK, point=f"{alice_id}?_step=2"),
+    )
+    assert invoke(stub, "Init", request, bearer(keys.writer))[0].forked_from.run == alice_run
+
+
 def test_the_sdk_reads_its_key_from_the_environment(
     server: Running, keys: Keys, alice_run: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
