@@ -1,7 +1,8 @@
 """The SDK's connection to a runhistory server: channels, retries and error conversion.
 
 Every RPC of the SDK goes through `call` (unary) or `stream` (server streaming). Both retry
-UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff for a bounded total time, and turn
+UNAVAILABLE, DEADLINE_EXCEEDED and a full disk on the server (RESOURCE_EXHAUSTED, reason
+DISK_FULL) with exponential backoff for a bounded total time, and turn
 a `grpc.RpcError` into the domain error class of the same status name, keeping the server's
 message. A server that stays unreachable ends in `ConnectionFailed`.
 """
@@ -37,10 +38,8 @@ CLIENT_DEADLINE = "Deadline Exceeded"  # grpc's details when the client's own de
 T = TypeVar("T")
 
 
-class ConnectionFailed(RunHistoryError):
+class ConnectionFailed(errors.Unavailable):
     """The server could not be reached, even after retrying."""
-
-    code = "UNAVAILABLE"
 
 
 class Cancelled(RunHistoryError):
@@ -343,9 +342,15 @@ class Backoff:
 
 
 def is_transient(error: grpc.RpcError, retries: frozenset[grpc.StatusCode] = TRANSIENT) -> bool:
-    """Worth retrying: the server was unreachable, or the call ran out of its own time. A
+    """Worth retrying: the server was unreachable or busy (UNAVAILABLE, which includes a
+    read-only database), its disk was full, or the call ran out of its own time. A
     DEADLINE_EXCEEDED the server decided (its message says why) is final."""
     code = error.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # The refusal changed nothing; only this reason is about the server, not the request.
+        from runhistory.protos.status import refusal_reason
+
+        return refusal_reason(error) == errors.DiskFull.reason
     if code not in retries:
         return False
     return code != grpc.StatusCode.DEADLINE_EXCEEDED or error.details() == CLIENT_DEADLINE

@@ -1,7 +1,9 @@
 """How the gRPC edge refuses: every handler authenticates its caller, refuses a malformed
 request as INVALID_ARGUMENT, and maps a domain error to the gRPC status of the same name
-with the domain's message and, as a google.rpc.ErrorInfo, its reason. Anything unexpected
-is logged here and reaches the client as INTERNAL with a one-line message.
+with the domain's message and, as a google.rpc.ErrorInfo, its reason. A failure of the
+database that a retry can fix (a full disk, a read-only database, a busy server) is refused
+as `database_errors.refusal_for` says. Anything else unexpected is logged here and reaches
+the client as INTERNAL with a one-line message.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import grpc
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
 from runhistory.protos.status import refusal_status
+from runhistory.service.database_errors import refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ def refusals(method: F) -> F:
 
     def abort(context: grpc.ServicerContext, error: Exception) -> None:
         # Every refusal carries its reason (google.rpc.ErrorInfo) beside code and message.
+        if not isinstance(error, RunHistoryError) and (found := refusal_for(error)):
+            log.warning("%s refused: %s", method.__name__, found.message)
+            error = found
         if isinstance(error, RunHistoryError):
             context.abort_with_status(
                 refusal_status(_status_of(error), error.message, error.reason)

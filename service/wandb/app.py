@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from runhistory.domain.errors import RunHistoryError
+from runhistory.service.database_errors import refusal_for
 from runhistory.service.runs import RunService
 from runhistory.service.wandb.caller import authenticate
 from runhistory.service.wandb.file_stream import FileStream
@@ -35,7 +36,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 # Domain error codes as file_stream statuses. None is 5xx or 429: the SDK would retry it
 # for days, so refusals use the statuses it gives up on, and only ABORTED (a write
-# conflict that a retry resolves) asks for a retry.
+# conflict that a retry resolves) and UNAVAILABLE ask for a retry.
 FILE_STREAM_STATUS = {
     "INVALID_ARGUMENT": 400,
     "OUT_OF_RANGE": 400,
@@ -46,6 +47,7 @@ FILE_STREAM_STATUS = {
     "ALREADY_EXISTS": 409,
     "FAILED_PRECONDITION": 409,
     "ABORTED": 503,
+    "UNAVAILABLE": 503,  # a busy server
 }
 
 
@@ -79,8 +81,13 @@ class WandbApp:
             if path == "/graphql":
                 return _json(errors(error.message, error.code), status)
             return _json({"error": {"code": error.code, "message": error.message}}, status)
-        except Exception:
-            # The database may be down: a retry keeps the SDK's data until it is back.
+        except Exception as error:
+            # The database may be down, full or read-only: a retry keeps the SDK's data
+            # until it is back.
+            found = refusal_for(error)
+            if found is not None:
+                log.warning("W&B API request %s refused: %s", path, found.message)
+                return _json({"error": {"code": found.code, "message": found.message}}, 503)
             log.exception("unexpected error serving the W&B API request %s", path)
             return _json({"error": {"code": "UNAVAILABLE", "message": "retry later"}}, 503)
 

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from runhistory.domain.errors import InvalidArgument, RunHistoryError, Unauthenticated
 from runhistory.service.addresses import DEFAULT_HTTP, is_loopback, parse_http_address
 from runhistory.service.auth import Principal
+from runhistory.service.database_errors import refusal_for
 from runhistory.service.runs import RunService
 from runhistory.service.web.access import Access, header
 from runhistory.service.web.api import WebApi, encode
@@ -137,7 +138,10 @@ class WebApp:
             return self._page(principal, parts)
         except RunHistoryError as error:
             return error_response(error.code, error.message)
-        except Exception:
+        except Exception as error:
+            if found := refusal_for(error):  # a full disk, a read-only database, busy
+                log.warning("refused %s: %s", target, found.message)
+                return error_response(found.code, found.message)
             # The details go to the server's log, never to the user.
             log.exception("unexpected error serving %s", target)
             return error_response("INTERNAL", "internal error; the server's log has the details")

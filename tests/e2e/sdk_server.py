@@ -88,13 +88,15 @@ class ServerProcess(SdkServer):
         ]
         self.python = python or server_python()
         self.serve_args = serve_args  # more options of `runhistory serve`
+        # Run before the Python command line, e.g. `setpriv ...` to drop privileges.
+        self.prefix: list[str] = []
         self.logs = logs  # the server's stdout and stderr
         self.process: subprocess.Popen[bytes] | None = None
         self.api_key = self._create_key()
         self.address = self._serve("127.0.0.1:0")
 
     def _command(self, *args: str) -> list[str]:
-        return [self.python, "-c", CLI, *args]
+        return [*self.prefix, self.python, "-c", CLI, *args]
 
     def _create_key(self) -> str:
         create = ("create", "--entity", self.entity, "--role", "admin", "--label", "tests")
