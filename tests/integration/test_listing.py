@@ -1,6 +1,6 @@
 """Listing a project's runs a page at a time, on every backend: keyset cursors that stay
 stable while runs are created, the orders, the filters (W&B's MongoDB-style subset) and the
-refusals. The surfaces over it (gRPC, SDK, CLI, JSON API) are in tests/e2e/test_listing.py.
+refusals. The surfaces over it (gRPC, SDK, CLI, JSON API) are in tests/e2e/test_listing_surfaces.py.
 """
 
 from __future__ import annotations
@@ -209,8 +209,10 @@ def test_bad_cursors_page_sizes_and_orders_are_refused(service: RunService) -> N
     # The cursor of another project is refused too.
     with pytest.raises(InvalidArgument, match="belongs to another listing"):
         service.runs_page(E, "other", cursor=first.next_cursor)
-    # 0 is the default page size (50).
-    assert len(service.runs_page(E, P, page_size=0).runs) == 5
+    with pytest.raises(InvalidArgument, match="1 to 1000"):
+        service.runs_page(E, P, page_size=0)
+    # None is the default page size (50).
+    assert len(service.runs_page(E, P, page_size=None).runs) == 5
 
 
 @pytest.mark.backends("postgres")

@@ -281,6 +281,7 @@ def test_bad_cursor_page_size_and_filter_are_invalid_argument(
         ({"cursor": "not-a-cursor"}, ("invalid cursor", "next_cursor of the previous page")),
         ({"cursor": ascending_cursor, "order": "-created_at"}, ("another listing",)),
         ({"per_page": 1001}, ("1 to 1000",)),
+        ({"per_page": -1}, ("1 to 1000",)),
         ({"order": "by_name"}, ("by_name", "+created_at", "-updated_at")),
         ({"filters": {"state": "paused"}}, ("paused", "running", "finished", "crashed")),
         ({"filters": {"display_name": {"$regex": "(unclosed"}}}, ("(unclosed", "$regex")),
@@ -293,7 +294,7 @@ def test_bad_cursor_page_size_and_filter_are_invalid_argument(
             with pytest.raises(runhistory.InvalidArgument, match="cannot filter runs by '\\$or'"):
                 api.runs(f"{E}/{P}", filters={"$or": [{"state": "running"}]})
             with pytest.raises(runhistory.InvalidArgument, match="1 to 1000"):
-                api.runs(f"{E}/{P}", per_page=0 - 1)
+                api.runs(f"{E}/{P}", per_page=0)
 
 
 def test_the_sdk_reads_lazily_a_page_at_a_time(server: Running) -> None:
