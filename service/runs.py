@@ -536,10 +536,10 @@ class RunService:
             ]
             summaries = None
             if with_summaries:
-                summaries = {
-                    r.run_id: summary.read_summary(conn, history.segment_of(conn, r.run_uuid, None))
-                    for r in records
-                }
+                by_uuid = summary.read_current_summaries(
+                    conn, {r.run_uuid: r.version for r in records}
+                )
+                summaries = {r.run_id: by_uuid[r.run_uuid] for r in records}
         column = "updated_position" if "updated" in order else "created_position"
         next_cursor = encode_cursor(shown[-1][column], key) if len(found) > size else None
         return RunsPage(records, next_cursor, total, summaries)
@@ -607,6 +607,17 @@ class RunService:
         with self._reading(min_position) as conn:
             segment = self._segment(conn, path, version)
             yield from history.read_series(conn, segment, keys, min_step, max_step, own_only)
+
+    def series_of_runs(
+        self, paths: Sequence[RunPath], keys: Sequence[str], min_position: int | None = None
+    ) -> dict[RunPath, list[history.SeriesPage]]:
+        """The series of `keys` of each run's current version, as `scan_series` pages, read
+        in one read transaction (a page of runs' sparklines)."""
+        with self._reading(min_position) as conn:
+            return {
+                path: list(history.read_series(conn, self._segment(conn, path, None), keys))
+                for path in paths
+            }
 
     def summary(
         self, path: RunPath, version: int | None = None, min_position: int | None = None

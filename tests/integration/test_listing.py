@@ -158,6 +158,14 @@ def test_a_page_carries_fork_links_and_summaries(service: RunService) -> None:
         3,
     )
     assert page.summaries is not None and page.summaries["fork"]["loss"] == 3.0
+    # After a rewind, the summary is the new version's, as `summary` reads it.
+    service.finish(source.path)
+    again = service.init(E, P, resume_from="source?_step=1")
+    service.log(source.path, [LogCall({"loss": 9.0}, 9.0)], writer=again.writer)
+    page = service.runs_page(E, P, with_summaries=True)
+    assert page.summaries is not None and page.summaries["source"]["loss"] == 9.0
+    for run_id in ("source", "fork"):
+        assert page.summaries[run_id] == service.summary(RunPath(E, P, run_id))
 
 
 @pytest.mark.parametrize(
