@@ -26,6 +26,7 @@ from runhistory.domain.errors import Aborted, AlreadyExists, InvalidArgument, No
 from runhistory.domain.identity import BranchPoint, RunPath, check_name, generate_run_id
 from runhistory.domain.listing import (
     MAX_PAGE_SIZE,
+    ORDERS,
     RunFilter,
     check_order,
     check_page_size,
@@ -540,7 +541,7 @@ class RunService:
                     conn, {r.run_uuid: r.version for r in records}
                 )
                 summaries = {r.run_id: by_uuid[r.run_uuid] for r in records}
-        column = "updated_position" if "updated" in order else "created_position"
+        column, _descending = ORDERS[order]  # the cursor holds the last run's position in it
         next_cursor = encode_cursor(shown[-1][column], key) if len(found) > size else None
         return RunsPage(records, next_cursor, total, summaries)
 
