@@ -615,10 +615,15 @@ class RunService:
         """The series of `keys` of each run's current version, as `scan_series` pages, read
         in one read transaction (a page of runs' sparklines)."""
         with self._reading(min_position) as conn:
-            return {
-                path: list(history.read_series(conn, self._segment(conn, path, None), keys))
-                for path in paths
-            }
+            # A run has a segment from its creation on: none, no such run.
+            current = history.current_segments(conn, [p.aggregate_id for p in paths])
+            found = {}
+            for path in paths:
+                segment = current.get(str(path.aggregate_id))
+                if segment is None:
+                    raise NotFound(f"run {path} does not exist")
+                found[path] = list(history.read_series(conn, segment, keys))
+            return found
 
     def summary(
         self, path: RunPath, version: int | None = None, min_position: int | None = None

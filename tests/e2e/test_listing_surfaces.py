@@ -334,6 +334,12 @@ def test_the_json_api_draws_sparklines_of_the_runs_asked_for(server: Running) ->
         except urllib.error.HTTPError as error:
             assert error.code == 400
             assert message in json.loads(error.read())["error"]["message"]
+    try:
+        urllib.request.urlopen(f"{base}/sparklines?key=loss&runs=r01,nope")
+        raise AssertionError("an unknown run was not refused")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+        assert "does not exist" in json.loads(error.read())["error"]["message"]
     status, page = http_get(server, {"per_page": 2, "sparkline": "loss"})
     assert status == 200 and [r["run_id"] for r in page["runs"]] == ["r00", "r01"]
     assert page["runs"][1]["sparkline"]["values"][-1] == 9.0 and page["metrics"] == ["loss"]

@@ -12,7 +12,7 @@ import pytest
 from conftest import service_on
 from sqlalchemy import text
 
-from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath
 from runhistory.domain.listing import ORDERS, RUN_STATES, RunFilter, from_mongo
 from runhistory.domain.run import CRASHED, FINISHED, RUNNING
@@ -166,6 +166,16 @@ def test_a_page_carries_fork_links_and_summaries(service: RunService) -> None:
     assert page.summaries is not None and page.summaries["source"]["loss"] == 9.0
     for run_id in ("source", "fork"):
         assert page.summaries[run_id] == service.summary(RunPath(E, P, run_id))
+    # A page's series, read together, are each run's current version's, as alone.
+    paths = [RunPath(E, P, "source"), RunPath(E, P, "fork")]
+    together = service.series_of_runs(paths, ["loss"])
+    for path in paths:
+        alone = list(service.scan_series(path, ["loss"]))
+        assert [s.values for p in together[path] for s in p.series] == [
+            s.values for p in alone for s in p.series
+        ]
+    with pytest.raises(NotFound, match="run team/listing/nope does not exist"):
+        service.series_of_runs([*paths, RunPath(E, P, "nope")], ["loss"])
 
 
 @pytest.mark.parametrize(
