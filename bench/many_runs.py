@@ -18,6 +18,7 @@ service layer: a few hundred aggregates per event-store transaction.
 
     python bench/many_runs.py              # 1,000 and 10,000 runs
     python bench/many_runs.py --quick      # 200 and 2,000 runs, for a smoke run
+    python bench/many_runs.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -190,12 +192,14 @@ SURFACES: list[tuple[str, OnServer]] = [
 ]
 
 
-def measure(sizes: tuple[int, int], repeats: int, folder: Path) -> dict[int, dict[str, float]]:
+def measure(
+    sizes: tuple[int, int], repeats: int, databases: dict[int, str]
+) -> dict[int, dict[str, float]]:
     servers: dict[int, Running] = {}
     try:
         for count in sizes:
             print(f"{count:,} runs in {ENTITY}/{PROJECT}", file=sys.stderr)
-            settings = Settings(db=str(folder / f"many-{count}.db"), require_keys=False)
+            settings = Settings(db=databases[count], require_keys=False)
             servers[count] = start(settings, "127.0.0.1:0", "127.0.0.1:0")
             fill(servers[count], count)
         found: dict[int, dict[str, float]] = {count: {} for count in sizes}
@@ -254,19 +258,49 @@ def writes_while_listing(running: Running, url: str, count: int) -> dict[str, fl
     }
 
 
+@contextmanager
+def databases(sizes: tuple[int, int], postgres: str | None) -> Iterator[dict[int, str]]:
+    """A fresh database for each size: SQLite files, or PostgreSQL schemas."""
+    if postgres is None:
+        with tempfile.TemporaryDirectory(prefix="runhistory-bench-") as tmp:
+            yield {count: str(Path(tmp) / f"many-{count}.db") for count in sizes}
+        return
+    from sqlalchemy import create_engine, text
+
+    schemas = {count: f"bench_many_{count}_{os.getpid()}" for count in sizes}
+    admin = create_engine(postgres)
+    with admin.begin() as conn:
+        for schema in schemas.values():
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield {c: f"{postgres}?options=-csearch_path%3D{s}" for c, s in schemas.items()}
+    finally:
+        with admin.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=(1_000, 10_000), metavar="N")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="200 and 2,000 runs, 5 repeats")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="on PostgreSQL (a schema of its own per size, dropped after), e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test; default: SQLite files",
+    )
     args = parser.parse_args()
     small, large = (200, 2_000) if args.quick else args.sizes
     repeats = 5 if args.quick else args.repeats
-    with tempfile.TemporaryDirectory(prefix="runhistory-bench-") as tmp:
-        results = measure((small, large), repeats, Path(tmp))
+    with databases((small, large), args.postgres) as where:
+        results = measure((small, large), repeats, where)
 
+    backend = "PostgreSQL" if args.postgres else "SQLite"
     print(
-        f"\nfirst page (50 runs) on SQLite, ms: median of {repeats} (CLI: of {CLI_REPEATS}), "
+        f"\nfirst page (50 runs) on {backend}, ms: median of {repeats} (CLI: of {CLI_REPEATS}), "
         "the two sizes taking turns"
     )
     width = max(len(name) for name in results[small])

@@ -110,8 +110,8 @@ def check_order(order: str | None) -> str:
 
 
 def check_page_size(size: int | None) -> int:
-    """0 or None: the default."""
-    if size is None or size == 0:
+    """None: the default."""
+    if size is None:
         return DEFAULT_PAGE_SIZE
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
         raise InvalidArgument(

@@ -212,6 +212,19 @@ def current_segment(conn: Connection, run_uuid: UUID | str) -> Segment:
     return _segment(row)
 
 
+def current_segments(conn: Connection, run_uuids: Sequence[UUID | str]) -> dict[str, Segment]:
+    """`current_segment` of each run that exists, by run UUID: one query for a page."""
+    found: dict[str, Segment] = {}
+    rows = conn.execute(
+        select(*_SEGMENT_COLUMNS).where(segments.c.run_uuid.in_([str(u) for u in run_uuids]))
+    )
+    for segment in map(_segment, rows):
+        known = found.get(segment.run_uuid)
+        if known is None or known.version < segment.version:
+            found[segment.run_uuid] = segment
+    return found
+
+
 def segment_of(conn: Connection, run_uuid: UUID | str, version: int | None) -> Segment:
     if version is None:
         return current_segment(conn, run_uuid)

@@ -8,7 +8,7 @@ branch step: the nearest checkpoint at or below it plus a fold of at most
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -23,7 +23,7 @@ from runhistory.projections.history import (
     get_segment,
     own_row_values,
 )
-from runhistory.projections.schema import summaries, summary_checkpoints
+from runhistory.projections.schema import segments, summaries, summary_checkpoints
 
 CHECKPOINT_EVERY = 128
 
@@ -170,6 +170,33 @@ def read_summary(conn: Connection, segment: Segment) -> dict[str, Any]:
     record = _row(conn, segment.id)
     state = SummaryState.from_json(from_json(record.state))
     return render(state, from_json(record.metrics), from_json(record.overrides))
+
+
+def read_current_summaries(conn: Connection, versions: Mapping[str, int]) -> dict[str, Any]:
+    """The summary of each run's version (`versions`: run UUID -> its current version), in
+    one query for a page of runs."""
+    if not versions:
+        return {}
+    rows = conn.execute(
+        select(
+            segments.c.run_uuid,
+            segments.c.version,
+            summaries.c.state,
+            summaries.c.metrics,
+            summaries.c.overrides,
+        )
+        .join(summaries, summaries.c.segment_id == segments.c.segment_id)
+        .where(segments.c.run_uuid.in_(list(versions)))
+    )
+    return {
+        row.run_uuid: render(
+            SummaryState.from_json(from_json(row.state)),
+            from_json(row.metrics),
+            from_json(row.overrides),
+        )
+        for row in rows
+        if row.version == versions[row.run_uuid]
+    }
 
 
 def visible_row_count(conn: Connection, segment: Segment) -> int:

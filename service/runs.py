@@ -43,6 +43,7 @@ from runhistory.domain.identity import (
 )
 from runhistory.domain.listing import (
     MAX_PAGE_SIZE,
+    ORDERS,
     RunFilter,
     check_order,
     check_page_size,
@@ -797,11 +798,11 @@ class RunService:
             ]
             summaries = None
             if with_summaries:
-                summaries = {
-                    r.run_id: summary.read_summary(conn, history.segment_of(conn, r.run_uuid, None))
-                    for r in records
-                }
-        column = "updated_position" if "updated" in order else "created_position"
+                by_uuid = summary.read_current_summaries(
+                    conn, {r.run_uuid: r.version for r in records}
+                )
+                summaries = {r.run_id: by_uuid[r.run_uuid] for r in records}
+        column, _descending = ORDERS[order]  # the cursor holds the last run's position in it
         next_cursor = encode_cursor(shown[-1][column], key) if len(found) > size else None
         return RunsPage(records, next_cursor, total, summaries)
 
@@ -875,6 +876,22 @@ class RunService:
         with self._reading(min_position) as conn:
             segment = self._segment(conn, path, version)
             yield from history.read_series(conn, segment, keys, min_step, max_step, own_only)
+
+    def series_of_runs(
+        self, paths: Sequence[RunPath], keys: Sequence[str], min_position: int | None = None
+    ) -> dict[RunPath, list[history.SeriesPage]]:
+        """The series of `keys` of each run's current version, as `scan_series` pages, read
+        in one read transaction (a page of runs' sparklines)."""
+        with self._reading(min_position) as conn:
+            # A run has a segment from its creation on: none, no such run.
+            current = history.current_segments(conn, [p.aggregate_id for p in paths])
+            found = {}
+            for path in paths:
+                segment = current.get(str(path.aggregate_id))
+                if segment is None:
+                    raise NotFound(f"run {path} does not exist")
+                found[path] = list(history.read_series(conn, segment, keys))
+            return found
 
     def summary(
         self, path: RunPath, version: int | None = None, min_position: int | None = None

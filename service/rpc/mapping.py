@@ -78,7 +78,7 @@ def listing_options(request: pb.ListRunsRequest) -> dict[str, Any]:
             name_regex=optional("name_regex"),
         ),
         "order": request.order or None,
-        "page_size": request.page_size,
+        "page_size": request.page_size or None,  # 0: unset, the default
         "cursor": request.cursor or None,
         "with_total": request.with_total,
         "min_position": min_position(request.min_position),

@@ -170,6 +170,10 @@ class WebApi:
             entity, project, with_total=with_total, with_summaries=True, **options
         )
         summaries = page.summaries or {}
+        sparklines = {}
+        if key:
+            paths = [RunPath(entity, project, record.run_id) for record in page.runs]
+            sparklines = self._sparklines(paths, key, points)
         found = []
         metrics: set[str] = set()
         for record in page.runs:
@@ -177,9 +181,7 @@ class WebApi:
             run["summary"] = summaries[record.run_id]
             metrics.update(_chartable_keys(run["summary"]))
             if key:
-                run["sparkline"] = self._sparkline(
-                    RunPath(entity, project, record.run_id), key, points
-                )
+                run["sparkline"] = sparklines[record.run_id]
             found.append(run)
         return {
             "entity": entity,
@@ -208,20 +210,21 @@ class WebApi:
             )
         self._entity(principal, entity)
         paths = [RunPath(entity, project, run_id) for run_id in run_ids]
-        return {
-            "key": key,
-            "sparklines": {p.run_id: self._sparkline(p, key, points) for p in paths},
-        }
+        return {"key": key, "sparklines": self._sparklines(paths, key, points)}
 
-    def _sparkline(self, path: RunPath, key: str, points: int) -> dict:
-        reducer = MinMaxReducer(max_points=points)
-        for page in self.service.scan_series(path, [key]):
-            for _key, steps, numbers in _chart_series(page):
-                for step, number in zip(steps, numbers, strict=True):
-                    if number is not None:
-                        reducer.add(step, number)  # it leaves non-finite ones out
-        steps, values = reducer.points()
-        return {"key": key, "steps": steps, "values": values}
+    def _sparklines(self, paths: list[RunPath], key: str, points: int) -> dict[str, dict]:
+        """Each run's series of `key`, downsampled, by run ID; read in one transaction."""
+        found = {}
+        for path, pages in self.service.series_of_runs(paths, [key]).items():
+            reducer = MinMaxReducer(max_points=points)
+            for page in pages:
+                for _key, steps, numbers in _chart_series(page):
+                    for step, number in zip(steps, numbers, strict=True):
+                        if number is not None:
+                            reducer.add(step, number)  # it leaves non-finite ones out
+            steps, values = reducer.points()
+            found[path.run_id] = {"key": key, "steps": steps, "values": values}
+        return found
 
     # ---- one run ---------------------------------------------------------------------
 

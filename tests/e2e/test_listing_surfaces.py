@@ -281,6 +281,7 @@ def test_bad_cursor_page_size_and_filter_are_invalid_argument(
         ({"cursor": "not-a-cursor"}, ("invalid cursor", "next_cursor of the previous page")),
         ({"cursor": ascending_cursor, "order": "-created_at"}, ("another listing",)),
         ({"per_page": 1001}, ("1 to 1000",)),
+        ({"per_page": -1}, ("1 to 1000",)),
         ({"order": "by_name"}, ("by_name", "+created_at", "-updated_at")),
         ({"filters": {"state": "paused"}}, ("paused", "running", "finished", "crashed")),
         ({"filters": {"display_name": {"$regex": "(unclosed"}}}, ("(unclosed", "$regex")),
@@ -293,7 +294,7 @@ def test_bad_cursor_page_size_and_filter_are_invalid_argument(
             with pytest.raises(runhistory.InvalidArgument, match="cannot filter runs by '\\$or'"):
                 api.runs(f"{E}/{P}", filters={"$or": [{"state": "running"}]})
             with pytest.raises(runhistory.InvalidArgument, match="1 to 1000"):
-                api.runs(f"{E}/{P}", per_page=0 - 1)
+                api.runs(f"{E}/{P}", per_page=0)
 
 
 def test_the_sdk_reads_lazily_a_page_at_a_time(server: Running) -> None:
@@ -333,6 +334,12 @@ def test_the_json_api_draws_sparklines_of_the_runs_asked_for(server: Running) ->
         except urllib.error.HTTPError as error:
             assert error.code == 400
             assert message in json.loads(error.read())["error"]["message"]
+    try:
+        urllib.request.urlopen(f"{base}/sparklines?key=loss&runs=r01,nope")
+        raise AssertionError("an unknown run was not refused")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+        assert "does not exist" in json.loads(error.read())["error"]["message"]
     status, page = http_get(server, {"per_page": 2, "sparkline": "loss"})
     assert status == 200 and [r["run_id"] for r in page["runs"]] == ["r00", "r01"]
     assert page["runs"][1]["sparkline"]["values"][-1] == 9.0 and page["metrics"] == ["loss"]

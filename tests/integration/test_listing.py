@@ -1,6 +1,6 @@
 """Listing a project's runs a page at a time, on every backend: keyset cursors that stay
 stable while runs are created, the orders, the filters (W&B's MongoDB-style subset) and the
-refusals. The surfaces over it (gRPC, SDK, CLI, JSON API) are in tests/e2e/test_listing.py.
+refusals. The surfaces over it (gRPC, SDK, CLI, JSON API) are in tests/e2e/test_listing_surfaces.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from conftest import service_on
 from sqlalchemy import text
 
-from runhistory.domain.errors import InvalidArgument
+from runhistory.domain.errors import InvalidArgument, NotFound
 from runhistory.domain.identity import RunPath
 from runhistory.domain.listing import ORDERS, RUN_STATES, RunFilter, from_mongo
 from runhistory.domain.run import CRASHED, FINISHED, RUNNING
@@ -158,6 +158,24 @@ def test_a_page_carries_fork_links_and_summaries(service: RunService) -> None:
         3,
     )
     assert page.summaries is not None and page.summaries["fork"]["loss"] == 3.0
+    # After a rewind, the summary is the new version's, as `summary` reads it.
+    service.finish(source.path)
+    again = service.init(E, P, resume_from="source?_step=1")
+    service.log(source.path, [LogCall({"loss": 9.0}, 9.0)], writer=again.writer)
+    page = service.runs_page(E, P, with_summaries=True)
+    assert page.summaries is not None and page.summaries["source"]["loss"] == 9.0
+    for run_id in ("source", "fork"):
+        assert page.summaries[run_id] == service.summary(RunPath(E, P, run_id))
+    # A page's series, read together, are each run's current version's, as alone.
+    paths = [RunPath(E, P, "source"), RunPath(E, P, "fork")]
+    together = service.series_of_runs(paths, ["loss"])
+    for path in paths:
+        alone = list(service.scan_series(path, ["loss"]))
+        assert [s.values for p in together[path] for s in p.series] == [
+            s.values for p in alone for s in p.series
+        ]
+    with pytest.raises(NotFound, match="run team/listing/nope does not exist"):
+        service.series_of_runs([*paths, RunPath(E, P, "nope")], ["loss"])
 
 
 @pytest.mark.parametrize(
@@ -209,8 +227,10 @@ def test_bad_cursors_page_sizes_and_orders_are_refused(service: RunService) -> N
     # The cursor of another project is refused too.
     with pytest.raises(InvalidArgument, match="belongs to another listing"):
         service.runs_page(E, "other", cursor=first.next_cursor)
-    # 0 is the default page size (50).
-    assert len(service.runs_page(E, P, page_size=0).runs) == 5
+    with pytest.raises(InvalidArgument, match="1 to 1000"):
+        service.runs_page(E, P, page_size=0)
+    # None is the default page size (50).
+    assert len(service.runs_page(E, P, page_size=None).runs) == 5
 
 
 @pytest.mark.backends("postgres")
