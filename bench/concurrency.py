@@ -161,7 +161,10 @@ def read_back(address: str, writers: int, rows: int) -> None:
     """Every run holds its rows, once each."""
     with runhistory.Api(address=address) as api:
         for i in range(writers):
-            steps = [r["_step"] for r in api.run(f"bench/concurrency/w{i}").history(keys=["k9"])]
+            steps = [
+                r["_step"]
+                for r in list(api.run(f"bench/concurrency/w{i}").scan_history(keys=["k9"]))
+            ]
             assert steps == list(range(rows)), f"w{i}: {len(steps)} rows read, {rows} logged"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import runhistory
 from runhistory.domain.errors import NotFound, RunHistoryError
+from runhistory.domain.rules import check_step_range
 from runhistory.service.cli.render import (
     PROG,
     ProgressBar,
@@ -129,8 +130,11 @@ def _history_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     options = _history_options(args)
-    if options["max_step"] is not None:
-        options["max_step"] += 1  # --max-step includes its step; scan_history's, as W&B's, not
+    # --max-step includes its step; scan_history's, as W&B's, does not. The bounds are
+    # checked as given, so a refusal names them.
+    _, high = check_step_range(options["min_step"], options["max_step"])
+    if high is not None:
+        options["max_step"] = high + 1
     rows = _run(args).scan_history(**options, version=args.version)
     if args.json:
         print_json_lines(rows)

@@ -901,13 +901,14 @@ def test_serve_takes_size_limits_from_flags_and_the_environment(tmp_path: Path) 
         assert found, server.stderr.read() if server.stderr else ""
         common = {"entity": "e", "project": "limits", "address": found[1]}
         run = runhistory.init(**common)
+        # The SDK drops a row over the server's limits (it has them from init) with a warning.
         run.log({"a": 1, "b": 2, "c": 3, "d": 4})  # the flag: at most 3 keys
-        with pytest.raises(runhistory.ResourceExhausted, match="at most 3 keys"):
-            run.finish()
+        run.finish()
+        assert any("at most 3 keys" in warning for warning in run.warnings), run.warnings
         run = runhistory.init(**common)
         run.log({"text": "x" * 300})  # the variable: at most 200 bytes
-        with pytest.raises(runhistory.ResourceExhausted, match="200"):
-            run.finish()
+        run.finish()
+        assert any("200" in warning for warning in run.warnings), run.warnings
         run = runhistory.init(**common)
         run.log({"a": 1, "text": "fits"})
         run.finish()

@@ -131,7 +131,7 @@ def test_a_killed_writer_is_crashed_then_resume_and_rewind_work(
     again.finish()
     run = api.run(f"{server.entity}/crash/resumed")
     assert run.state == "finished"
-    assert [row["_step"] for row in run.history()] == list(range(11))
+    assert [row["_step"] for row in list(run.scan_history())] == list(range(11))
 
     # A rewind archives the crashed version and continues from the step.
     branch = runhistory.init(project="crash", resume_from="rewound?_step=4")
@@ -141,7 +141,7 @@ def test_a_killed_writer_is_crashed_then_resume_and_rewind_work(
     run = api.run(f"{server.entity}/crash/rewound")
     assert (run.state, run.version) == ("finished", 2)
     assert [v["state"] for v in run.versions()] == ["crashed", "finished"]
-    assert [row["_step"] for row in run.history()] == list(range(6))
+    assert [row["_step"] for row in list(run.scan_history())] == list(range(6))
 
 
 def test_a_writer_cut_off_and_back_revives_its_run(server: ServerProcess, tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_a_writer_cut_off_and_back_revives_its_run(server: ServerProcess, tmp_pa
     types = event_types(run)
     assert types.index("CrashDetected") < types.index("Revived") < types.index("Finished")
     assert types.count("Resumed") == 0  # the same session all along
-    assert [row["loss"] for row in run.history()][-1] == 0.0
+    assert [row["loss"] for row in list(run.scan_history())][-1] == 0.0
 
 
 def test_heartbeats_are_sent_while_the_run_is_open(server: ServerProcess) -> None:
@@ -266,7 +266,7 @@ def test_a_killed_wandb_script_is_crashed(
         assert resumed == "resumed"
         run = api.run(path)
         assert run.state == "finished"
-        last = run.history()[-1]
+        last = list(run.scan_history())[-1]
         assert (last["_step"], last["loss"]) == (last_step + 1, 0.0)
 
 

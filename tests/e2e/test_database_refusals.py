@@ -167,7 +167,7 @@ def test_a_read_only_database_is_unavailable_and_the_sdk_retries_until_it_is_wri
     assert refusal_reason(refusal) == "DATABASE_READ_ONLY"
     # Reads still work.
     with runhistory.Api() as api:
-        assert len(api.run(run.path).history(keys=["k0"])) == 100
+        assert len(list(api.run(run.path).scan_history(keys=["k0"]))) == 100
 
     # The SDK retries; the database is made writable (and the server restarted) meanwhile.
     for row in rows(100, 100 + ROWS):

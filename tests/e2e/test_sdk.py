@@ -215,7 +215,7 @@ def test_immutable_version_ids_fork_and_read_exact_versions(api: runhistory.Api)
     old = api.run(first_id)
     assert (old.path, old.version, old.archived, old.immutable_id) == (run.path, 1, True, first_id)
     assert old.last_step == 19
-    assert [row["x"] for row in old.history()] == list(range(20))
+    assert [row["x"] for row in list(old.scan_history())] == list(range(20))
     assert old.config == {"lr": 1} and old.summary == {"x": 19}
     assert api.run(f"{ENTITY}/versions/{first_id}").version == 1
     live = api.run(live_id)
@@ -229,14 +229,14 @@ def test_immutable_version_ids_fork_and_read_exact_versions(api: runhistory.Api)
     assert from_archive.forked_from == link
     forked = api.run(from_archive.path)
     assert forked.forked_from == link
-    assert [(r["_step"], r["x"]) for r in forked.history()] == [
+    assert [(r["_step"], r["x"]) for r in list(forked.scan_history())] == [
         *((i, i) for i in range(16)),
         (16, 100),
     ]
     assert forked.lineage()["ancestors"] == [link]
     with runhistory.init(project="forks", fork_from=f"{live_id}?_step=6") as from_live:
         pass
-    assert [r["x"] for r in api.run(from_live.path).history()] == [*range(6), -6]
+    assert [r["x"] for r in list(api.run(from_live.path).scan_history())] == [*range(6), -6]
 
     # resume_from with the archived version's ID: refused, saying what to do instead.
     with pytest.raises(runhistory.FailedPrecondition) as refused:
@@ -249,7 +249,7 @@ def test_immutable_version_ids_fork_and_read_exact_versions(api: runhistory.Api)
     runhistory.init(project="versions", resume_from=f"{live_id}?_step=6").finish()
     live.refresh()
     assert (live.version, live.archived) == (2, True)
-    assert [row["x"] for row in live.history()] == [*range(6), -6]
+    assert [row["x"] for row in list(live.scan_history())] == [*range(6), -6]
 
 
 def test_rewind_to_a_pending_rows_step_and_a_fork_rewound_below_its_fork_step(
@@ -267,7 +267,7 @@ def test_rewind_to_a_pending_rows_step_and_a_fork_rewound_below_its_fork_step(
         run.finish()
     reader = api.run(run.path)
     assert reader.versions()[0]["last_step"] == 10
-    assert [row["x"] for row in reader.history()] == list(range(11))
+    assert [row["x"] for row in list(reader.scan_history())] == list(range(11))
 
     with runhistory.init(project="pending", fork_from=f"{run.id}?_step=8") as fork:
         fork.log({"x": 100})
@@ -277,7 +277,7 @@ def test_rewind_to_a_pending_rows_step_and_a_fork_rewound_below_its_fork_step(
     forked = api.run(fork.path)
     assert forked.forked_from is not None and forked.forked_from["step"] == 3
     assert forked.lineage()["ancestors"][0]["step"] == 3
-    assert [row["x"] for row in forked.history()] == list(range(4))
+    assert [row["x"] for row in list(forked.scan_history())] == list(range(4))
 
 
 # ---- batching, ordering and idempotent retries ---------------------------------------------
