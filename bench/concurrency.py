@@ -8,6 +8,7 @@ run through `runhistory.init / log / finish`; all start logging at the same mome
 - PostgreSQL: two `runhistory serve --no-projections` (writers split between them) and one
   `runhistory project` worker, in a schema of its own in the database `test` on
   127.0.0.1:5432 (dropped at the end).
+Then 1 and 2 processes each create small runs (init, one row, finish) one after another.
 It prints points per second from the moment the writers start until the last `finish()`
 returned (every row acknowledged, so durable), the ratio to the single writer's figure of
 the same backend measured in this run, and the errors the writers got (a writer that
@@ -15,7 +16,7 @@ fails counts once, with its first message; the SDK retries UNAVAILABLE by itself
 run's rows are read back and counted.
 
     python bench/concurrency.py            # 20,000 rows x 10 keys per writer
-    python bench/concurrency.py --quick    # 2,000 rows, 1 and 4 writers (CI smoke)
+    python bench/concurrency.py --quick    # SQLite: 2,000 rows, 1 and 4 writers (CI smoke)
     python bench/concurrency.py --backends sqlite --writers 1 2 4
 """
 
@@ -60,7 +61,7 @@ def writer(address: str, run_id: str, rows: int, start: Any, results: Any) -> No
         except Exception as failed:  # counted as this writer's error
             results.put((run_id, 0.0, 0.0, f"init: {type(failed).__name__}: {failed}"))
             return
-        results.put((run_id, 0.0, 0.0, READY))
+        results.put((run_id, READY))
         start.wait()
         began = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes on Linux
         try:
@@ -89,44 +90,51 @@ class Result:
         return self.points / self.seconds
 
 
-def measure(
-    backend: str, processes: Processes, database: str, addresses: list[str], writers: int, rows: int
-) -> Result:
+def run_clients(
+    processes: Processes, target: Any, arguments: list[tuple[Any, ...]]
+) -> tuple[float, list[tuple[Any, ...]]]:
+    """Start a process per argument tuple, each `target(*arguments, start, results)`; once
+    every one has reported READY (or failed before it), signal the start. Returns when the
+    start was signalled and each process's final report (its last item is an error)."""
     context = multiprocessing.get_context("spawn")
     start = context.Event()
     results = context.Queue()
     clients = [
-        context.Process(
-            target=writer,
-            args=(addresses[i % len(addresses)], f"w{i}", rows, start, results),
-            name=f"w{i}",
-            daemon=True,
-        )
-        for i in range(writers)
+        context.Process(target=target, args=(*a, start, results), name=str(a[1]), daemon=True)
+        for a in arguments
     ]
     processes.clients = clients
     for client in clients:
         client.start()
-    messages: list[tuple[str, float, float, str | None]] = []
+    messages: list[tuple[Any, ...]] = []
     ready = 0
     deadline = time.monotonic() + TIMEOUT
-    while ready + len(messages) < writers:  # every writer has called init() or failed it
+    while ready + len(messages) < len(clients):
         message = _next(results, processes, deadline)
-        if message[3] == READY:
+        if message[-1] == READY:
             ready += 1
         else:
             messages.append(message)
     start.set()
     began = time.monotonic()
-    while len(messages) < writers:
+    while len(messages) < len(clients):
         messages.append(_next(results, processes, deadline))
-        sys.stderr.write(f"\r  {len(messages)}/{writers} writers finished")
+        sys.stderr.write(f"\r  {len(messages)}/{len(clients)} finished")
     sys.stderr.write("\n")
     for client in clients:
         client.join(timeout=30)
     processes.clients = []
+    return began, messages
+
+
+def measure(
+    backend: str, processes: Processes, database: str, addresses: list[str], writers: int, rows: int
+) -> Result:
+    arguments = [(addresses[i % len(addresses)], f"w{i}", rows) for i in range(writers)]
+    began, messages = run_clients(processes, writer, arguments)
     errors = [f"{run_id}: {error}" for run_id, _, _, error in messages if error]
     finished = max(m[2] for m in messages)
+    deadline = time.monotonic() + TIMEOUT
     with RunService(Settings(db=database), projections=False) as monitor:
         last = monitor.store.last_position()
         while monitor.runner.position() < last:
@@ -138,6 +146,50 @@ def measure(
         # The points acknowledged: a writer that failed had part of its rows stored.
         stored = sum(_stored_rows(monitor, f"w{i}") for i in range(writers))
     return Result(backend, writers, stored * KEYS, max(finished - began, 1e-6), errors, applied)
+
+
+def creator(address: str, prefix: str, runs: int, start: Any, results: Any) -> None:
+    """Creates `runs` small runs one after another: init, one row, finish. Reports READY,
+    then (prefix, began, ended, failures, first error)."""
+    results.put((prefix, READY))
+    start.wait()
+    began, failures, first = time.monotonic(), 0, None
+    for i in range(runs):
+        try:
+            run = runhistory.init(
+                entity="bench", project="small", id=f"{prefix}-{i}", address=address
+            )
+            run.log({"x": 1.0})
+            run.finish()
+        except Exception as failed:
+            failures += 1
+            first = first or f"{type(failed).__name__}: {failed}"
+    results.put((prefix, began, time.monotonic(), failures, first))
+
+
+@dataclass
+class SmallRuns:
+    backend: str
+    processes: int
+    created: int
+    seconds: float
+    failed: int
+    error: str | None
+
+    @property
+    def rate(self) -> float:
+        return self.created / self.seconds
+
+
+def measure_small_runs(
+    backend: str, processes: Processes, addresses: list[str], count: int, runs: int
+) -> SmallRuns:
+    arguments = [(addresses[i % len(addresses)], f"c{i}", runs) for i in range(count)]
+    began, messages = run_clients(processes, creator, arguments)
+    failed = sum(m[3] for m in messages)
+    error = next((m[4] for m in messages if m[4]), None)
+    seconds = max(m[2] for m in messages) - began
+    return SmallRuns(backend, count, count * runs - failed, seconds, failed, error)
 
 
 def _stored_rows(monitor: RunService, run_id: str) -> int:
@@ -216,37 +268,47 @@ def _wait_healthy(processes: Processes, address: str, name: str) -> None:
     raise RuntimeError(f"{name} did not become healthy")
 
 
+def servers_of(backend: str, processes: Processes, folder: Path, name: str) -> Any:
+    if backend == "sqlite":
+        return sqlite_servers(processes, folder, name)
+    return postgres_servers(processes, name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="2,000 rows; 1 and 4 writers")
+    parser.add_argument(
+        "--quick", action="store_true", help="SQLite, 2,000 rows, 1 and 4 writers, 20 small runs"
+    )
     parser.add_argument("--rows", type=int, help="rows per writer (default 20,000)")
     parser.add_argument("--writers", type=int, nargs="+", help="writer counts (default 1 4 16)")
+    parser.add_argument("--small-runs", type=int, help="small runs per process (default 100)")
     parser.add_argument(
-        "--backends", nargs="+", choices=("sqlite", "postgres"), default=["sqlite", "postgres"]
+        "--backends",
+        nargs="+",
+        choices=("sqlite", "postgres"),
+        help="default: both; with --quick, sqlite",
     )
     args = parser.parse_args()
+    backends = args.backends or (["sqlite"] if args.quick else ["sqlite", "postgres"])
     rows = args.rows or (2_000 if args.quick else 20_000)
     counts = args.writers or ([1, 4] if args.quick else [1, 4, 16])
+    small = args.small_runs or (20 if args.quick else 100)
     if 1 not in counts:
         counts = [1, *counts]  # the baseline
     load_before = os.getloadavg()
     started = time.monotonic()
     results: list[Result] = []
+    creations: list[SmallRuns] = []
     with tempfile.TemporaryDirectory() as tmp:
         processes = Processes(Path(tmp))
         try:
-            for backend in args.backends:
+            for backend in backends:
                 for writers in counts:
                     name = f"{backend}-{writers}"
                     say(f"{backend}: {writers} writer(s) x {rows:,} rows x {KEYS} keys")
-                    servers = (
-                        sqlite_servers(processes, Path(tmp), name)
-                        if backend == "sqlite"
-                        else postgres_servers(processes, name)
-                    )
-                    with servers as (database, addresses):
+                    with servers_of(backend, processes, Path(tmp), name) as (database, addresses):
                         result = measure(backend, processes, database, addresses, writers, rows)
                         if not result.errors:
                             read_back(addresses[-1], writers, rows)
@@ -255,13 +317,26 @@ def main() -> int:
                         f"error(s); read models complete after {result.applied:.1f} s"
                     )
                     results.append(result)
+                for count in (1, 2):
+                    name = f"{backend}-small-{count}"
+                    say(f"{backend}: {count} process(es) x {small} small runs")
+                    with servers_of(backend, processes, Path(tmp), name) as (_, addresses):
+                        creation = measure_small_runs(backend, processes, addresses, count, small)
+                    say(f"{creation.rate:.1f} runs/s, {creation.failed} failed")
+                    creations.append(creation)
         finally:
             processes.kill_all()
-    report(results, rows, load_before, time.monotonic() - started)
-    return 1 if any(r.errors for r in results) else 0
+    report(results, creations, rows, load_before, time.monotonic() - started)
+    return 1 if any(r.errors for r in results) or any(c.failed for c in creations) else 0
 
 
-def report(results: list[Result], rows: int, load_before: tuple[float, ...], took: float) -> None:
+def report(
+    results: list[Result],
+    creations: list[SmallRuns],
+    rows: int,
+    load_before: tuple[float, ...],
+    took: float,
+) -> None:
     print(
         f"\nconcurrent SDK writers, each {rows:,} rows x {KEYS} keys to its own run, {took:.0f} s"
     )
@@ -277,6 +352,17 @@ def report(results: list[Result], rows: int, load_before: tuple[float, ...], too
     for r in results:
         for error in r.errors[:3]:
             print(f"- {r.backend}, {r.writers} writers: {error}")
+    print("\nsmall runs (init, one row, finish), one after another in each process")
+    print(f"{'backend':<10}{'processes':>10}{'runs':>7}{'runs/s':>9}{'vs 1':>8}{'failed':>8}")
+    alone = {c.backend: c.rate for c in creations if c.processes == 1}
+    for c in creations:
+        ratio = f"{c.rate / alone[c.backend]:.2f}x" if alone.get(c.backend) else "-"
+        print(
+            f"{c.backend:<10}{c.processes:>10}{c.created + c.failed:>7}{c.rate:>9.1f}"
+            f"{ratio:>8}{c.failed:>8}"
+        )
+        if c.error:
+            print(f"- {c.backend}, {c.processes} processes: {c.error}")
     print(
         "- points/s: points acknowledged (stored), from the start signal until the last "
         "finish() returned; applied at: until the read models held every row; every run of a "

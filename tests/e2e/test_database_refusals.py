@@ -183,3 +183,41 @@ def test_a_read_only_database_is_unavailable_and_the_sdk_retries_until_it_is_wri
     run.finish()
     server.stop()
     assert_rows_once(str(database), run.path, 100 + ROWS)
+
+
+def test_the_wandb_api_answers_a_full_disk_with_a_503_which_the_wandb_sdk_retries(
+    tmp_path: Path, page_cap: dict[str, int | None]
+) -> None:
+    from test_wandb_http import Site, history, serving, start
+
+    from runhistory.service import bootstrap
+
+    database = str(tmp_path / "runhistory.db")
+    with serving(database) as server:
+        key = server.writer
+        site = Site(**vars(server))
+        start(site, "r1")
+        assert site.stream("r1", history(0, 0, 1, 2)).status == 200
+
+    def restarted() -> Site:
+        running = bootstrap.start(Settings(db=database), "127.0.0.1:0", "127.0.0.1:0")
+        assert running.web is not None and running.keys is not None
+        return Site(running, running.web, running.keys, key, key, key, key)
+
+    page_cap["pages"] = page_count(database)  # the disk is full
+    site = restarted()
+    big = history(3, *range(3, 3 + ROWS))
+    try:
+        reply = site.stream("r1", big)
+    finally:
+        site.grpc.stop()
+    assert reply.status == 503, reply.text  # the wandb SDK retries a 5xx, for days
+    assert "the server's disk is full (" in reply.text
+
+    page_cap["pages"] = None  # space freed: the retried post goes through
+    site = restarted()
+    try:
+        assert site.stream("r1", big).status == 200
+        assert site.steps("r1") == list(range(3 + ROWS))
+    finally:
+        site.grpc.stop()
