@@ -62,6 +62,15 @@ class Demo:
         return f"{self.web.url}/{entity}/{project}/runs/{run_id}{suffix}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs' spools go to a folder of the module's, not the working folder (a superseded
+    session's spool is kept for `runhistory sync`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNHISTORY_DIR", str(tmp_path_factory.mktemp("spool")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     db = tmp_path_factory.mktemp("web-browser") / "demo.db"

@@ -25,6 +25,13 @@ from runhistory.service.settings import Settings
 pytestmark = pytest.mark.backends(*SHARED)
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Runs' spools go to a folder of the test's, not the working folder (the superseded
+    session's spool is kept for `runhistory sync`)."""
+    monkeypatch.setenv("RUNHISTORY_DIR", str(tmp_path / "spool"))
+
+
 @dataclass
 class Site:
     running: Running
