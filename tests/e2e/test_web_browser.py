@@ -62,6 +62,15 @@ class Demo:
         return f"{self.web.url}/{entity}/{project}/runs/{run_id}{suffix}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs' spools go to a folder of the module's, not the working folder (a superseded
+    session's spool is kept for `runhistory sync`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNHISTORY_DIR", str(tmp_path_factory.mktemp("spool")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     db = tmp_path_factory.mktemp("web-browser") / "demo.db"
@@ -464,7 +473,8 @@ def test_home_lists_the_readers_projects(driver: Any, demo: Demo) -> None:
     assert "demo/rewind" in [r.get_attribute("data-project") for r in rows]
     assert "Sign out" in css(driver, "header.top").text
     screenshot(driver, "14-home-projects")
-    click(driver, "#projects a.project-link")
+    # Other tests add projects to the demo server: follow demo/rewind's own link.
+    click(driver, '#projects tr[data-project="demo/rewind"] a.project-link')
     wait_for(lambda: driver.current_url == f"{demo.web.url}/demo/rewind", "the project page")
 
 
@@ -474,7 +484,9 @@ def test_a_version_archived_while_running_says_so(driver: Any, demo: Demo) -> No
     for i in range(5):
         run.log({"loss": float(i)})
     run.flush()  # still running when the rewind archives it
-    again = runhistory.init(**common, resume_from=f"{run.id}?_step=2", api_key=demo.writer)
+    again = runhistory.init(  # a second session beside the live first one
+        **common, resume_from=f"{run.id}?_step=2", api_key=demo.writer, reinit="create_new"
+    )
     again.finish()
     with pytest.raises(runhistory.Superseded):
         run.finish()
@@ -506,7 +518,8 @@ def test_a_run_crashed_by_silence_shows_crashed_and_its_audit_says_why(
     # crash timeout. It comes back once (revived), then falls silent for good.
     later = time.time() + 3600
     monkeypatch.setattr(service, "clock", lambda: later)
-    assert service.sweep() == [session.path]
+    # Other tests leave running runs on the demo server: this sweep crashes them too.
+    assert session.path in service.sweep()
     service.heartbeat(session.path, writer=session.writer)
     later += 3600
     assert service.sweep() == [session.path]

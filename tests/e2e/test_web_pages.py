@@ -25,6 +25,13 @@ from runhistory.service.settings import Settings
 pytestmark = pytest.mark.backends(*SHARED)
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Runs' spools go to a folder of the test's, not the working folder (the superseded
+    session's spool is kept for `runhistory sync`)."""
+    monkeypatch.setenv("RUNHISTORY_DIR", str(tmp_path / "spool"))
+
+
 @dataclass
 class Site:
     running: Running
@@ -51,7 +58,8 @@ def write_runs(address: str, keys: dict[str, str]) -> None:
     for i in range(10):
         run.log({"loss": 1.0 / (i + 1)})
     run.flush()  # v1 stays running: the rewind archives it as it is
-    again = init("alice", project="p", resume_from="r?_step=4")
+    # a second session beside the live first one (W&B's default would return `run`)
+    again = init("alice", project="p", resume_from="r?_step=4", reinit="create_new")
     for i in range(5, 8):
         again.log({"loss": 0.1 * i})
     again.finish()
