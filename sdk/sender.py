@@ -45,7 +45,7 @@ from runhistory.domain.errors import ResourceExhausted, RunHistoryError
 from runhistory.domain.values import Limits, check_row_size, row_size
 from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos.codec import calls_to_json
-from runhistory.spool import Record, Spool
+from runhistory.spool import RPCS, Record, Spool
 
 # A queued log() call: flattened data, timestamp, step, commit.
 _Call = tuple[dict[str, Any], float, int | None, bool | None]
@@ -127,7 +127,7 @@ def raw_stubs(channel: grpc.Channel) -> dict[str, Any]:
             request_serializer=None,
             response_deserializer=RESPONSES.get(rpc, pb.Ack).FromString,
         )
-        for rpc in ("Log", "UpdateConfig", "SetSummary", "DefineMetric", "RecordArtifact", "Finish")
+        for rpc in RPCS
     }
 
 
@@ -140,6 +140,7 @@ def describe(record: Record) -> str:
         "DefineMetric": "a metric definition",
         "RecordArtifact": "an artifact record",
         "Finish": "the finish",
+        "UpdateDetails": "an update of the run's details",
     }[record.rpc]
 
 

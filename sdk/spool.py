@@ -38,7 +38,15 @@ SEGMENT_SUFFIX = ".spool"
 SEGMENT_BYTES = 8 * 1024 * 1024
 SPOOL_FOLDER = "runhistory"
 # The write RPCs a record can hold, by index. Append only: spools on disk use the indexes.
-RPCS = ("Log", "UpdateConfig", "SetSummary", "DefineMetric", "RecordArtifact", "Finish")
+RPCS = (
+    "Log",
+    "UpdateConfig",
+    "SetSummary",
+    "DefineMetric",
+    "RecordArtifact",
+    "Finish",
+    "UpdateDetails",
+)
 _RPC_INDEX = {name: index for index, name in enumerate(RPCS)}
 # payload length, CRC-32 of the payload, sequence number, RPC index, log calls held
 _HEADER = struct.Struct("<IIqBI")
