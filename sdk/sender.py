@@ -75,7 +75,8 @@ STOP_CODES = frozenset(
 # After these the session still holds: writes go on into the spool, for a later sync.
 KEY_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 # A refusal of these concerns the request's data only: it is dropped. Any other status
-# (unreachable, deadline, ABORTED, INTERNAL, ...) is retried.
+# (unreachable, deadline, ABORTED, INTERNAL, ...) is retried, and so is a full disk on the
+# server (RESOURCE_EXHAUSTED with reason DISK_FULL: about the server, not the request).
 DROP_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -459,7 +460,7 @@ class Sender:
         code = error.code()
         if code in STOP_CODES and not is_transient(error):
             self._stop_sending(error_from_rpc(error))
-        elif code in DROP_CODES:
+        elif code in DROP_CODES and not is_transient(error):
             refusal = error_from_rpc(error)
             self.dropped(
                 f"the server refused {describe(record)} ({refusal.code}: {refusal.message})"
@@ -469,9 +470,12 @@ class Sender:
             if self.outage_since is None:
                 self.outage_since = time.monotonic()
                 where = f"the spool at {self.spool.folder}" if self.spool else "memory"
+                full = code == grpc.StatusCode.RESOURCE_EXHAUSTED  # the disk (is_transient)
+                trouble = "cannot write to" if full else "cannot reach"
                 log.warning(
-                    "runhistory: cannot reach the server at %s (%s: %s); logging goes on into "
+                    "runhistory: %s the server at %s (%s: %s); logging goes on into "
                     "%s, sent when the server is back",
+                    trouble,
                     self.connection.address if self.connection else "",
                     code.name,
                     error.details(),

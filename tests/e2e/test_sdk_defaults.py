@@ -51,8 +51,8 @@ def test_an_empty_entity_or_project_is_refused(
     with pytest.raises(runhistory.InvalidArgument, match=message):
         runhistory.init(**{"project": "p", **given})
     with runhistory.Api() as api:
-        assert api.runs(f"{server.entity}/p") == []
-        assert api.runs(f"{server.entity}/uncategorized") == []
+        assert list(api.runs(f"{server.entity}/p")) == []
+        assert list(api.runs(f"{server.entity}/uncategorized")) == []
 
 
 def test_grpc_init_with_an_empty_entity_or_project(server: SdkServer) -> None:

@@ -5,6 +5,7 @@ argument of `wandb.init`, glob metrics, numpy values, and history as a pandas Da
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -351,5 +352,10 @@ def test_the_url_is_none_without_a_web_ui(server: SdkServer) -> None:
     run = quietly_init(project="noweb")
     assert run.url is None
     assert (run.path, run.project, run.entity) == (f"{ENTITY}/noweb/{run.id}", "noweb", ENTITY)
-    assert run.dir == str(Path.cwd()) and run.start_time > 0 and run.step == 0
+    # run.dir is the run's spool folder, DIR/runhistory/run-<time>-<id> (W&B's
+    # DIR/wandb/run-<time>-<id>), DIR being $RUNHISTORY_DIR (set by the server fixture).
+    assert run.dir is not None and Path(run.dir).is_dir()
+    assert Path(run.dir).parent == Path(os.environ["RUNHISTORY_DIR"]) / "runhistory"
+    assert Path(run.dir).name.startswith("run-") and Path(run.dir).name.endswith(f"-{run.id}")
+    assert run.start_time > 0 and run.step == 0
     run.finish()

@@ -420,7 +420,7 @@ def test_a_key_that_may_not_write_fails_init_promptly_and_creates_nothing(
     assert made["refusal"] is not None and message in made["refusal"]
     assert made["seconds"] < 30
     with site.api() as api:
-        assert api.runs(f"{ENTITY}/p") == []
+        assert list(api.runs(f"{ENTITY}/p")) == []
 
 
 def test_a_revoked_key_stops_the_run_at_once_and_keeps_what_came_before(site: Site):

@@ -59,3 +59,23 @@ def test_a_second_spool_of_the_same_run_gets_its_own_folder(tmp_path: Path) -> N
     first = Spool.create(tmp_path, "same", {})
     second = Spool.create(tmp_path, "same", {})
     assert first.folder != second.folder and is_spool(second.folder)
+
+
+def test_every_sequenced_write_rpc_can_be_spooled_and_described() -> None:
+    """A write RPC added to the service (its request carries path, writer and seq) must be
+    spoolable and named in warnings; after a merge UpdateDetails was neither, and a run
+    whose name was set failed finish with a KeyError."""
+    from runhistory.protos import runhistory_pb2 as pb
+    from runhistory.sender import describe
+    from runhistory.spool import RPCS
+
+    sequenced = {
+        method.name
+        for method in pb.DESCRIPTOR.services_by_name["RunHistory"].methods
+        if not method.client_streaming  # LogStream sends the same LogBatch as Log
+        and {"path", "writer", "seq"} <= {field.name for field in method.input_type.fields}
+    }
+    assert "UpdateDetails" in sequenced
+    assert sequenced == set(RPCS)
+    for rpc in RPCS:
+        assert describe(Record(1, rpc, b""))
