@@ -156,6 +156,10 @@ def test_a_read_only_database_is_unavailable_and_the_sdk_retries_until_it_is_wri
     for row in rows(0, 100):
         run.log(row)
     run.flush()
+    # A read waits for the read models to hold those rows: a read-only database could not
+    # take what they still had to apply.
+    with runhistory.Api() as api:
+        assert len(list(api.run(run.path).scan_history(keys=["k0"]))) == 100
     server.stop()
 
     database.chmod(0o444)
