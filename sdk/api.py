@@ -581,17 +581,8 @@ class ApiRun:
         `{"_step": [...], "_timestamp": [...], "_runtime": [...], key: [...]}`, every list
         one entry per row, None where a row lacks the key. Several times faster than rows
         for long histories: no object is built per row."""
-        request = _history_request(
-            self.path,
-            keys,
-            min_step,
-            max_step,
-            own_only,
-            self._version(version),
-            self._api._min_position(),
-        )
         columns: dict[str, list[Any]] = {}
-        for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
+        for chunk in self._history_stream(keys, min_step, max_step, own_only, version):
             extend_columns(columns, series_from_protos(chunk.series))
         return columns
 
@@ -603,6 +594,18 @@ class ApiRun:
         own_only: bool,
         version: int | None,
     ) -> Iterator[list[dict[str, Any]]]:
+        for chunk in self._history_stream(keys, min_step, max_step, own_only, version):
+            yield chunk_rows(chunk)
+
+    def _history_stream(
+        self,
+        keys: str | Sequence[str] | None,
+        min_step: int | None,
+        max_step: int | None,
+        own_only: bool,
+        version: int | None,
+    ) -> Iterator[pb.HistoryChunk]:
+        """The ReadHistory chunks of this run (or `version`), resumed after a dropped stream."""
         request = _history_request(
             self.path,
             keys,
@@ -612,8 +615,7 @@ class ApiRun:
             self._version(version),
             self._api._min_position(),
         )
-        for chunk in self._api._stream("ReadHistory", request, resume=_resume_history):
-            yield chunk_rows(chunk)
+        yield from self._api._stream("ReadHistory", request, resume=_resume_history)
 
     # ---- versions, lineage, artifacts, events ------------------------------------------
 
