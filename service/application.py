@@ -137,3 +137,11 @@ class RunEvents(Application):
 
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def close(self) -> None:
+        super().close()
+        # eventsourcing_sqlalchemy's factory has no close of its own: without this, its
+        # engine's pooled connections stay open until the garbage collector finds them.
+        engine = getattr(getattr(self.factory, "datastore", None), "engine", None)
+        if engine is not None:
+            engine.dispose()
