@@ -125,34 +125,28 @@ def config_changes(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[
 
 # ---- values, history lines, summaries ------------------------------------------------------
 
-_LEFT_OUT = object()
-
 
 def user_values(data: Mapping[str, Any]) -> dict[str, Any]:
     """A W&B row or summary as runhistory values: the SDK's own top-level keys (`_step`,
-    `_runtime`, `_timestamp`, `_wandb`, ...) and nulls left out, lists (which runhistory
-    does not store as such) kept as their JSON text, nested dicts as they are."""
+    `_runtime`, `_timestamp`, `_wandb`, ...) left out, nulls kept (as W&B stores them, and
+    as runhistory's own SDK logs `None`), lists (which runhistory does not store as such)
+    kept as their JSON text, nested dicts as they are."""
     values = {}
     # This runs for every history line: plain values first, the rest in `_value`.
     for key, value in data.items():
         if key[:1] == "_":
             continue
         kind = type(value)
-        if kind is float or kind is int or kind is str or kind is bool:
+        if kind is float or kind is int or kind is str or kind is bool or value is None:
             values[key] = value
         else:
-            converted = _value(value)
-            if converted is not _LEFT_OUT:
-                values[key] = converted
+            values[key] = _value(value)
     return values
 
 
 def _value(value: Any) -> Any:
-    if value is None:
-        return _LEFT_OUT
     if isinstance(value, dict):
-        nested = {key: _value(item) for key, item in value.items()}
-        return {key: item for key, item in nested.items() if item is not _LEFT_OUT}
+        return {key: _value(item) for key, item in value.items()}
     if isinstance(value, list):
         return dumps(value)
     return value

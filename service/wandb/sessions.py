@@ -13,6 +13,12 @@ event store holds it and from the storage ID the SDK sends:
 | held by this key's session | that session's, or none (a later call) | update the config |
 | exists, otherwise | any other | refused: the session was superseded |
 
+The run's details (`displayName`, `tags`, `notes`, `groupName`, `jobType`) are given with
+a creation, a fork, a resume or a rewind as with runhistory's own `init`: those sent replace
+the run's, the rest stay. The SDK sends `tags: []` when a resume names none, so an empty
+list from a session leaves the tags as they are; the public API's `Run.update()`, which
+sends every detail back, can clear them.
+
 A session numbers its rows by line (`RunService.start_lines`), from the rows its version
 holds: the `historyLineCount` the answers carry, where the SDK's first history line goes.
 """
@@ -25,7 +31,7 @@ from typing import Any
 from runhistory.domain.errors import AlreadyExists, InvalidArgument, NotFound, Superseded
 from runhistory.domain.identity import BranchPoint, RunPath
 from runhistory.protos.codec import dumps
-from runhistory.service.runs import RunService
+from runhistory.service.runs import Details, RunService
 from runhistory.service.wandb.caller import READ, WRITE, Caller
 from runhistory.service.wandb.protocol import (
     WandbConfig,
@@ -68,7 +74,7 @@ class Sessions:
         if storage_id == run_storage_id(path):
             session = new_writer(caller.key_id)
             changes = config_changes(self.service.config(path), config.values)
-            self.service.resume(path, config=changes, writer=session)
+            self.service.resume(path, config=changes, writer=session, details=_details(v))
             self.service.start_lines(path, writer=session)
             return _upserted(self.views.bucket(path, session), inserted=False)
         if storage_id is None and (v.get("host") or v.get("program")):
@@ -82,6 +88,9 @@ class Sessions:
             changes = config_changes(self.service.config(path), config.values)
             if changes:
                 self.service.update_config(path, changes, writer=writer)
+            details = _details(v)
+            if details != Details():
+                self.service.update_details(path, details, writer=writer)
             return _upserted(self.views.bucket(path, writer), inserted=False)
         raise Superseded(
             f"the session that sent this no longer writes {path}: a rewind or a resume "
@@ -92,12 +101,7 @@ class Sessions:
         self, caller: Caller, path: RunPath, config: WandbConfig, v: Variables
     ) -> dict[str, Any]:
         session = new_writer(caller.key_id)
-        start = {
-            "name": _text(v, "displayName"),
-            "tags": _tags(v.get("tags")),
-            "config": config.values,
-            "writer": session,
-        }
+        start = {"config": config.values, "writer": session, "details": _details(v)}
         point = config.branch_point
         if point is None:
             self.service.create(path, **start)
@@ -114,9 +118,8 @@ class Sessions:
     def _update_from_api(
         self, caller: Caller, storage_id: str, config: WandbConfig, v: Variables
     ) -> dict[str, Any]:
-        """`Run.update()` and `run.summary.update()` of the public API: new config values
-        and the summary, outside any session (as runhistory's own API writes). Its other
-        fields (tags, name, notes, ...) are not changed after a run starts."""
+        """`Run.update()` and `run.summary.update()` of the public API: new config values,
+        details and the summary, outside any session (as runhistory's own API writes)."""
         found = run_of_storage_id(storage_id)
         if found is None:
             raise InvalidArgument(f"no run has the storage ID {storage_id[:80]!r}")
@@ -124,6 +127,9 @@ class Sessions:
         changes = config_changes(self.service.config(path), config.values)
         if changes:
             self.service.update_config(path, changes)
+        details = _details(v, empty_tags_clear=True)
+        if details != Details():
+            self.service.update_details(path, details)
         summary = _text(v, "summaryMetrics")
         if summary is not None:
             reported = parse_json(summary, "summaryMetrics")
@@ -155,7 +161,7 @@ class Sessions:
             "eventsTail": "[]",
             "config": wrap_config(self.service.config(path)),
             "tags": record.tags,
-            "notes": None,
+            "notes": record.notes or None,
             # The SDK takes a run without "t" (W&B's telemetry) for one never started, and
             # would write over it from line 0; every runhistory run has started.
             "wandbConfig": dumps({"t": {}}),
@@ -190,9 +196,16 @@ def _text(v: Variables, name: str) -> str | None:
     return value
 
 
-def _tags(value: object) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
+def _details(v: Variables, empty_tags_clear: bool = False) -> Details:
+    """The run details UpsertBucket sends; None for those it leaves out. `Run.update()`
+    of the public API names the display name `display_name`."""
+    tags = v.get("tags")
+    if tags is not None and not isinstance(tags, list):
         raise InvalidArgument("tags is a list of strings")
-    return value
+    return Details(
+        name=_text(v, "displayName") or _text(v, "display_name"),
+        tags=tags if tags or (tags is not None and empty_tags_clear) else None,
+        notes=_text(v, "notes"),
+        group=_text(v, "groupName"),
+        job_type=_text(v, "jobType"),
+    )

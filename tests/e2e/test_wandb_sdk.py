@@ -342,6 +342,42 @@ def test_the_public_api_updates_config_and_summary_outside_any_session(site: Sit
     assert types[-2:] == ["ConfigUpdated", "SummarySet"] and "Resumed" not in types
 
 
+def test_names_notes_groups_job_types_and_nulls_as_the_sdk_sends_them(site: Site):
+    made = site.run(
+        """
+        run = wandb.init(project="p", id="det", name="first", notes="why", group="fold-1",
+                         job_type="train", tags=["a", "b"], settings=quiet())
+        run.log({"loss": 1.0, "val": None})
+        run.notes = "changed while running"
+        run.finish()
+
+        # A resume naming some details replaces those only (the SDK sends tags=[]).
+        run = wandb.init(project="p", id="det", resume="must", job_type="eval",
+                         settings=quiet())
+        run.log({"loss": 0.5, "val": 0.25})
+        run.finish()
+
+        api = wandb.Api()
+        read = api.run("team/p/det")
+        seen = [read.name, read.notes, read.group, read.job_type, list(read.tags)]
+        read.name = "renamed"
+        read.tags = []
+        read.update()
+        again = api.run("team/p/det")
+        result({"seen": seen, "after": [again.name, list(again.tags), again.notes],
+                "vals": [row["val"] for row in again.scan_history()]})
+        """
+    )
+    assert made["seen"] == ["first", "changed while running", "fold-1", "eval", ["a", "b"]]
+    assert made["after"] == ["renamed", [], "changed while running"]
+    assert made["vals"] == [None, 0.25]  # a logged None is stored as null, as W&B does
+    with site.api() as api:
+        run = api.run(f"{ENTITY}/p/det")
+        assert (run.name, run.tags, run.group, run.job_type) == ("renamed", [], "fold-1", "eval")
+        assert run.notes == "changed while running"
+        assert [row["val"] for row in run.scan_history()] == [None, 0.25]
+
+
 def test_nan_infinities_and_large_integers_survive(site: Site):
     made = site.run(
         """

@@ -112,7 +112,8 @@ def test_history_lines_keep_the_users_values_and_wandb_numbers():
     assert values["big"] == 2.0**70
     assert values["n"] == {"a": 1, "_type": "image-file"}
     assert values["l"] == "[1,2]"
-    assert set(values) == {"loss", "up", "down", "big", "n", "l"}
+    assert values["none"] is None  # stored as null, as W&B stores it
+    assert set(values) == {"loss", "up", "down", "big", "n", "l", "none"}
 
 
 @pytest.mark.parametrize(
@@ -133,10 +134,9 @@ def test_bad_history_lines_are_refused_with_their_number(line: object, message: 
     assert "12" in info.value.message
 
 
-def test_summary_values_leave_wandb_keys_out():
-    assert user_values({"_step": 3, "_wandb": {"runtime": 1}, "best": 0.5, "x": None}) == {
-        "best": 0.5
-    }
+def test_summary_values_leave_wandb_keys_out_and_keep_nulls():
+    given = {"_step": 3, "_wandb": {"runtime": 1}, "best": 0.5, "x": None, "d": {"n": None}}
+    assert user_values(given) == {"best": 0.5, "x": None, "d": {"n": None}}
 
 
 # ---- keys ------------------------------------------------------------------------------------
