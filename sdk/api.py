@@ -226,7 +226,8 @@ class Api:
 
     def run(self, path: str) -> ApiRun:
         """A run by `entity/project/run_id` (also `entity/project/runs/run_id`; a bare
-        `project/run_id` or `run_id` uses $RUNHISTORY_ENTITY and $RUNHISTORY_PROJECT). Or
+        `project/run_id` or `run_id` is of $RUNHISTORY_ENTITY, else of the API key's
+        entity, and a bare `run_id` of $RUNHISTORY_PROJECT, else "uncategorized"). Or
         one version by its immutable ID, bare or as `entity/project/ID`: the run object then
         reads that version (live or archived) and keeps reading it after later rewinds."""
         # Imported here: uuid and secrets, which identity needs, are a few ms of every
@@ -237,7 +238,12 @@ class Api:
         if parts and is_version_id(parts[-1]) and len(parts) in (1, 3):
             reference = "/".join(parts)  # bare: any run of the key's entity
         else:
-            reference = str(RunPath.parse_reference(path, default_entity(), default_project()))
+            entity = default_entity()
+            # "_" stands for the key's entity while the path is checked; the server, which
+            # knows the key, fills it in for a `project/run_id`.
+            run = RunPath.parse_reference(path, entity or "_", default_project())
+            named = entity or len(parts) >= 3
+            reference = str(run) if named else f"{run.project}/{run.run_id}"
         request = pb.RunRequest(path=reference, min_position=self._min_position())
         info = self._call("GetRun", request)
         return ApiRun(self, info, pinned=reference != info.path)
@@ -308,7 +314,10 @@ def _project_path(path: str | None) -> tuple[str, str]:
         return entity, parts[0]
     if len(parts) == 2:
         return parts[0], parts[1]
-    raise InvalidArgument(f"invalid project path {path!r}: use 'entity/project'")
+    raise InvalidArgument(
+        f"invalid project path {path!r}: use 'entity/project' (or 'project', of your API "
+        "key's entity)"
+    )
 
 
 class Runs:
@@ -339,7 +348,8 @@ class Runs:
         self._total: int | None = None
 
     def __repr__(self) -> str:
-        return f"<runhistory.Runs {self.entity}/{self.project} ({self.order})>"
+        entity = self.entity or "(the key's entity)"
+        return f"<runhistory.Runs {entity}/{self.project} ({self.order})>"
 
     def _request(self, cursor: str = "", page_size: int = 0, total: bool = False) -> Any:
         given = self._filter

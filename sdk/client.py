@@ -70,8 +70,10 @@ def resolve_address(address: str | None = None) -> str:
 
 
 def default_entity() -> str:
-    """The entity of a run named without one: $RUNHISTORY_ENTITY, else "default"."""
-    return os.environ.get("RUNHISTORY_ENTITY") or "default"
+    """The entity of a run named without one: $RUNHISTORY_ENTITY, else "": the API key's
+    entity, which the server fills in ("default" on a server without keys), as W&B takes
+    the account's default entity."""
+    return os.environ.get("RUNHISTORY_ENTITY") or ""
 
 
 def default_project() -> str:
@@ -94,9 +96,7 @@ def init_target(entity: str | None, project: str | None) -> tuple[str, str]:
                 f"{kind} {given!r} is empty: give {errors.a_or_an(kind)} name, or leave "
                 f"{kind} out (None) for {default}"
             )
-    if entity is None:
-        entity = os.environ.get("RUNHISTORY_ENTITY") or ""
-    return entity, project or default_project()
+    return default_entity() if entity is None else entity, project or default_project()
 
 
 def run_url(web_url: str, address: str, path: str) -> str | None:

@@ -54,7 +54,7 @@ class DisabledRun:
         id: str | None = None,
     ) -> None:
         self.project = project or default_project()
-        self.entity = entity or default_entity()
+        self.entity = entity or default_entity() or "default"
         self.id = id or "disabled"
         self.name = name or self.id
         self.path = f"{self.entity}/{self.project}/{self.id}"

@@ -109,15 +109,17 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def _read(
         self, caller: Principal, text: str, min_position: int = 0
     ) -> tuple[RunPath, int | None]:
-        """A read's run, and the version its path names by immutable ID (or None)."""
+        """A read's run, and the version its path names by immutable ID (or None). A
+        `project/run_id` is a run of the key's entity, as W&B's API takes the viewer's."""
         if not text:
             raise InvalidArgument(
                 "the request names no run: set path to 'entity/project/run_id' (or a "
                 "version's immutable ID)"
             )
-        return self._located(
-            caller, parse_run_or_version(text), READ, mapping.min_position(min_position)
-        )
+        if text.count("/") == 1:
+            text = f"{caller.own_entity}/{text}"
+        ref = parse_run_or_version(text)
+        return self._located(caller, ref, READ, mapping.min_position(min_position))
 
     # ---- sessions and writes -----------------------------------------------------------
 
@@ -306,10 +308,9 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         context: grpc.ServicerContext,
         caller: Principal,
     ) -> pb.ListRunsResponse:
-        caller.require(check_name("entity", request.entity), *READ)
-        page = self.service.runs_page(
-            request.entity, request.project, **mapping.listing_options(request)
-        )
+        entity = check_name("entity", request.entity or caller.own_entity)
+        caller.require(entity, *READ)
+        page = self.service.runs_page(entity, request.project, **mapping.listing_options(request))
         return mapping.runs_page(page, self.web_url)
 
     @refusals

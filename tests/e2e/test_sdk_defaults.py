@@ -31,6 +31,17 @@ def test_init_without_an_entity_uses_the_keys_entity(
     assert forked.entity == server.entity and forked.forked_from["run"] == run.path
     with runhistory.init() as elsewhere:
         assert elsewhere.path.startswith(f"{server.entity}/uncategorized/")
+    # Reads named without an entity are of the key's too, as W&B's API takes the viewer's.
+    with runhistory.Api() as api:
+        assert api.run(f"defaults/{run.id}").path == run.path
+        assert api.run(f"/defaults/{run.id}/").path == run.path
+        monkeypatch.setenv("RUNHISTORY_PROJECT", "defaults")
+        assert api.run(run.id).path == run.path
+        assert [r.path for r in api.runs("defaults")] == [run.path, forked.path]
+        assert [r.path for r in api.runs()] == [run.path, forked.path]
+        monkeypatch.delenv("RUNHISTORY_PROJECT")
+        assert api.run(elsewhere.id).path == elsewhere.path
+        assert len(api.runs()) == 1
     # $RUNHISTORY_ENTITY still names one when init does not.
     monkeypatch.setenv("RUNHISTORY_ENTITY", "elsewhere")
     with pytest.raises(runhistory.PermissionDenied, match="entity 'elsewhere'"):
@@ -62,6 +73,11 @@ def test_grpc_init_with_an_empty_entity_or_project(server: SdkServer) -> None:
         # The wire cannot tell an empty entity from none: it stands for the key's.
         session = stub.Init(pb.InitRequest(project="p", run_id="r"), metadata=metadata)
         assert session.path == f"{server.entity}/p/r"
+        # So do reads: a `project/run_id` path, and a listing without an entity.
+        info = stub.GetRun(pb.RunRequest(path="p/r"), metadata=metadata)
+        assert info.path == f"{server.entity}/p/r"
+        listed = stub.ListRuns(pb.ListRunsRequest(project="p"), metadata=metadata)
+        assert [run.path for run in listed.runs] == [f"{server.entity}/p/r"]
         with pytest.raises(grpc.RpcError) as refused:
             stub.Init(pb.InitRequest(entity=server.entity, project=""), metadata=metadata)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
