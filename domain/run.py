@@ -25,6 +25,7 @@ from runhistory.domain.errors import (
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
+    RunHistoryError,
     RunNotRunning,
     Superseded,
 )
@@ -455,8 +456,14 @@ class Run(Aggregate):
         writer: str | None = None,
         seq: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        drop_refused: bool = False,
     ) -> LogOutcome:
-        """Apply a batch of `log()` calls with W&B's step rules; one event for the batch."""
+        """Apply a batch of `log()` calls with W&B's step rules; one event for the batch.
+
+        A call whose data is refused (a value's type, a key, a row over the limits) refuses
+        the whole batch; with `drop_refused`, only that call's data is dropped, with a
+        warning, and its step and commit still count (as the SDK, which checks the same
+        rules before sending, counted them for `run.step`)."""
         if not self._accepts(writer, seq):
             return LogOutcome(next_step=self.next_step, duplicate=True)
         self._check_running("log rows", writer)
@@ -473,7 +480,18 @@ class Run(Aggregate):
         bound = 0 if pending is None else row_size(pending["values"])
         request_bytes = 0
         for call in calls:
-            data = flatten(call.data, limits)
+            if not _is_finite_number(call.timestamp):
+                raise InvalidArgument(
+                    f"invalid timestamp {call.timestamp!r}: seconds since the epoch, finite"
+                )
+            target = step if call.step is None else check_step(call.step)
+            try:
+                data = flatten(call.data, limits)
+            except (InvalidArgument, ResourceExhausted) as refused:
+                if not drop_refused:
+                    raise
+                outcome.warnings.append(_dropped_call(target, refused))
+                data = {}
             size = row_size(data)
             request_bytes += size
             if request_bytes > limits.max_request_bytes:
@@ -481,11 +499,6 @@ class Run(Aggregate):
                     f"the request holds more than {limits.max_request_bytes} bytes of rows; "
                     "send fewer rows per request"
                 )
-            if not _is_finite_number(call.timestamp):
-                raise InvalidArgument(
-                    f"invalid timestamp {call.timestamp!r}: seconds since the epoch, finite"
-                )
-            target = step if call.step is None else check_step(call.step)
             if target < step:
                 outcome.warnings.append(
                     f"step {target} is lower than the current step {step} of {self.path}: "
@@ -498,6 +511,12 @@ class Run(Aggregate):
                 pending, step = None, target
             if pending is None:
                 pending, bound = {"step": step, "timestamp": call.timestamp, "values": {}}, 0
+            if drop_refused and data:
+                try:
+                    self._check_pending(pending, bound + size, limits, data)
+                except ResourceExhausted as refused:
+                    outcome.warnings.append(_dropped_call(target, refused))
+                    data, size = {}, 0
             pending["values"].update(data)
             pending["timestamp"] = float(call.timestamp)
             bound += size
@@ -520,10 +539,15 @@ class Run(Aggregate):
         return outcome
 
     @staticmethod
-    def _check_pending(pending: PendingRow, bound: int, limits: Limits) -> None:
+    def _check_pending(
+        pending: PendingRow, bound: int, limits: Limits, merging: Values | None = None
+    ) -> None:
+        """Refuse the pending row (with `merging` merged into it) if it is over the limits;
+        `bound`, the sum of what merged into it, spares measuring rows well under them."""
         values = pending["values"]
-        if bound > limits.max_row_bytes or len(values) > limits.max_keys_per_row:
-            check_row_size(pending["step"], values, limits)
+        keys = len(values) + len(merging or ())
+        if bound > limits.max_row_bytes or keys > limits.max_keys_per_row:
+            check_row_size(pending["step"], {**values, **merging} if merging else values, limits)
 
     def _commit(self, pending: PendingRow, bound: int, limits: Limits) -> EventRow:
         values: Values = pending["values"]
@@ -891,6 +915,10 @@ EVENT_CLASSES: tuple[type[Run.Event], ...] = (
 def event_types() -> tuple[str, ...]:
     """The names of a run's event classes, as `EVENT_CLASSES` orders them."""
     return tuple(cls.__name__ for cls in EVENT_CLASSES)
+
+
+def _dropped_call(step: int, refused: RunHistoryError) -> str:
+    return f"the data of a log call at step {step} was dropped: {refused.message}"
 
 
 def _copy_pending(pending: PendingRow | None) -> PendingRow | None:

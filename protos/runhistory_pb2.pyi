@@ -168,18 +168,20 @@ class LogCall(_message.Message):
     def __init__(self, data: _Optional[_Mapping[str, Value]] = ..., timestamp: _Optional[float] = ..., step: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class LogBatch(_message.Message):
-    __slots__ = ("path", "writer", "seq", "calls", "calls_json")
+    __slots__ = ("path", "writer", "seq", "calls", "calls_json", "drop_refused_calls")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DROP_REFUSED_CALLS_FIELD_NUMBER: _ClassVar[int]
     path: str
     writer: str
     seq: int
     calls: _containers.RepeatedCompositeFieldContainer[LogCall]
     calls_json: bytes
-    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[LogCall, _Mapping]]] = ..., calls_json: _Optional[bytes] = ...) -> None: ...
+    drop_refused_calls: bool
+    def __init__(self, path: _Optional[str] = ..., writer: _Optional[str] = ..., seq: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[LogCall, _Mapping]]] = ..., calls_json: _Optional[bytes] = ..., drop_refused_calls: _Optional[bool] = ...) -> None: ...
 
 class LogAck(_message.Message):
     __slots__ = ("seq", "position", "applied", "next_step", "rows", "warnings")

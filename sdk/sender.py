@@ -12,9 +12,12 @@ it. So `log()` never waits for the server:
 - unreachable (or failing) server: the request is sent again, with the same sequence
   number (the server applies it at most once), after a backoff, for as long as the process
   lives; the queue keeps going into the spool meanwhile.
-- refused data (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...): the request is dropped with a
-  warning (`run.warnings`), the rest goes on. Rows are checked against the server's limits
-  before they are spooled, so this is rare: a row is usually dropped alone, client-side.
+- refused data: rows are checked against the server's limits before they are spooled, so
+  a bad row is dropped alone, client-side. When the server's limits changed since (a spool
+  synced to another server), a batch asks the server to drop the calls it refuses
+  (`drop_refused_calls`) and apply the rest, each drop a warning (`run.warnings`). Any
+  other refused request (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) is dropped with a
+  warning, and the rest goes on.
 - lost right to write (UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION such as a
   session fenced by a rewind, NOT_FOUND): sending stops, the error is logged once, and
   `flush()` / `finish()` raise it; what was not sent stays in the spool. After a key's
@@ -60,7 +63,7 @@ MAX_QUEUED = 200_000
 WRITE_TIMEOUT = 60.0
 # Spooled requests kept in memory as well; past this, they are read back from the spool.
 MEMORY_BYTES = 64 * 1024 * 1024
-# Warnings of dropped data printed per run; the rest go to run.warnings only.
+# Warnings (dropped data, ignored steps) printed per run; the rest go to run.warnings only.
 PRINTED_WARNINGS = 10
 
 # A refusal of these ends the session's right to write: nothing more can be sent.
@@ -308,7 +311,9 @@ class Sender:
             record = Record(
                 self.seq + 1,
                 "Log",
-                pb.LogBatch(calls_json=calls_to_json(calls)).SerializeToString(),
+                pb.LogBatch(
+                    calls_json=calls_to_json(calls), drop_refused_calls=True
+                ).SerializeToString(),
                 len(calls),
             )
         else:
@@ -371,14 +376,17 @@ class Sender:
         return call
 
     def dropped(self, what: str) -> None:
-        """Report data that was dropped: in run.warnings, and printed (the first ones)."""
-        message = f"{what}; it was dropped and logging goes on"
+        """Report data that was dropped."""
+        self.warn(f"{what}; it was dropped and logging goes on")
+
+    def warn(self, message: str) -> None:
+        """A warning of the run: in run.warnings, and printed (the first ones)."""
         self.warnings.append(message)
         count = len(self.warnings)
         if count <= PRINTED_WARNINGS:
             log.warning("runhistory: %s", message)
         if count == PRINTED_WARNINGS:
-            log.warning("runhistory: further dropped data is listed in run.warnings only")
+            log.warning("runhistory: further warnings of this run are listed in run.warnings only")
 
     def _spool(self, record: Record) -> None:
         if self.spool is not None:
@@ -434,8 +442,7 @@ class Sender:
         if record.rpc == "Log":
             self.batches += 1
             for warning in ack.warnings:
-                log.warning("runhistory: %s", warning)
-                self.warnings.append(warning)
+                self.warn(warning)
         if self.outage_since is not None:
             log.warning(
                 "runhistory: the server is back after %.0f s; sending the %d writes spooled "

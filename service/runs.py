@@ -496,10 +496,16 @@ class RunService:
         *,
         writer: str | None = None,
         seq: int | None = None,
+        drop_refused: bool = False,
     ) -> LogAck:
+        """A batch of log calls (`Run.log`: with `drop_refused`, a refused call's data is
+        dropped with a warning instead of refusing the batch)."""
         outcome: LogOutcome
         outcome, position = self._change(
-            path, lambda run: run.log(calls, writer=writer, seq=seq, limits=self.limits)
+            path,
+            lambda run: run.log(
+                calls, writer=writer, seq=seq, limits=self.limits, drop_refused=drop_refused
+            ),
         )
         return LogAck(
             position=position,

@@ -159,7 +159,12 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     def _log(self, batch: pb.LogBatch, caller: Principal) -> pb.LogAck:
         path = _allowed(caller, batch.path, WRITE)
         calls = mapping.log_calls(batch)
-        ack = self.service.log(path, calls, **mapping.write_options(batch))
+        ack = self.service.log(
+            path,
+            calls,
+            drop_refused=batch.drop_refused_calls,
+            **mapping.write_options(batch),
+        )
         return mapping.log_ack(ack, batch.seq)
 
     @refusals

@@ -146,30 +146,33 @@ def test_a_merged_row_over_the_key_limit_is_dropped_among_good_rows(
     assert state_of(run.path)[0] == "finished"
 
 
-def test_a_batch_the_server_refuses_is_dropped_and_the_run_goes_on(
+def test_a_row_the_server_refuses_is_dropped_alone_from_its_batch(
     server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The server's refusal path: this SDK is made to believe in larger limits than the
-    server's, so the bad row reaches the server, which refuses its batch."""
+    """The server's side of dropping: this SDK is made to believe in larger limits than
+    the server's (as a spool synced to another server would), so the bad row reaches the
+    server inside a batch of good ones. The server drops that row's data alone."""
     run = runhistory.init(project="bad-rows")
     run._limits = run._sender.limits = Limits(max_keys_per_row=10**6)
     for i in range(5):
         run.log({"good": i})
     run.flush()
     with caplog.at_level(logging.WARNING, logger="runhistory"):
-        run.log({f"k{k}": k for k in range(10_001)})
+        run.log({"good": 5}, commit=False)
+        run.log({f"k{k}": k for k in range(10_001)})  # into the row at step 5
+        for i in range(6, 10):
+            run.log({"good": i})
         run.flush()
-    for i in range(5, 10):
-        run.log({"good": i})
     run.finish()
     assert len(run.warnings) == 1
-    assert run.warnings[0].startswith("the server refused a batch of 1 log calls (RESOURCE")
+    assert run.warnings[0].startswith("the data of a log call at step 5 was dropped: ")
     assert "at most 10000 keys" in run.warnings[0]
     printed = [r.getMessage() for r in caplog.records if r.name == "runhistory"]
     assert printed == [f"runhistory: {run.warnings[0]}"]
     good = rows_of(run.path, ["good"])
-    # The refused row never took its step on the server.
+    # The rest of its batch landed, at the steps run.step gave them.
     assert [(row["_step"], row["good"]) for row in good] == [(i, i) for i in range(10)]
+    assert rows_of(run.path, ["k0"]) == []
     assert state_of(run.path)[0] == "finished"
 
 

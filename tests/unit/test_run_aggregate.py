@@ -441,6 +441,42 @@ def test_too_long_key_is_refused():
     )
 
 
+def test_drop_refused_drops_only_the_refused_calls_data_and_keeps_its_step():
+    """What the SDK asks for: the batch applies, each refused call's data dropped with a
+    warning, its step and commit counted as `run.step` counted them."""
+    limits = Limits(max_keys_per_row=3, max_key_length=5)
+    batch = [
+        call({"a": 1}),  # step 0
+        call({"x": object()}),  # step 1: a type runhistory does not store
+        call({"toolongkey": 1}),  # step 2: a key over the length limit
+        call({"b": 1, "c": 2}, commit=False),  # step 3, merging
+        call({"d": 3, "e": 4}),  # merges to 4 keys: dropped, the row keeps b and c
+        call({"f": 5}),  # step 4
+    ]
+    run = new_run()
+    assert_refused(run, InvalidArgument, lambda: run.log(batch, limits=limits))
+    outcome = run.log(batch, limits=limits, drop_refused=True)
+    assert [row[0] for row in outcome.rows] == [0, 1, 2, 3, 4]
+    assert [row[3] for row in outcome.rows] == [{"a": 1}, {}, {}, {"b": 1, "c": 2}, {"f": 5}]
+    assert run.next_step == 5
+    assert len(outcome.warnings) == 3
+    assert outcome.warnings[0].startswith("the data of a log call at step 1 was dropped: ")
+    assert "toolongkey" in outcome.warnings[1] and "step 2" in outcome.warnings[1]
+    assert "at step 3" in outcome.warnings[2] and "at most 3 keys" in outcome.warnings[2]
+
+
+def test_drop_refused_still_refuses_a_batch_over_the_request_limits():
+    run = new_run()
+    limits = Limits(max_request_bytes=100)
+    assert_refused(
+        run,
+        ResourceExhausted,
+        lambda: run.log(
+            [call({"k": "x" * 30}) for _ in range(5)], limits=limits, drop_refused=True
+        ),
+    )
+
+
 # ---- idempotent sequence numbers -----------------------------------------------------------
 
 
