@@ -20,7 +20,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, NotFound
-from runhistory.domain.identity import RunPath, check_name
+from runhistory.domain.identity import RunPath, VersionRef, check_name
 from runhistory.domain.listing import (
     DEFAULT_ORDER,
     DEFAULT_PAGE_SIZE,
@@ -143,6 +143,16 @@ class WebApi:
         record = self.service.run(path)
         if version is not None and not 1 <= version <= record.version:
             raise _no_version(path, version, record.version)
+
+    def version_page(self, principal: Principal, entity: str, project: str, version_id: str) -> str:
+        """The page of a version named by its immutable ID: its run's, while the version
+        is live; its archived version's (`versions/N`) once a rewind replaced it."""
+        self._entity(principal, entity)
+        path, version = self.service.resolve_version(VersionRef(version_id, entity, project))
+        page = f"/{path.entity}/{path.project}/runs/{path.run_id}"
+        if version != self.service.run(path).version:
+            page += f"/versions/{version}"
+        return page
 
     # ---- project ---------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ the static files goes through `Access.authenticate` first (see `access.py`: the 
 a browser without a session is sent to `/login`, a script gets 401.
 
 Page addresses follow W&B's: `/<entity>/<project>` and `/<entity>/<project>/runs/<run_id>`,
-with `/charts`, `/lineage`, `/audit` and `/versions/<n>` below a run. Every page is the same
+with `/charts`, `/lineage`, `/audit` and `/versions/<n>` below a run; a version's immutable
+ID in place of the run ID redirects to that version's page. Every page is the same
 HTML shell; `static/app.js` reads the page's kind from it and fills it from `/api/...`, so
 the pages show exactly what the JSON endpoints serve.
 """
@@ -29,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError, Unauthenticated
+from runhistory.domain.identity import is_version_id
 from runhistory.service.addresses import DEFAULT_HTTP, is_loopback, parse_http_address
 from runhistory.service.auth import Principal
 from runhistory.service.database_errors import refusal_for
@@ -239,7 +241,9 @@ class WebApp:
             page = {"kind": "project", "entity": parts[0], "project": parts[1]}
         elif len(parts) >= 4 and parts[2] == "runs":
             run = {"entity": parts[0], "project": parts[1], "run_id": parts[3]}
-            if len(parts) == 4:
+            if len(parts) == 4 and is_version_id(parts[3]):
+                page = {"kind": "version_id", **run}
+            elif len(parts) == 4:
                 page = {"kind": "overview", **run}
             elif len(parts) == 5 and parts[4] in PAGE_KINDS:
                 page = {"kind": parts[4], **run}
@@ -252,6 +256,14 @@ class WebApp:
             # A run's page for a run (or version) that does not exist is a 404, as its JSON
             # is; the shell then shows why.
             try:
+                if page["kind"] == "version_id":
+                    # An immutable ID (as `run.immutable_id` gives it) leads to the page of
+                    # that version, wherever it is now.
+                    return _redirect(
+                        self.api.version_page(
+                            principal, page["entity"], page["project"], page["run_id"]
+                        )
+                    )
                 self.api.check_page(
                     principal, page["entity"], page["project"], page["run_id"], page.get("version")
                 )

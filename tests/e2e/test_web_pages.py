@@ -136,6 +136,27 @@ def test_unknown_runs_and_versions_are_404_pages(keyed_site: Site) -> None:
         assert reply.status == 403 and page_of(reply)["code"] == "PERMISSION_DENIED"
 
 
+def test_an_immutable_id_leads_to_its_versions_page(keyed_site: Site) -> None:
+    alice = keyed_site.keys["alice"]
+    overview = json.loads(keyed_site.get("/api/alice/p/runs/r", alice).body)
+    archived, live = (v["immutable_id"] for v in overview["versions"])
+    for version_id, page in (
+        (live, "/alice/p/runs/r"),
+        (archived, "/alice/p/runs/r/versions/1"),
+    ):
+        reply = keyed_site.get(f"/alice/p/runs/{version_id}", alice)
+        assert reply.status == 303 and reply.headers["location"] == page, reply.status
+        assert page_of(keyed_site.get(page, alice))["kind"] in ("overview", "version")
+    # Under another project, or an ID no version has: a 404 page that says so.
+    for path in (f"/alice/q/runs/{live}", "/alice/p/runs/v" + "0" * 25):
+        reply = keyed_site.get(path, alice)
+        assert reply.status == 404, (path, reply.status)
+        assert "no run version has the immutable ID" in page_of(reply)["message"]
+    # Another entity's: refused before any lookup.
+    reply = keyed_site.get(f"/bob/p/runs/{live}", alice)
+    assert reply.status == 403 and page_of(reply)["code"] == "PERMISSION_DENIED"
+
+
 def test_writes_are_405_method_not_allowed(open_site: Site) -> None:
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for path in ("/alice/p", "/alice/p/runs/r", "/api/alice/p/runs/r/history"):
