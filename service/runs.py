@@ -744,7 +744,10 @@ class RunService:
 
     @contextmanager
     def _reading(self, min_position: int | None) -> Iterator[Connection]:
-        self.runner.wait_for(self._written if min_position is None else min_position)
+        # Every read includes what this process acknowledged, and the position the client
+        # names (its writes through other servers): a client's remembered position can be
+        # older than this process's writes, e.g. of writes made by another protocol.
+        self.runner.wait_for(max(self._written, min_position or 0))
         with self.db.read() as conn:
             yield conn
 

@@ -404,6 +404,18 @@ def test_the_event_log_by_run_type_position_and_limit(
     assert service.events(everything[-1].position) == []
 
 
+def test_a_read_naming_an_older_position_still_includes_this_servers_writes(
+    service: RunService,
+) -> None:
+    """A client's remembered position can be older than this server's writes (it wrote
+    through another protocol, or another client wrote): reads include both."""
+    run = service.init("ent", "proj", started_at=T0)
+    first = log(service, run, {"x": 1})
+    assert steps(service.history(run.path, min_position=first.position)) == [0]
+    log(service, run, {"x": 2})
+    assert steps(service.history(run.path, min_position=first.position)) == [0, 1]
+
+
 def test_rebuild_equals_live(service: RunService) -> None:
     wandb_rewind_example(service)
     live = service.checksums()
