@@ -248,6 +248,47 @@ def test_the_seed_pages_scripts_rewind_and_fork(site: Site):
     assert theirs["history"][:301] == mine["history"][:301]
 
 
+def test_fork_from_an_archived_versions_immutable_id(site: Site):
+    """The ID runhistory shows for each version (web UI, CLI, API) works as wandb's
+    `fork_from`: the fork starts from that version as it stood before its rewind."""
+    made = site.run(
+        """
+        run = wandb.init(project="ids", id="src", settings=quiet())
+        for i in range(6):
+            run.log({"m": i})
+        run.finish()
+        run = wandb.init(project="ids", resume_from="src?_step=2", settings=quiet())
+        run.log({"m": 100})
+        run.finish()
+        result({})
+        """
+    )
+    assert made == {}
+    with site.api() as api:
+        archived = api.run(f"{ENTITY}/ids/src").versions()[0]
+    assert archived["archived"] and archived["version"] == 1
+    made = site.run(
+        f"""
+        fork = wandb.init(project="ids", id="child",
+                          fork_from="{archived["immutable_id"]}?_step=4", settings=quiet())
+        fork.log({{"m": -1}})
+        fork.finish()
+        result({{"id": fork.id}})
+        """
+    )
+    assert made == {"id": "child"}
+    with site.api() as api:
+        child = api.run(f"{ENTITY}/ids/child")
+        assert child.forked_from == {
+            "run": f"{ENTITY}/ids/src",
+            "step": 4,
+            "version": 1,
+            "immutable_id": archived["immutable_id"],
+        }
+        # steps 0..4 of version 1 (the live version holds 0..2 and 100 at 3)
+        assert [row["m"] for row in child.scan_history()] == [0, 1, 2, 3, 4, -1]
+
+
 # ---- resume, config, summary ----------------------------------------------------------------
 
 
