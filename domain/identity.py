@@ -35,7 +35,8 @@ _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 VERSION_ID_RULE = "'v' and 25 lowercase letters and digits"
 
 
-def check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: object) -> str:
+    """`value` as a name, or InvalidArgument; any value is checked (requests carry JSON)."""
     if value == "":
         raise InvalidArgument(f"the {kind} is empty: {a_or_an(kind)} is {NAME_RULE}")
     if not isinstance(value, str) or not _NAME.fullmatch(value):

@@ -252,8 +252,11 @@ def _rows(by_key: dict[str, Series]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+RowMaker = Callable[[list[list[Any]]], list[dict[str, Any]]]
+
+
 @cache
-def _row_builder(width: int) -> Callable[..., Callable[[list[list[Any]]], list[dict[str, Any]]]]:
+def _row_builder(width: int) -> Callable[..., RowMaker]:
     """A function that, given `width` names, makes rows of `width` equal-length columns.
 
     Building each row as a dict display is twice as fast as `dict(zip(names, values))`
@@ -265,7 +268,8 @@ def _row_builder(width: int) -> Callable[..., Callable[[list[list[Any]]], list[d
     values = ", ".join(f"v{i}" for i in range(width))
     row = ", ".join(f"n{i}: v{i}" for i in range(width))
     source = f"lambda {names}: lambda columns: [{{{row}}} for {values} in zip(*columns)]"
-    return eval(source)  # only `width` shapes the source: see above
+    builder: Callable[..., RowMaker] = eval(source)  # only `width` shapes the source: see above
+    return builder
 
 
 def limits_to_proto(limits: Limits) -> pb.Limits:

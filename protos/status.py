@@ -31,6 +31,7 @@ def refusal_reason(error: grpc.RpcError) -> str | None:
     if not hasattr(error, "trailing_metadata"):
         return None
     try:
+        # grpc's stubs keep RpcError and Call apart; the errors of a call are both.
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # details that do not match the status: not ours
         return None

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -36,6 +36,15 @@ CONNECTING = frozenset({grpc.StatusCode.UNAVAILABLE})
 CLIENT_DEADLINE = "Deadline Exceeded"  # grpc's details when the client's own deadline passed
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ResponseStream(Protocol[T_co]):
+    """What a server-streaming RPC returns: the responses, and the call to cancel."""
+
+    def __iter__(self) -> Iterator[T_co]: ...
+
+    def cancel(self) -> bool: ...
 
 
 class ConnectionFailed(errors.Unavailable):
@@ -382,7 +391,7 @@ def call(
 
 
 def stream(
-    fn: Callable[..., Iterator[T]],
+    fn: Callable[..., ResponseStream[T]],
     request: Any,
     *,
     retry_for: float | None = None,

@@ -9,10 +9,10 @@ from typing import Any
 from runhistory.client import default_entity, default_project
 
 
-class _Anything(dict):  # type: ignore[type-arg]
+class _Anything(dict[str, Any]):
     """A config or summary that keeps what it is given, in memory, and answers anything."""
 
-    def update(self, changes: Any = None, /, allow_val_change: bool = False, **more: Any) -> None:  # type: ignore[override]
+    def update(self, changes: Any = None, /, allow_val_change: bool = False, **more: Any) -> None:
         if isinstance(changes, Mapping):
             super().update(changes)
         elif changes is not None and hasattr(changes, "__dict__"):

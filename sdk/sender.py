@@ -178,7 +178,7 @@ class Sender:
         self.pending: deque[Record] = deque()  # spooled, not acknowledged, in memory
         self.pending_bytes = 0
         self.spilled = False  # requests after `pending` are in the spool only
-        self.in_flight: tuple[Record, grpc.Future] | None = None
+        self.in_flight: tuple[Record, grpc.Future[Any]] | None = None
         self.outage_since: float | None = None
         self.retry_at = 0.0
         self.delay = FIRST_BACKOFF
@@ -298,7 +298,8 @@ class Sender:
         idle = self.in_flight is None and not self.pending and not self.spilled
         if idle and self.connection is not None and self.outage_since is None:
             return True  # send at once
-        return time.time() - head[1] >= FLUSH_SECONDS
+        queued_at: float = head[1]  # a log call: (data, timestamp, step, commit)
+        return time.time() - queued_at >= FLUSH_SECONDS
 
     def _take(self) -> None:
         """Turn the head of the queue into one request and spool it (or handle a marker)."""

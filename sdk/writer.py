@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from runhistory.client import (
     CONNECTING,
@@ -152,7 +152,10 @@ def init(
     if run_mode == "disabled":
         from runhistory.disabled import DisabledRun
 
-        return DisabledRun(project=project, entity=entity, config=config, name=name, id=id)  # type: ignore[return-value]
+        # A stand-in for a Run: its __getattr__ answers every other method of Run, so callers
+        # keep typing against Run (as W&B's init returns a Run in disabled mode too).
+        disabled = DisabledRun(project=project, entity=entity, config=config, name=name, id=id)
+        return cast("Run", disabled)
     unused = (force, save_code, tensorboard, sync_tensorboard, monitor_gym, anonymous)
     ignored = [
         label
@@ -321,8 +324,9 @@ def _settings_mapping(settings: Any) -> dict[str, Any]:
     )
 
 
-def _reinit_mode(reinit: bool | str | None) -> str:
-    """W&B's reinit as one of its modes; "default" is "return_previous" outside notebooks."""
+def _reinit_mode(reinit: object) -> str:
+    """W&B's reinit as one of its modes; "default" is "return_previous" outside notebooks.
+    Any value is checked here: settings.reinit arrives unchecked, from W&B's Settings."""
     if reinit is None or reinit == "default" or reinit is False:
         return "return_previous"
     if reinit is True:
@@ -423,7 +427,8 @@ def _config_mapping(config: Any) -> Mapping[str, Any]:
     if isinstance(config, Mapping):
         return config
     if hasattr(config, "__dict__"):  # argparse.Namespace and similar
-        return vars(config)
+        namespace: dict[str, Any] = vars(config)
+        return namespace
     raise InvalidArgument(f"config must be a dict, got {type(config).__name__}")
 
 
@@ -823,6 +828,12 @@ class Config:
     W&B, changing a value the config holds is refused unless `allow_val_change` (of the
     update, else of `init`) is true, and leading dashes are dropped from keys ("--lr")."""
 
+    # Set through object.__setattr__ (this class's __setattr__ updates the config); declared
+    # here so they are not read as __getattr__'s Any.
+    _run: Run
+    _data: dict[str, Any]
+    _allow_val_change: bool
+
     def __init__(self, run: Run, data: dict[str, Any], allow_val_change: bool = False) -> None:
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_data", data)
@@ -893,6 +904,7 @@ class Config:
             return self._data == other._data
         return self._data == other
 
+    # Unhashable, as a dict. mypy knows object.__hash__ only as a method, not this idiom.
     __hash__ = None  # type: ignore[assignment]
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -945,7 +957,8 @@ class Summary:
         finally:
             if reader is not run._connection:
                 reader.close()
-        return loads(document.json)
+        summary: dict[str, Any] = loads(document.json)  # the server sends a JSON object
+        return summary
 
     def __getitem__(self, key: str) -> Any:
         return self.as_dict()[key]

@@ -8,14 +8,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Recording, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
-    SQLiteDatastore,
     SQLiteFactory,
 )
 
@@ -41,20 +42,21 @@ def event_store_env(db_url: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy", "SQLALCHEMY_URL": db_url}
 
 
-class _TakesWriteTurn:
+class _TakesWriteTurn(SQLiteAggregateRecorder):
     """A recorder of eventsourcing's SQLite module that inserts in the file's write turn,
     shared with the read models (`projections.database.WriteTurn`). It waits for its turn
     before it takes the module's single writer connection, so no request holds that
-    connection while SQLite makes it wait."""
+    connection while SQLite makes it wait. (Mixed in before SQLiteApplicationRecorder too,
+    whose insert_events its super() then reaches.)"""
 
-    datastore: SQLiteDatastore
-
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         with write_turn(self.datastore.pool.db_name).taken():
-            return super().insert_events(stored_events, **kwargs)  # type: ignore[misc]
+            return super().insert_events(stored_events, **kwargs)
 
 
-class _TurnTakingAggregateRecorder(_TakesWriteTurn, SQLiteAggregateRecorder):
+class _TurnTakingAggregateRecorder(_TakesWriteTurn):
     """The snapshots' recorder."""
 
 
@@ -70,7 +72,7 @@ class TurnTakingSQLiteFactory(SQLiteFactory):
     application_recorder_class = _TurnTakingApplicationRecorder
 
 
-class RunEvents(Application):
+class RunEvents(Application[UUID]):
     name = "RunHistory"
     is_snapshotting_enabled = True
     snapshot_every = 20  # events; a cold `get` replays at most this many
@@ -84,6 +86,7 @@ class RunEvents(Application):
         assert self.snapshots is not None
         every = self.snapshot_every
         for aggregate in processing_event.aggregates.values():
+            assert isinstance(aggregate, Run)  # the only aggregate this application saves
             saved = [
                 e.originator_version
                 for e in processing_event.events
@@ -110,7 +113,7 @@ class RunEvents(Application):
                 cache.put(aggregate_id, aggregate)
         with self._recent_lock:
             for recording in recordings:
-                self._recent[recording.notification.id] = recording.domain_event  # type: ignore[assignment]
+                self._recent[recording.notification.id] = _run_event(recording.domain_event)
             while len(self._recent) > self.recent_events:
                 self._recent.popitem(last=False)
         return recordings
@@ -133,7 +136,7 @@ class RunEvents(Application):
             start=after, limit=limit, inclusive_of_start=False
         )
         to_event = self.mapper.to_domain_event
-        return [(n.id, to_event(n)) for n in notifications]
+        return [(n.id, _run_event(to_event(n))) for n in notifications]
 
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
@@ -145,3 +148,8 @@ class RunEvents(Application):
         engine = getattr(getattr(self.factory, "datastore", None), "engine", None)
         if engine is not None:
             engine.dispose()
+
+
+def _run_event(event: DomainEventProtocol[UUID]) -> Run.Event:
+    # The store holds Run's events only; the library types what it decodes as any event.
+    return cast(Run.Event, event)

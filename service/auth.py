@@ -23,12 +23,10 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, select, update
+from sqlalchemy import Column, Float, MetaData, RowMapping, String, Table, select, update
 
 from runhistory.domain.errors import (
     InvalidArgument,
@@ -188,13 +186,15 @@ class KeyStore:
             )
             if row is None:
                 raise NotFound(f"no API key {key_id!r}; `runhistory keys list` shows them")
-            if row["revoked_at"] is None:
-                now = time.time()
+            revoked_at = row["revoked_at"]
+            if revoked_at is None:
+                revoked_at = time.time()
                 conn.execute(
-                    update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_at=now)
+                    update(api_keys)
+                    .where(api_keys.c.key_id == key_id)
+                    .values(revoked_at=revoked_at)
                 )
-                row = {**row, "revoked_at": now}
-        return _record(row)
+        return replace(_record(row), revoked_at=revoked_at)
 
     def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -255,7 +255,7 @@ class KeyStore:
             )
 
 
-def _principal(row: Mapping[str, Any]) -> Principal:
+def _principal(row: RowMapping) -> Principal:
     if row["revoked_at"] is not None:
         raise Unauthenticated(f"the API key {row['key_id']} was revoked")
     return Principal(entity=row["entity"], role=Role.parse(row["role"]), key_id=row["key_id"])
@@ -275,7 +275,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _record(row: Mapping[str, Any]) -> ApiKey:
+def _record(row: RowMapping) -> ApiKey:
     return ApiKey(
         key_id=row["key_id"],
         entity=row["entity"],

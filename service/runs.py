@@ -56,6 +56,9 @@ from runhistory.domain.run import RUNNING, LogOutcome, Run
 from runhistory.domain.values import LogCall, flatten, same_value
 from runhistory.projections import archive, artifacts, history, lineage, runs, summary
 from runhistory.projections.database import Database
+
+# By name: in RunService's annotations, its method `history` hides the module.
+from runhistory.projections.history import Segment, SeriesPage
 from runhistory.projections.runner import Progress, ProjectionRunner
 from runhistory.service.application import RunEvents, event_store_env
 from runhistory.service.events import describe_event, read_events, replay_until
@@ -431,7 +434,9 @@ class RunService:
             found = archive.find_version(conn, version_id(path.aggregate_id, version))
         if found is None or found["archived_event"] is None:
             raise NotFound(f"run {path} has no archived version {version}")
-        before = self.store.repository.get(path.aggregate_id, version=found["archived_event"] - 1)
+        before: Run = self.store.repository.get(
+            path.aggregate_id, version=found["archived_event"] - 1
+        )
         return before, True
 
     # ---- immutable version IDs ---------------------------------------------------------
@@ -615,13 +620,12 @@ class RunService:
         size = self.limits.max_calls_per_batch
         ack = LogAck(position=self._written, applied=False)
         for start in range(0, len(calls), size):
-            outcome: LogOutcome
-            outcome, position = self._change(
-                path,
-                lambda run, start=start: run.log_lines(
-                    first_line + start, calls[start : start + size], writer, self.limits
-                ),
-            )
+            # `start` as a default: bound now, not when the loop has moved on (B023).
+            def log_batch(run: Run, start: int = start) -> LogOutcome:
+                batch = calls[start : start + size]
+                return run.log_lines(first_line + start, batch, writer, self.limits)
+
+            outcome, position = self._change(path, log_batch)
             ack = LogAck(
                 position=position,
                 applied=ack.applied or not outcome.duplicate,
@@ -879,7 +883,7 @@ class RunService:
         own_only: bool = False,
         version: int | None = None,
         min_position: int | None = None,
-    ) -> Iterator[history.SeriesPage]:
+    ) -> Iterator[SeriesPage]:
         """The rows of `scan_history` key by key, in pages of packed series."""
         min_step, max_step = check_step_range(min_step, max_step)
         with self._reading(min_position) as conn:
@@ -888,7 +892,7 @@ class RunService:
 
     def series_of_runs(
         self, paths: Sequence[RunPath], keys: Sequence[str], min_position: int | None = None
-    ) -> dict[RunPath, list[history.SeriesPage]]:
+    ) -> dict[RunPath, list[SeriesPage]]:
         """The series of `keys` of each run's current version, as `scan_series` pages, read
         in one read transaction (a page of runs' sparklines)."""
         with self._reading(min_position) as conn:
@@ -978,7 +982,7 @@ class RunService:
             )
 
     @staticmethod
-    def _segment(conn: Connection, path: RunPath, version: int | None) -> history.Segment:
+    def _segment(conn: Connection, path: RunPath, version: int | None) -> Segment:
         runs.find_run(conn, path)
         return history.segment_of(conn, path.aggregate_id, version)
 

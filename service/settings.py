@@ -72,6 +72,7 @@ class Settings(BaseModel):
     @classmethod
     def _seconds(cls, value: object) -> float:
         try:
+            # Whatever the setting was given: float() takes what it can, else TypeError.
             seconds = float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
         except (TypeError, ValueError):
             seconds = math.nan

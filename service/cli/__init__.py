@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from runhistory.domain.errors import RunHistoryError
-from runhistory.service.cli.parser import build_parser
+from runhistory.service.cli.parser import Handler, build_parser
 from runhistory.service.cli.render import PROG
 
 
@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        handler: Handler = args.handler
+        return handler(args)
     except BrokenPipeError:
         # The reader went away (`runhistory history ... | head`): stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -8,14 +8,16 @@ import math
 from typing import Any
 
 import runhistory
+from runhistory.api import ApiRun
 from runhistory.service.cli.render import lineage_lines
 
 
 def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
     """The W&B "rewind a run" page's scripts, through the SDK and the server. Returns the
     paths of the runs it made."""
-    connect = {"address": address, "api_key": api_key}
-    run1 = runhistory.init(entity="demo", project="rewind", config={"lr": 0.01}, **connect)
+    run1 = runhistory.init(
+        entity="demo", project="rewind", config={"lr": 0.01}, address=address, api_key=api_key
+    )
     for i in range(300):
         run1.log({"metric": i})
     run1.finish()
@@ -23,7 +25,11 @@ def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
     print(f"run {path}: logged metric=i for steps 0..299 and finished")
 
     run2 = runhistory.init(
-        entity="demo", project="rewind", resume_from=f"{run1.id}?_step=200", **connect
+        entity="demo",
+        project="rewind",
+        resume_from=f"{run1.id}?_step=200",
+        address=address,
+        api_key=api_key,
     )
     for i in range(200, 300):
         if i < 250:
@@ -33,7 +39,7 @@ def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
         run2.log({"additional_metric": round(i * 1.1, 3), "step": i})
     run2.finish()
 
-    with runhistory.Api(**connect) as api:
+    with runhistory.Api(address=address, api_key=api_key) as api:
         rewound = api.run(path)
         print(
             f"rewound {path} to step 200 (now version {rewound.version}; version 1 is "
@@ -41,7 +47,11 @@ def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
         )
 
         fork = runhistory.init(
-            entity="demo", project="rewind", fork_from=f"{run1.id}?_step=300", **connect
+            entity="demo",
+            project="rewind",
+            fork_from=f"{run1.id}?_step=300",
+            address=address,
+            api_key=api_key,
         )
         for i in range(301, 311):
             fork.log({"metric": i * 3})
@@ -52,7 +62,7 @@ def rewind_and_fork(address: str, api_key: str) -> dict[str, str]:
     return {"rewound": path, "fork": str(forked.path)}
 
 
-def _show(rewound: Any, forked: Any) -> None:
+def _show(rewound: ApiRun, forked: ApiRun) -> None:
     _show_history(list(rewound.scan_history()), "history of the rewound run")
     _show_history(list(rewound.scan_history(version=1)), "archived version 1")
     _show_history(list(forked.scan_history()), "history of the fork (inherited rows first)")
@@ -70,6 +80,7 @@ def _show(rewound: Any, forked: Any) -> None:
         print(f"  {line}")
     print(f"\nsummary of the fork: {json.dumps(forked.summary)}")
     link = forked.forked_from
+    assert link is not None  # a fork of run1
     print(f"forked from: {link['run']} version {link['version']} at step {link['step']}")
 
 

@@ -20,7 +20,6 @@ import argparse
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
 from runhistory.domain.identity import check_name, is_version_id, parse_run_or_version
@@ -54,8 +53,10 @@ from runhistory.service.cli.server_commands import (
 )
 from runhistory.service.limits import SIZE_LIMITS, flag, variable
 
+# Runs a command with its parsed arguments; returns the exit code.
+Handler = Callable[[argparse.Namespace], int]
 # Adds a command: its name, help, parent parsers and handler; returns its parser.
-Command = Callable[[str, str, list, Callable], argparse.ArgumentParser]
+Command = Callable[[str, str, list[argparse.ArgumentParser], Handler], argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, parents: list, handler: Callable) -> Any:
+    def command(
+        name: str, help: str, parents: list[argparse.ArgumentParser], handler: Handler
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, parents=parents)
         sub.set_defaults(handler=handler)
         return sub

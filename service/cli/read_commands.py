@@ -4,6 +4,7 @@ install too (nothing here imports the server side)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from typing import Any
 
 import runhistory
+from runhistory.api import ApiRun
 from runhistory.domain.errors import NotFound, RunHistoryError
 from runhistory.domain.rules import check_step_range
 from runhistory.service.cli.render import (
@@ -34,15 +36,16 @@ from runhistory.sync import spool_folders, sync_folder
 CLI_RETRY_SECONDS = "3"
 
 
-def reader(args: argparse.Namespace) -> Any:
+def reader(args: argparse.Namespace) -> runhistory.Api:
     """The command's one SDK reader; `main` closes it."""
     if getattr(args, "api", None) is None:
         os.environ.setdefault("RUNHISTORY_RETRY_SECONDS", CLI_RETRY_SECONDS)
         args.api = runhistory.Api(address=args.address)
-    return args.api
+    api: runhistory.Api = args.api
+    return api
 
 
-def _run(args: argparse.Namespace) -> Any:
+def _run(args: argparse.Namespace) -> ApiRun:
     return reader(args).run(args.run)
 
 
@@ -102,7 +105,7 @@ def _run_filters(args: argparse.Namespace) -> dict[str, Any]:
     return filters
 
 
-def _run_record(run: Any) -> dict[str, Any]:
+def _run_record(run: ApiRun) -> dict[str, Any]:
     return {
         "path": run.path,
         "id": run.id,
@@ -143,7 +146,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version_record(run: Any, version: int) -> dict[str, Any]:
+def _version_record(run: ApiRun, version: int) -> dict[str, Any]:
     found = run.versions()
     for record in found:
         if record["version"] == version:
@@ -211,9 +214,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    source = _run(args) if args.run else reader(args)
+    run = _run(args) if args.run else None
+    source = reader(args) if run is None else run  # one run's events, or the server's
     stream = source.events(start=args.start, follow=args.follow)
-    names = RunNames(source.path if args.run else None)
+    names = RunNames(None if run is None else run.path)
     shown = 0
     if args.follow:  # `timeout 60 runhistory events --follow` ends like Ctrl-C
         signal.signal(signal.SIGTERM, _interrupt)
@@ -264,13 +268,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     os.environ.setdefault("RUNHISTORY_RETRY_SECONDS", "10")
     folders = [folder for path in args.paths for folder in spool_folders(path)]
     failed = 0
-    results = []
+    results: list[dict[str, object]] = []
     for folder in folders:
         bar = ProgressBar(f"{folder.name}: uploading")
         try:
-            uploaded = sync_folder(
-                folder, args.address, progress=lambda done, total, bar=bar: bar.show(0, done, total)
-            )
+            uploaded = sync_folder(folder, args.address, progress=functools.partial(bar.show, 0))
         except RunHistoryError as error:
             bar.finish()
             failed += 1

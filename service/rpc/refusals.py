@@ -12,17 +12,27 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from runhistory.domain.errors import InvalidArgument, RunHistoryError
 from runhistory.protos.status import refusal_status
+from runhistory.service.auth import Principal
 from runhistory.service.database_errors import refusal_for
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+class Authenticates(Protocol):
+    """A servicer: it tells who calls from the call's context."""
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal: ...
+
+
+S = TypeVar("S", bound=Authenticates)
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 
 def _status_of(error: RunHistoryError) -> grpc.StatusCode:
@@ -49,7 +59,8 @@ def tolerant(message: type[Any]) -> Callable[[bytes], Any]:
     return parse
 
 
-def well_formed(request: Any) -> Any:
+def well_formed(request: Request) -> Request:
+    """The request as it came, unless `tolerant` could not parse it."""
     if isinstance(request, Malformed):
         raise InvalidArgument(
             f"the request is not a valid {request.message_type} message: {request.error}"
@@ -57,48 +68,50 @@ def well_formed(request: Any) -> Any:
     return request
 
 
-def refusals(method: F) -> F:
-    """Authenticate the caller, refuse malformed requests, and map domain errors to
-    statuses, for unary and streaming handlers alike. The handler gets the caller."""
-
-    def abort(context: grpc.ServicerContext, error: Exception) -> None:
-        # Every refusal carries its reason (google.rpc.ErrorInfo) beside code and message.
-        if not isinstance(error, RunHistoryError) and (found := refusal_for(error)):
-            log.warning("%s refused: %s", method.__name__, found.message)
-            error = found
-        if isinstance(error, RunHistoryError):
-            context.abort_with_status(
-                refusal_status(_status_of(error), error.message, error.reason)
-            )
-        log.exception("unexpected error in %s", method.__name__)
-        internal = f"internal error: {type(error).__name__}: {error}"
-        context.abort_with_status(
-            refusal_status(grpc.StatusCode.INTERNAL, internal, RunHistoryError.reason)
-        )
-
-    if getattr(method, "_streams", False):
-
-        @functools.wraps(method)
-        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                caller = self.authenticate(context)
-                yield from method(self, well_formed(request), context, caller)
-            except Exception as error:
-                abort(context, error)
-
-        return streaming  # type: ignore[return-value]
+def refusals(
+    method: Callable[[S, Request, grpc.ServicerContext, Principal], Response],
+) -> Callable[[S, Request, grpc.ServicerContext], Response]:
+    """Authenticate the caller, refuse a malformed request, and map domain errors to
+    statuses, for a handler that returns one response. The handler gets the caller; gRPC
+    calls the handler this returns with the request and the context only."""
 
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: S, request: Request, context: grpc.ServicerContext) -> Response:
         try:
             caller = self.authenticate(context)
             return method(self, well_formed(request), context, caller)
         except Exception as error:
-            abort(context, error)
+            _abort(method.__name__, context, error)
 
-    return unary  # type: ignore[return-value]
+    return unary
 
 
-def streams(method: F) -> F:
-    method._streams = True  # type: ignore[attr-defined]
-    return method
+def stream_refusals(
+    method: Callable[[S, Request, grpc.ServicerContext, Principal], Iterator[Response]],
+) -> Callable[[S, Request, grpc.ServicerContext], Iterator[Response]]:
+    """`refusals` for a handler that streams its responses: a refusal can come after some
+    of them, so the errors are caught while the stream is read, not when it is made."""
+
+    @functools.wraps(method)
+    def streaming(self: S, request: Request, context: grpc.ServicerContext) -> Iterator[Response]:
+        try:
+            caller = self.authenticate(context)
+            yield from method(self, well_formed(request), context, caller)
+        except Exception as error:
+            _abort(method.__name__, context, error)
+
+    return streaming
+
+
+def _abort(handler: str, context: grpc.ServicerContext, error: Exception) -> NoReturn:
+    # Every refusal carries its reason (google.rpc.ErrorInfo) beside code and message.
+    if not isinstance(error, RunHistoryError) and (found := refusal_for(error)):
+        log.warning("%s refused: %s", handler, found.message)
+        error = found
+    if isinstance(error, RunHistoryError):
+        context.abort_with_status(refusal_status(_status_of(error), error.message, error.reason))
+    log.exception("unexpected error in %s", handler)
+    internal = f"internal error: {type(error).__name__}: {error}"
+    context.abort_with_status(
+        refusal_status(grpc.StatusCode.INTERNAL, internal, RunHistoryError.reason)
+    )

@@ -29,7 +29,7 @@ from runhistory.protos import runhistory_pb2 as pb
 from runhistory.protos import runhistory_pb2_grpc as pb_grpc
 from runhistory.service.auth import LOCAL_OPERATOR, KeyStore, Principal, Role, bearer_key
 from runhistory.service.rpc import mapping
-from runhistory.service.rpc.refusals import refusals, streams, well_formed
+from runhistory.service.rpc.refusals import refusals, stream_refusals, well_formed
 from runhistory.service.runs import Details, RunService
 
 FOLLOW_POLL_SECONDS = 0.1
@@ -69,7 +69,10 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         if self.keys is None:
             return LOCAL_OPERATOR
         metadata = dict(context.invocation_metadata())
-        return self.keys.authenticate(bearer_key(metadata.get("authorization")))
+        authorization = metadata.get("authorization")
+        # Only the values of keys ending in "-bin" are bytes: this one is text.
+        header = authorization if isinstance(authorization, str) else None
+        return self.keys.authenticate(bearer_key(header))
 
     @contextlib.contextmanager
     def _long_stream(self) -> Iterator[None]:
@@ -173,8 +176,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
     ) -> pb.LogAck:
         return self._log(request, caller)
 
-    @refusals
-    @streams
+    @stream_refusals
     def LogStream(
         self,
         request_iterator: Iterator[pb.LogBatch],
@@ -318,8 +320,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         page = self.service.runs_page(entity, request.project, **mapping.listing_options(request))
         return mapping.runs_page(page, self.web_url)
 
-    @refusals
-    @streams
+    @stream_refusals
     def ReadHistory(
         self,
         request: pb.HistoryRequest,
@@ -392,8 +393,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         tree = self.service.lineage(path, mapping.min_position(request.min_position))
         return mapping.lineage(tree)
 
-    @refusals
-    @streams
+    @stream_refusals
     def ReadEvents(
         self,
         request: pb.EventsRequest,
@@ -446,8 +446,7 @@ class RunHistoryServicer(pb_grpc.RunHistoryServicer):
         rows = snapshot.history(**mapping.history_options(request.history))
         return mapping.as_of(rows, snapshot.summary(), snapshot.config())
 
-    @refusals
-    @streams
+    @stream_refusals
     def Rebuild(
         self,
         request: pb.RebuildRequest,

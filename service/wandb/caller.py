@@ -52,9 +52,8 @@ class Caller:
         )
 
     def allow(self, entity: object, access: tuple[Role, str]) -> None:
-        name = entity or self.entity
-        check_name("entity", name)  # type: ignore[arg-type]
-        self.principal.require(name, *access)  # type: ignore[arg-type]
+        name = check_name("entity", entity or self.entity)
+        self.principal.require(name, *access)
 
 
 def authenticate(access: Access, headers: Mapping[str, str]) -> Caller:

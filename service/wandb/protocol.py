@@ -158,6 +158,7 @@ _decode = json.JSONDecoder().decode  # bound once: it reads every history line
 def history_call(line: object, number: int) -> LogCall:
     """History line `number` (a JSON object with `_step` and `_timestamp`) as a log call."""
     try:
+        # Not a str: decode raises TypeError, cheaper than an isinstance on every line.
         row = _decode(line)  # type: ignore[arg-type]
     except (TypeError, ValueError, RecursionError):
         row = parse_json(line, f"history line {number}") if isinstance(line, str) else None

@@ -95,7 +95,7 @@ class Reading:
         self.views = RunViews(service)
 
     def _run(
-        self, caller: Caller, v: Variables, name: str, build: Callable[[RunPath], dict]
+        self, caller: Caller, v: Variables, name: str, build: Callable[[RunPath], dict[str, Any]]
     ) -> dict[str, Any]:
         path = caller.run(v.get("entity"), v.get("project"), v.get(name), READ)
         try:

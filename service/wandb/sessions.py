@@ -101,17 +101,18 @@ class Sessions:
         self, caller: Caller, path: RunPath, config: WandbConfig, v: Variables
     ) -> dict[str, Any]:
         session = new_writer(caller.key_id)
-        start = {"config": config.values, "writer": session, "details": _details(v)}
+        details = _details(v)
         point = config.branch_point
         if point is None:
-            self.service.create(path, **start)
+            self.service.create(path, config=config.values, writer=session, details=details)
         elif point[0] == path.run_id:
             # A rewind's UpsertBucket follows its RewindRun, which found the run.
             raise NotFound(f"run {path} does not exist, so it cannot be rewound")
         else:
             source = RunPath(path.entity, path.project, point[0])
             caller.allow(source.entity, READ)
-            self.service.fork(BranchPoint(source, point[1]), path, **start)
+            branch = BranchPoint(source, point[1])
+            self.service.fork(branch, path, config=config.values, writer=session, details=details)
         self.service.start_lines(path, writer=session)
         return _upserted(self.views.bucket(path, session), inserted=True)
 

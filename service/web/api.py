@@ -15,7 +15,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -33,9 +33,10 @@ from runhistory.domain.rules import check_step_range
 from runhistory.domain.run import event_types
 from runhistory.domain.series import TIMES, TIMESTAMP
 from runhistory.projections.history import SeriesPage
+from runhistory.service.auth import Principal
 from runhistory.service.records import ArtifactRecord, EventRecord, RunRecord
 from runhistory.service.runs import RunService
-from runhistory.service.web.access import Access, Principal
+from runhistory.service.web.access import Access
 from runhistory.service.web.downsample import (
     DEFAULT_POINTS,
     MAX_POINTS,
@@ -45,6 +46,9 @@ from runhistory.service.web.downsample import (
 )
 
 Query = Mapping[str, Sequence[str]]
+
+# What every endpoint returns: a JSON-ready document (`encode` makes it strict JSON).
+Document = dict[str, Any]
 
 EVENT_TYPES = event_types()
 MAX_SPARKLINE_RUNS = 100  # runs whose sparklines one request draws
@@ -105,7 +109,7 @@ class WebApi:
         # Downsampled histories by request and by the run's last event position: reading a
         # long run costs seconds, and a finished run's charts are looked at again and again.
         # A new event for the run moves its position, so a stale entry is never served.
-        self._histories: OrderedDict[tuple, dict] = OrderedDict()
+        self._histories: OrderedDict[tuple[Hashable, ...], Document] = OrderedDict()
         self._histories_lock = threading.Lock()
 
     # ---- access: the one call site of `authorize` -----------------------------------------
@@ -120,7 +124,7 @@ class WebApi:
 
     # ---- projects ------------------------------------------------------------------------
 
-    def projects(self, principal: Principal, query: Query) -> dict:
+    def projects(self, principal: Principal, query: Query) -> Document:
         """The projects the caller may read: its key's entity's, or every entity's on a
         server without keys."""
         Params(query, set())
@@ -156,7 +160,7 @@ class WebApi:
 
     # ---- project ---------------------------------------------------------------------
 
-    def runs(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
+    def runs(self, principal: Principal, entity: str, project: str, query: Query) -> Document:
         """A page of the project's runs with their summaries (see domain/listing.py):
         `per_page` (default 50, at most 1000), `cursor` (the `next_cursor` of the page
         before), `order`, and the filters `state` and `tags` (comma-separated: any of),
@@ -204,7 +208,7 @@ class WebApi:
             "total": page.total,
         }
 
-    def sparklines(self, principal: Principal, entity: str, project: str, query: Query) -> dict:
+    def sparklines(self, principal: Principal, entity: str, project: str, query: Query) -> Document:
         """Downsampled series of `key` (`points`, default 60) for the runs named in `runs`
         (comma-separated run IDs, at most MAX_SPARKLINE_RUNS): those of the page shown."""
         params = Params(query, {"key", "runs", "points"})
@@ -222,7 +226,7 @@ class WebApi:
         paths = [RunPath(entity, project, run_id) for run_id in run_ids]
         return {"key": key, "sparklines": self._sparklines(paths, key, points)}
 
-    def _sparklines(self, paths: list[RunPath], key: str, points: int) -> dict[str, dict]:
+    def _sparklines(self, paths: list[RunPath], key: str, points: int) -> dict[str, Document]:
         """Each run's series of `key`, downsampled, by run ID; read in one transaction."""
         found = {}
         for path, pages in self.service.series_of_runs(paths, [key]).items():
@@ -240,7 +244,7 @@ class WebApi:
 
     def run(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
-    ) -> dict:
+    ) -> Document:
         """The overview: the run, its config and summary, artifacts, where it was forked
         from (or which archived version its last rewind replaced), its versions and forks."""
         Params(query, set())
@@ -273,7 +277,7 @@ class WebApi:
         run_id: str,
         version: str,
         query: Query,
-    ) -> dict:
+    ) -> Document:
         """One version (archived or live) as it was: state, rows, summary, config, artifacts."""
         Params(query, set())
         number = _parse_int("version", version, 1, None)
@@ -292,7 +296,7 @@ class WebApi:
 
     def history(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
-    ) -> dict:
+    ) -> Document:
         """Each key's series over `_step`, downsampled server-side to at most `max_points`
         points per part by keeping each bucket's min and max. A fork's series come in two
         parts, `inherited` (rows up to the fork step, from its source) and `own`; the rewind
@@ -336,7 +340,7 @@ class WebApi:
         max_points: int,
         min_step: int | None,
         max_step: int | None,
-    ) -> dict:
+    ) -> Document:
         tree = self.service.lineage(path)
         shown = version or record.version
         if shown > len(tree.versions):
@@ -387,7 +391,7 @@ class WebApi:
                     else:
                         own.add(step, number)
 
-        series = {}
+        series: dict[str, dict[str, Any]] = {}
         for key, reducers in parts.items():
             series[key] = {"skipped": skipped[key]}
             for part, reducer in reducers.items():
@@ -415,7 +419,7 @@ class WebApi:
 
     def lineage(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
-    ) -> dict:
+    ) -> Document:
         """Ancestors (nearest first), versions and the tree of descendants."""
         Params(query, set())
         path = self._path(principal, entity, project, run_id)
@@ -425,7 +429,7 @@ class WebApi:
 
     def events(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
-    ) -> dict:
+    ) -> Document:
         """The run's events in order from position `after` (exclusive), of one `type` if
         given, at most `limit`. `next_after` continues the listing."""
         params = Params(query, {"type", "after", "limit"})
@@ -448,7 +452,7 @@ class WebApi:
 
     def as_of(
         self, principal: Principal, entity: str, project: str, run_id: str, query: Query
-    ) -> dict:
+    ) -> Document:
         """The run as it stood at event `position` (or time `at`, seconds since the epoch):
         its summary, config, row count and downsampled charts."""
         params = Params(query, {"position", "at", "max_points"})

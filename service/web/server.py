@@ -36,7 +36,7 @@ from runhistory.service.auth import Principal
 from runhistory.service.database_errors import refusal_for
 from runhistory.service.runs import RunService
 from runhistory.service.web.access import Access, header
-from runhistory.service.web.api import WebApi, encode
+from runhistory.service.web.api import Document, WebApi, encode
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class WebApp:
 
     def _api(self, principal: Principal, parts: list[str], query: Any) -> Response:
         api = self.api
-        routes: dict[tuple[int, str | None], Callable[..., dict]] = {
+        routes: dict[tuple[int, str | None], Callable[..., Document]] = {
             (3, None): api.runs,
             (4, None): api.run,
             (5, "history"): api.history,
