@@ -601,11 +601,13 @@ class Run(Aggregate):
         calls: Sequence[LogCall],
         writer: str,
         limits: Limits = DEFAULT_LIMITS,
+        drop_refused: bool = False,
     ) -> LogOutcome:
         """Log `calls[i]` as line `first_line + i`, each a row of its own at a step above
         the last. Lines applied before are skipped, so a retried request applies nothing
         twice; a request that leaves lines out is refused, since it cannot come from the
-        session that holds the run (nor can rows that go back in steps)."""
+        session that holds the run (nor can rows that go back in steps). `drop_refused`:
+        as in `log`, a line whose data is refused keeps its row, empty, with a warning."""
         self._check_writer(writer)
         if not isinstance(first_line, int) or isinstance(first_line, bool) or first_line < 0:
             raise InvalidArgument(f"a line offset is an integer >= 0, got {first_line!r}")
@@ -631,7 +633,13 @@ class Run(Aggregate):
                 )
             step = line_step + 1
         rows = [c if c.commit else LogCall(c.data, c.timestamp, c.step, True) for c in fresh]
-        return self.log(rows, writer=writer, seq=first_line + len(calls), limits=limits)
+        return self.log(
+            rows,
+            writer=writer,
+            seq=first_line + len(calls),
+            limits=limits,
+            drop_refused=drop_refused,
+        )
 
     def _closing_rows(self) -> list[EventRow]:
         """The pending row, committed: it was acknowledged, so it is never dropped."""

@@ -613,7 +613,13 @@ class RunService:
         return lines
 
     def log_lines(
-        self, path: RunPath, first_line: int, calls: Sequence[LogCall], *, writer: str
+        self,
+        path: RunPath,
+        first_line: int,
+        calls: Sequence[LogCall],
+        *,
+        writer: str,
+        drop_refused: bool = False,
     ) -> LogAck:
         """Rows numbered by line (see `Run.log_lines`), in batches of at most
         `max_calls_per_batch`; lines applied before are acknowledged, not applied again."""
@@ -623,7 +629,7 @@ class RunService:
             # `start` as a default: bound now, not when the loop has moved on (B023).
             def log_batch(run: Run, start: int = start) -> LogOutcome:
                 batch = calls[start : start + size]
-                return run.log_lines(first_line + start, batch, writer, self.limits)
+                return run.log_lines(first_line + start, batch, writer, self.limits, drop_refused)
 
             outcome, position = self._change(path, log_batch)
             ack = LogAck(

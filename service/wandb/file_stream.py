@@ -1,8 +1,11 @@
 """`POST /files/{entity}/{project}/{run}/file_stream`: the SDK's rows, summary and exit.
 
 A post is read whole and checked before anything is applied, so a malformed one changes
-nothing. Then, as the run's current session (the post names no session: it acts for the
-session this key started through the W&B API, if one holds the run):
+nothing. Data the server refuses (a key too long, a row over the limits) is dropped alone,
+logged by the server: refusing the post would end the SDK's file_stream, which gives up on a
+4xx, and every later row with it. Then, as the run's current session (the post names no
+session: it acts for the session this key started through the W&B API, if one holds the
+run):
 
 - `wandb-history.jsonl`: line `offset + i` is `content[i]`; the post's lines are one batch
   of rows, and lines applied before (a retried post) are acknowledged, not applied again;
@@ -17,11 +20,17 @@ System metrics (`wandb-events.jsonl`), console output (`output.log`), `uploaded`
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from runhistory.domain.errors import InvalidArgument, RunNotRunning, Superseded
+from runhistory.domain.errors import (
+    InvalidArgument,
+    ResourceExhausted,
+    RunNotRunning,
+    Superseded,
+)
 from runhistory.domain.identity import RunPath
 from runhistory.domain.values import LogCall, flatten
 from runhistory.service.runs import RunService
@@ -33,6 +42,8 @@ from runhistory.service.wandb.protocol import (
     user_values,
     whole_number,
 )
+
+log = logging.getLogger(__name__)
 
 HISTORY = "wandb-history.jsonl"
 SUMMARY = "wandb-summary.json"
@@ -88,7 +99,6 @@ def _summary(line: object) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(summary, dict):
         raise InvalidArgument("the summary line is a JSON object")
     values = user_values(summary)
-    flatten(values)  # checked now, so that nothing is applied if it is refused
     taken_at = {key: summary[key] for key in ("_step", "_timestamp") if key in summary}
     return values, taken_at
 
@@ -109,17 +119,37 @@ class FileStream:
                 "client), so this one's writes are refused; start a new one with resume, "
                 "resume_from or fork_from"
             )
+        summary = None
+        if post.summary:
+            summary = self._storable(path, post.summary)
+            flatten(summary, self.service.limits)  # the whole of it: checked before any row
         self.service.heartbeat(path, writer=writer)
         if post.lines:
-            self.service.log_lines(path, post.first_line, post.lines, writer=writer)
-        if post.summary:
+            ack = self.service.log_lines(
+                path, post.first_line, post.lines, writer=writer, drop_refused=True
+            )
+            for warning in ack.warnings:
+                log.warning("wandb run %s: %s", path, warning)
+        if summary:
             # The SDK may send a summary before the rows it covers: see report_summary.
             self.service.report_summary(
-                path, post.summary, taken_at=post.summary_taken_at, writer=writer
+                path, summary, taken_at=post.summary_taken_at, writer=writer
             )
         if post.exit_code is not None:
             self._finish(path, post.exit_code, writer)
         return ANSWER
+
+    def _storable(self, path: RunPath, summary: dict[str, Any]) -> dict[str, Any]:
+        """The summary without the keys the server refuses (as their rows were dropped)."""
+        kept = {}
+        for key, value in summary.items():
+            try:
+                flatten({key: value}, self.service.limits)
+            except (InvalidArgument, ResourceExhausted) as refused:
+                log.warning("wandb run %s: a summary value was dropped: %s", path, refused.message)
+            else:
+                kept[key] = value
+        return kept
 
     def _finish(self, path: RunPath, exit_code: int, writer: str) -> None:
         # RunNotRunning: its own session ended the run (a superseded one is refused before

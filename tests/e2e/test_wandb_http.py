@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -427,14 +428,34 @@ def test_a_malformed_post_is_refused_whole(site: Site, body: bytes, status: int,
     assert site.events("r1") == before
 
 
-def test_a_row_over_the_limits_is_refused_with_a_status_the_sdk_gives_up_on(site: Site):
+def test_a_row_over_the_limits_is_dropped_alone_and_the_post_taken(
+    site: Site, caplog: pytest.LogCaptureFixture
+):
+    """Refusing the post (the SDK gives up on a 4xx) would lose every later row; the row's
+    data is dropped, its line and step kept, the rest applied, and the server says so."""
     start(site, "r1")
-    huge = {
-        "files": {"wandb-history.jsonl": {"offset": 0, "content": [line(0, s="x" * 11_000_000)]}}
+    content = [line(0, loss=0.0), line(1, s="x" * 11_000_000, loss=1.0), line(2, loss=2.0)]
+    summary = json.dumps({"_step": 2, "loss": 2.0, "k" * 300: 1})  # a key over 256 chars
+    post = {
+        "files": {
+            "wandb-history.jsonl": {"offset": 0, "content": content},
+            "wandb-summary.json": {"offset": 0, "content": [summary]},
+        }
     }
-    reply = site.stream("r1", huge)
-    assert reply.status == 413  # not 429, which the SDK would retry for days
-    assert site.events("r1") == ["Created"]
+    with caplog.at_level(logging.WARNING, logger="runhistory.service.wandb"):
+        reply = site.stream("r1", post)
+    assert reply.status == 200, reply.text
+    assert site.steps("r1") == [0, 1, 2]
+    with site.api() as api:
+        run = api.run("team/p/r1")
+        assert [row.get("loss") for row in run.scan_history()] == [0.0, None, 2.0]
+        assert run.summary == {"loss": 2.0}
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("step 1 was dropped" in m and "at most 10485760 bytes" in m for m in logged)
+    assert any("summary value was dropped" in m and "at most 256" in m for m in logged)
+    # The next post goes on from line 3.
+    assert site.stream("r1", history(3, 3)).status == 200
+    assert site.steps("r1") == [0, 1, 2, 3]
 
 
 # ---- keys and refusals -----------------------------------------------------------------------

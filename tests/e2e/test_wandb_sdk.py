@@ -6,6 +6,7 @@ through runhistory's own API."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -417,6 +418,34 @@ def test_names_notes_groups_job_types_and_nulls_as_the_sdk_sends_them(site: Site
         assert (run.name, run.tags, run.group, run.job_type) == ("renamed", [], "fold-1", "eval")
         assert run.notes == "changed while running"
         assert [row["val"] for row in run.scan_history()] == [None, 0.25]
+
+
+def test_a_row_the_server_refuses_is_dropped_alone_and_logging_goes_on(
+    site: Site, caplog: pytest.LogCaptureFixture
+):
+    """A refused post would end the SDK's file_stream (it gives up on a 4xx) and lose every
+    row after it: the server drops the refused data alone, and says so in its log."""
+    long_key = "k" * 300  # over the 256 characters a key may have
+    with caplog.at_level(logging.WARNING, logger="runhistory.service.wandb"):
+        made = site.run(
+            f"""
+            run = wandb.init(project="p", id="badrow", settings=quiet())
+            for i in range(10):
+                run.log({{"good": i}})
+            run.log({{"{long_key}": 1, "good": 10}})
+            for i in range(11, 20):
+                run.log({{"good": i}})
+            run.finish()
+            read = wandb.Api().run("team/p/badrow")
+            result({{"state": read.state, "good": [r.get("good") for r in read.scan_history()]}})
+            """
+        )
+    assert made["state"] == "finished"
+    # the refused row keeps its step, without its data; every other row is there
+    assert made["good"] == [*range(10), None, *range(11, 20)]
+    dropped = [r.getMessage() for r in caplog.records if "was dropped" in r.getMessage()]
+    assert dropped and all("300 characters; at most 256" in m for m in dropped)
+    assert any("team/p/badrow" in m and "at step 10" in m for m in dropped)
 
 
 def test_nan_infinities_and_large_integers_survive(site: Site):
