@@ -421,6 +421,20 @@ def test_the_project_page_loads_a_page_of_runs_at_a_time(driver: Any, demo: Demo
     assert first == "m54"
     assert css(driver, "#order").get_attribute("value") == "-created_at"
 
+    # The charts page offers the project's other runs to overlay a page at a time too.
+    open_page(driver, f"{demo.web.url}/demo/many/runs/m00/charts")
+    wait_for(lambda: traces(driver, "loss"), "the run's chart")
+    offered = lambda: driver.find_elements("css selector", "#compare-runs input")  # noqa: E731
+    assert len(offered()) == 49  # the first page of 50, less the run itself
+    click(driver, "#more-runs")
+    wait_for(lambda: len(offered()) == 54, "the next page of runs to overlay")
+    assert not css(driver, "#more-runs").is_displayed()
+    click(driver, "#overlay-run-m54")
+    wait_for(
+        lambda: any(t["name"] == "m54" for t in traces(driver, "loss")),
+        "the trace of a run from the second page",
+    )
+
 
 def test_charts_overlay_an_archived_version_and_a_fork(driver: Any, demo: Demo) -> None:
     open_page(driver, demo.url(demo.rewound, "/charts"))

@@ -663,11 +663,14 @@ async function chartsPage() {
   runCrumbs("charts");
   const run = await getJSON(apiRun(page.entity, page.project, page.run_id));
   setTitle(`charts: ${run.name}`);
-  const projectRuns = await getJSON(`/api/${enc(page.entity)}/${enc(page.project)}/runs`);
+  // The project's other runs, a page at a time ("More runs" continues after the last).
+  const runsPage = (cursor) => getJSON(`/api/${enc(page.entity)}/${enc(page.project)}/runs?${
+    new URLSearchParams({ per_page: RUNS_PER_PAGE, ...(cursor ? { cursor } : {}) })}`);
+  const projectRuns = await runsPage(null);
   const archived = run.versions.filter((v) => v.archived);
   const forks = flattenForks(run.forks);
   const forkPaths = new Set(forks.map((f) => f.run));
-  const others = projectRuns.runs.filter((r) => r.path !== run.path && !forkPaths.has(r.path));
+  const othersOf = (runs) => runs.filter((r) => r.path !== run.path && !forkPaths.has(r.path));
   const box = el("div", { class: "charts", id: "charts" });
   const live = { path: run.path, label: archived.length ? `${run.run_id} v${run.version} (live)` : run.run_id };
   const board = new ChartBoard(box, { keys: run.metrics, runs: [live], live: true });
@@ -687,8 +690,25 @@ async function chartsPage() {
       `fork ${f.run} (at step ${f.step} of v${f.source_version})`,
       { path: f.run, label: `fork ${pathParts(f.run).runId}` }, update)),
   ];
-  const compareChecks = others.map((r) => overlayCheck(`overlay-run-${r.run_id}`, r.run_id,
-    { path: r.path, label: r.run_id }, update));
+  const runCheck = (r) => overlayCheck(`overlay-run-${r.run_id}`, r.run_id,
+    { path: r.path, label: r.run_id }, update);
+  const compareChecks = othersOf(projectRuns.runs).map(runCheck);
+  let cursor = projectRuns.next_cursor;
+  const moreRuns = el("button", { type: "button", id: "more-runs", hidden: !cursor,
+    text: "More runs" });
+  moreRuns.addEventListener("click", async () => {
+    moreRuns.disabled = true;
+    try {
+      const next = await runsPage(cursor);
+      cursor = next.next_cursor;
+      moreRuns.before(...othersOf(next.runs).map(runCheck));
+      moreRuns.hidden = !cursor;
+    } catch (error) {
+      showError(error);
+    } finally {
+      moreRuns.disabled = false;
+    }
+  });
   const legend = el("p", { class: "muted small" },
     "Solid: the run's own rows. Dotted: rows a fork inherited from its source. " +
     "Dashed amber lines: rewinds; dotted grey lines: fork points. Drag to zoom (the server " +
@@ -701,8 +721,8 @@ async function chartsPage() {
     el("div", { class: "controls" }, zoomForm(board)),
     versionChecks.length ? el("fieldset", { class: "compare", id: "compare-versions" },
       el("legend", { text: "Compare with this run's archived versions and forks" }), versionChecks) : null,
-    compareChecks.length ? el("fieldset", { class: "compare", id: "compare-runs" },
-      el("legend", { text: "Overlay other runs of the project" }), compareChecks) : null,
+    compareChecks.length || cursor ? el("fieldset", { class: "compare", id: "compare-runs" },
+      el("legend", { text: "Overlay other runs of the project" }), compareChecks, moreRuns) : null,
     run.metrics.length ? box : el("p", { class: "muted", text: "No numeric metrics logged yet." }),
   );
   if (run.metrics.length) await board.render();
