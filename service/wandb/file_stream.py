@@ -119,10 +119,8 @@ class FileStream:
                 "client), so this one's writes are refused; start a new one with resume, "
                 "resume_from or fork_from"
             )
-        summary = None
-        if post.summary:
-            summary = self._storable(path, post.summary)
-            flatten(summary, self.service.limits)  # the whole of it: checked before any row
+        # Checked before any row is applied: a summary still refused refuses the post whole.
+        summary = self._storable(path, post.summary) if post.summary else None
         self.service.heartbeat(path, writer=writer)
         if post.lines:
             ack = self.service.log_lines(
@@ -140,15 +138,23 @@ class FileStream:
         return ANSWER
 
     def _storable(self, path: RunPath, summary: dict[str, Any]) -> dict[str, Any]:
-        """The summary without the keys the server refuses (as their rows were dropped)."""
+        """The summary without the keys the server refuses (as their rows were dropped).
+        One check of the whole in the usual case; key by key only when it is refused."""
+        limits = self.service.limits
+        try:
+            flatten(summary, limits)
+            return summary
+        except (InvalidArgument, ResourceExhausted):
+            pass
         kept = {}
         for key, value in summary.items():
             try:
-                flatten({key: value}, self.service.limits)
+                flatten({key: value}, limits)
             except (InvalidArgument, ResourceExhausted) as refused:
                 log.warning("wandb run %s: a summary value was dropped: %s", path, refused.message)
             else:
                 kept[key] = value
+        flatten(kept, limits)  # still too many keys: refused whole
         return kept
 
     def _finish(self, path: RunPath, exit_code: int, writer: str) -> None:
